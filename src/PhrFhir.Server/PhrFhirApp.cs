@@ -1,0 +1,71 @@
+using Hl7.Fhir.Model;
+using Task = System.Threading.Tasks.Task;
+using PhrFhir.Server.Rest;
+using PhrFhir.Storage;
+using PhrFhir.Storage.Embedded;
+using PhrFhir.Storage.Search;
+
+namespace PhrFhir.Server;
+
+/// <summary>Wires the features together; tests build the same app on a free port.</summary>
+public static class PhrFhirApp
+{
+    public static async Task<WebApplication> BuildAsync(string[] args, CancellationToken ct = default)
+    {
+        var builder = WebApplication.CreateSlimBuilder(args);
+        builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+        var limits = builder.Configuration.GetSection("Limits").Get<ServerLimits>() ?? new ServerLimits();
+        builder.Services.Configure<ServerLimits>(builder.Configuration.GetSection("Limits"));
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = limits.MaxBodyBytes + 1);
+
+        // Storage: the configured PostgreSQL, or an embedded one started here (the default).
+        using var loggerFactory = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true));
+        var startLog = loggerFactory.CreateLogger("PhrFhir.Startup");
+        var connectionString = builder.Configuration.GetConnectionString("Fhir") ?? Environment.GetEnvironmentVariable("PHRFHIR_DB");
+        EmbeddedPostgres? embedded = null;
+        if (string.IsNullOrEmpty(connectionString))
+        {
+            var dir = Path.GetFullPath(builder.Configuration["Storage:DataDirectory"] ?? Path.Combine("data", "postgres"));
+            startLog.LogInformation("No connection string configured: starting the embedded PostgreSQL in {Dir}", dir);
+            embedded = await EmbeddedPostgres.StartAsync(dir, builder.Configuration.GetValue("Storage:Port", 0), startLog, ct);
+            connectionString = embedded.ConnectionString;
+        }
+        var parameters = SearchParameters.CreateDefault(IgSearchParameters(builder.Configuration, startLog));
+        var store = await FhirStore.OpenAsync(connectionString, parameters, ct);
+
+        if (embedded is not null) builder.Services.AddSingleton(embedded); // disposed (stopped) on shutdown, after the store
+        builder.Services.AddSingleton(store);
+        builder.Services.AddSingleton<ResourceWrites>();
+        builder.Services.AddSingleton<CapabilityStatementBuilder>();
+
+        var app = builder.Build();
+        ErrorHandling.Use(app);
+        app.MapGet("/healthz", () => Results.Text("ok"));
+        app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
+            await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503));
+        FhirEndpoints.Map(app);
+        return app;
+    }
+
+    /// <summary>
+    /// SearchParameters of the IGs in the reference folder (JP Core), when it is present. The server
+    /// runs without them: R4 core parameters are always there.
+    /// </summary>
+    static IEnumerable<SearchParameter> IgSearchParameters(IConfiguration config, ILogger log)
+    {
+        var refDir = config["Conformance:ReferenceDirectory"] ?? Path.Combine("..", "shared", "ref");
+        var jpCore = Path.Combine(refDir, "jp-core", "jp-core.r4-1.1.2", "package");
+        if (!Directory.Exists(jpCore))
+        {
+            log.LogInformation("JP Core package not found at {Dir}: only R4 core search parameters are offered", Path.GetFullPath(jpCore));
+            yield break;
+        }
+        foreach (var file in Directory.EnumerateFiles(jpCore, "SearchParameter-*.json"))
+        {
+            SearchParameter? sp = null;
+            try { sp = FhirFormat.ParseStored(File.ReadAllText(file)) as SearchParameter; }
+            catch (Exception e) { log.LogWarning("Skipping {File}: {Error}", file, e.Message); }
+            if (sp is not null) yield return sp;
+        }
+    }
+}

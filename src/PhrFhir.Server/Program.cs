@@ -1,0 +1,4 @@
+using PhrFhir.Server;
+
+var app = await PhrFhirApp.BuildAsync(args);
+await app.RunAsync();

@@ -1,0 +1,227 @@
+using System.Globalization;
+using System.Net;
+using Hl7.Fhir.Model;
+using Task = System.Threading.Tasks.Task;
+using Microsoft.Extensions.Options;
+using PhrFhir.Storage;
+
+namespace PhrFhir.Server.Rest;
+
+/// <summary>
+/// POST [base] with a batch or transaction Bundle (R4 http.html#transaction). A transaction is one
+/// database transaction: every entry is written or none is. urn:uuid fullUrls are given server ids and
+/// every reference to them (and attachment URLs, which MHD uses for Binaries) is rewritten first.
+/// </summary>
+public static class BundleTransactions
+{
+    sealed record Entry(int Index, Bundle.EntryComponent Source, Bundle.HTTPVerb Method, string Type, string? Id, string? Query)
+    {
+        public string? AssignedId { get; set; }
+        public StoredResource? Existing { get; set; }
+        public Bundle.EntryComponent Response { get; } = new() { Response = new Bundle.ResponseComponent() };
+    }
+
+    public static async Task HandleAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits)
+    {
+        var resource = await FhirFormat.ReadResourceAsync(ctx.Request, limits.Value, ctx.RequestAborted);
+        if (resource is not Bundle bundle || bundle.Type is not (Bundle.BundleType.Transaction or Bundle.BundleType.Batch))
+            throw FhirError.BadRequest("POST to the base URL takes a Bundle of type transaction or batch. (transaction か batch の Bundle を送ってください)", "Bundle.type");
+        if (bundle.Entry.Count > limits.Value.MaxBundleEntries)
+            throw new FhirError(HttpStatusCode.RequestEntityTooLarge, OperationOutcome.IssueType.TooCostly,
+                $"The Bundle has {bundle.Entry.Count} entries; at most {limits.Value.MaxBundleEntries} are accepted. (エントリ数が多すぎます)", "Bundle.entry");
+
+        var entries = bundle.Entry.Select(Parse).ToList();
+        var isTransaction = bundle.Type == Bundle.BundleType.Transaction;
+        var response = new Bundle
+        {
+            Id = Guid.NewGuid().ToString(),
+            Type = isTransaction ? Bundle.BundleType.TransactionResponse : Bundle.BundleType.BatchResponse,
+            Meta = new Meta { LastUpdated = DateTimeOffset.UtcNow },
+        };
+
+        if (isTransaction)
+        {
+            await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+            await AssignIdsAsync(tx, writes, entries, store, ctx.RequestAborted);
+            RewriteReferences(entries);
+            // R4 http.html#trules: DELETE, then POST, then PUT, then GET.
+            foreach (var e in entries.OrderBy(e => e.Method switch { Bundle.HTTPVerb.DELETE => 0, Bundle.HTTPVerb.POST => 1, Bundle.HTTPVerb.PUT => 2, _ => 3 }))
+            {
+                if (e.Method == Bundle.HTTPVerb.GET) await tx.FlushAsync(ctx.RequestAborted);
+                await Run(e, async () => await ExecuteAsync(tx, writes, e, ctx.RequestAborted));
+            }
+            await tx.CommitAsync(ctx.RequestAborted);
+        }
+        else
+        {
+            foreach (var e in entries)
+            {
+                try
+                {
+                    await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+                    await Run(e, async () =>
+                    {
+                        if (e.Method == Bundle.HTTPVerb.POST) e.AssignedId = Guid.NewGuid().ToString();
+                        await ExecuteAsync(tx, writes, e, ctx.RequestAborted);
+                    });
+                    await tx.CommitAsync(ctx.RequestAborted);
+                }
+                catch (FhirError err)
+                {
+                    // A batch entry fails alone (R4 http.html#brules).
+                    e.Response.Response!.Status = ((int)err.Status).ToString(CultureInfo.InvariantCulture) + " " + err.Status;
+                    e.Response.Response!.Outcome = ErrorHandling.ToOutcome(err);
+                }
+            }
+        }
+        response.Entry = entries.Select(e => e.Response).ToList();
+        await FhirResponse.ResourceAsync(ctx, response, 200);
+    }
+
+    // Errors name the entry they come from, so an integrator finds it in a 50-entry Bundle.
+    static async Task Run(Entry e, Func<Task> action)
+    {
+        try { await action(); }
+        catch (FhirError err)
+        {
+            throw new FhirError(err.Status, err.Code, $"Bundle.entry[{e.Index}]: {err.Message}",
+                err.Expression is null ? $"Bundle.entry[{e.Index}]" : $"Bundle.entry[{e.Index}].resource.{StripType(err.Expression)}")
+            { MoreIssues = err.MoreIssues };
+        }
+    }
+
+    static string StripType(string expression) => expression.Contains('.') && char.IsUpper(expression[0]) ? expression[(expression.IndexOf('.') + 1)..] : expression;
+
+    static Entry Parse(Bundle.EntryComponent source, int index)
+    {
+        FhirError Bad(string msg, string at) => FhirError.BadRequest($"Bundle.entry[{index}]: {msg}", $"Bundle.entry[{index}].{at}");
+        var request = source.Request ?? throw Bad("every entry needs request.method and request.url. (request がありません)", "request");
+        var method = request.Method ?? throw Bad("request.method is missing.", "request.method");
+        var url = request.Url ?? throw Bad("request.url is missing.", "request.url");
+        var path = url;
+        string? query = null;
+        var q = url.IndexOf('?');
+        if (q >= 0) { path = url[..q]; query = url[(q + 1)..]; }
+        var parts = path.Trim('/').Split('/');
+        if (parts.Length is < 1 or > 2 || !ServedResources.IsServed(parts[0]))
+            throw Bad($"request.url '{url}' is not 'Type', 'Type/id' or 'Type?query' of a served resource type.", "request.url");
+        var id = parts.Length == 2 ? parts[1] : null;
+        if (method is Bundle.HTTPVerb.POST or Bundle.HTTPVerb.PUT)
+        {
+            if (source.Resource is null) throw Bad($"a {method} entry needs a resource.", "resource");
+            if (source.Resource.TypeName != parts[0]) throw Bad($"the resource is a {source.Resource.TypeName} but request.url names {parts[0]}.", "resource");
+        }
+        if (method is Bundle.HTTPVerb.PATCH or Bundle.HTTPVerb.HEAD)
+            throw FhirError.NotSupported($"Bundle.entry[{index}]: {method} is not supported in a Bundle.", $"Bundle.entry[{index}].request.method");
+        return new Entry(index, source, method, parts[0], id, query);
+    }
+
+    static async Task AssignIdsAsync(WriteTransaction tx, ResourceWrites writes, List<Entry> entries, FhirStore store, CancellationToken ct)
+    {
+        foreach (var e in entries.Where(e => e.Method == Bundle.HTTPVerb.POST))
+        {
+            var ifNoneExist = e.Source.Request!.IfNoneExist;
+            if (!string.IsNullOrEmpty(ifNoneExist))
+            {
+                var existing = await Run2(e, () => writes.FindConditionalAsync(tx, e.Type, ifNoneExist, ct));
+                if (existing is not null) { e.Existing = existing; e.AssignedId = existing.Id; continue; }
+            }
+            e.AssignedId = Guid.NewGuid().ToString();
+        }
+        foreach (var e in entries.Where(e => e.Method == Bundle.HTTPVerb.PUT && e.Id is not null))
+            e.AssignedId = e.Id;
+    }
+
+    static async Task<T> Run2<T>(Entry e, Func<Task<T>> action)
+    {
+        T result = default!;
+        await Run(e, async () => result = await action());
+        return result;
+    }
+
+    static void RewriteReferences(List<Entry> entries)
+    {
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var e in entries)
+            if (e.Source.FullUrl is { } full && e.AssignedId is not null && e.Method is Bundle.HTTPVerb.POST or Bundle.HTTPVerb.PUT)
+                map[full] = e.Type + "/" + e.AssignedId;
+
+        foreach (var e in entries)
+        {
+            if (e.Source.Resource is null) continue;
+            foreach (var node in Descendants(e.Source.Resource))
+            {
+                if (node is ResourceReference { Reference: { } r } rr)
+                {
+                    if (map.TryGetValue(r, out var local)) rr.Reference = local;
+                    else if (r.StartsWith("urn:uuid:", StringComparison.Ordinal) || r.StartsWith("urn:oid:", StringComparison.Ordinal))
+                        throw FhirError.BadRequest($"Bundle.entry[{e.Index}]: reference '{r}' does not resolve to any entry's fullUrl. (参照先がバンドル内にありません)",
+                            $"Bundle.entry[{e.Index}].resource");
+                }
+                else if (node is Attachment { Url: { } u } att && map.TryGetValue(u, out var target))
+                    att.Url = target;
+            }
+        }
+    }
+
+    static IEnumerable<Base> Descendants(Base root)
+    {
+        var stack = new Stack<Base>();
+        stack.Push(root);
+        while (stack.Count > 0)
+        {
+            var b = stack.Pop();
+            yield return b;
+            foreach (var (_, value) in b.EnumerateElements())
+            {
+                if (value is Base one) stack.Push(one);
+                else if (value is System.Collections.IEnumerable many and not string)
+                    foreach (var item in many) if (item is Base c) stack.Push(c);
+            }
+        }
+    }
+
+    static async Task ExecuteAsync(WriteTransaction tx, ResourceWrites writes, Entry e, CancellationToken ct)
+    {
+        var r = e.Response.Response!;
+        switch (e.Method)
+        {
+            case Bundle.HTTPVerb.POST when e.Existing is not null:
+                Describe(e, e.Existing, "200 OK");
+                break;
+            case Bundle.HTTPVerb.POST:
+                var created = await writes.CreateAsync(tx, e.Source.Resource!, null, ct, e.AssignedId);
+                Describe(e, created.Stored, "201 Created");
+                r.Location = $"{e.Type}/{created.Stored.Id}/_history/{created.Stored.Version}";
+                break;
+            case Bundle.HTTPVerb.PUT:
+                int? ifMatch = e.Source.Request!.IfMatch is { } im ? int.Parse(im.Replace("W/", "").Trim('"'), CultureInfo.InvariantCulture) : null;
+                var updated = e.Id is not null
+                    ? await writes.UpdateAsync(tx, e.Type, e.Id, e.Source.Resource!, ifMatch, ct)
+                    : await writes.ConditionalUpdateAsync(tx, e.Type, e.Query ?? "", e.Source.Resource!, ct);
+                Describe(e, updated.Stored, updated.Created ? "201 Created" : "200 OK");
+                break;
+            case Bundle.HTTPVerb.DELETE:
+                if (e.Id is not null) await writes.DeleteAsync(tx, e.Type, e.Id, ct);
+                else await writes.ConditionalDeleteAsync(tx, e.Type, e.Query ?? "", ct);
+                r.Status = "204 No Content";
+                break;
+            case Bundle.HTTPVerb.GET:
+                if (e.Id is null || e.Query is not null)
+                    throw FhirError.NotSupported("searches inside a Bundle are not supported yet: send them as GET requests.", "request.url");
+                var s = await tx.ReadAsync(e.Type, e.Id, ct);
+                if (s is null || s.Deleted) throw FhirError.NotFound($"{e.Type}/{e.Id} is not known.");
+                Describe(e, s, "200 OK");
+                break;
+        }
+    }
+
+    static void Describe(Entry e, StoredResource s, string status)
+    {
+        e.Response.FullUrl = null;
+        e.Response.Resource = FhirFormat.ParseStored(s.Json);
+        e.Response.Response!.Status = status;
+        e.Response.Response.Etag = $"W/\"{s.Version}\"";
+        e.Response.Response.LastModified = s.LastUpdated;
+    }
+}

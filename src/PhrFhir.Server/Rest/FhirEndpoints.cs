@@ -1,0 +1,179 @@
+using System.Globalization;
+using System.Net;
+using Hl7.Fhir.Model;
+using Task = System.Threading.Tasks.Task;
+using Microsoft.Extensions.Options;
+using PhrFhir.Storage;
+using PhrFhir.Storage.Search;
+
+namespace PhrFhir.Server.Rest;
+
+/// <summary>
+/// The FHIR RESTful API (R4 http.html): each route reads top to bottom — parse, call
+/// <see cref="ResourceWrites"/> or the store, answer.
+/// </summary>
+public static class FhirEndpoints
+{
+    public static void Map(IEndpointRouteBuilder app)
+    {
+        app.MapGet("/metadata", (HttpContext ctx, CapabilityStatementBuilder cs) => FhirResponse.ResourceAsync(ctx, cs.Build(FhirResponse.BaseUrl(ctx.Request)), 200));
+        app.MapPost("/", BundleTransactions.HandleAsync);
+        app.MapGet("/_history", (HttpContext ctx, FhirStore store) => HistoryAsync(ctx, store, null, null));
+
+        app.MapGet("/{type}", SearchAsync);
+        app.MapPost("/{type}/_search", SearchAsync);
+        app.MapPost("/{type}", CreateAsync);
+        app.MapPut("/{type}", ConditionalUpdateAsync);
+        app.MapDelete("/{type}", ConditionalDeleteAsync);
+        app.MapGet("/{type}/_history", (HttpContext ctx, FhirStore store, string type) => HistoryAsync(ctx, store, Served(type), null));
+
+        app.MapGet("/{type}/{id}", ReadAsync);
+        app.MapPut("/{type}/{id}", UpdateAsync);
+        app.MapDelete("/{type}/{id}", DeleteAsync);
+        app.MapGet("/{type}/{id}/_history", (HttpContext ctx, FhirStore store, string type, string id) => HistoryAsync(ctx, store, Served(type), id));
+        app.MapGet("/{type}/{id}/_history/{vid}", VReadAsync);
+    }
+
+    static string Served(string type) =>
+        ServedResources.IsServed(type) ? type
+        : throw new FhirError(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported,
+            ModelInfo.IsKnownResource(type)
+                ? $"{type} is not served by this server. (このサーバーは {type} を扱いません)"
+                : $"'{type}' is not a FHIR R4 resource type. (FHIR R4 のリソース型ではありません)");
+
+    static async Task ReadAsync(HttpContext ctx, FhirStore store, string type, string id)
+    {
+        Served(type);
+        var s = await store.ReadAsync(type, id, ctx.RequestAborted) ?? throw FhirError.NotFound($"{type}/{id} is not known. (リソースがありません)");
+        if (s.Deleted)
+        {
+            FhirResponse.VersionHeaders(ctx.Response, s, false, "");
+            throw new FhirError(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, $"{type}/{id} was deleted (version {s.Version}). (削除済みです)");
+        }
+        FhirResponse.VersionHeaders(ctx.Response, s, false, "");
+        if (ctx.Request.Headers.IfNoneMatch.ToString() is { Length: > 0 } inm && inm.Contains($"\"{s.Version}\"", StringComparison.Ordinal))
+        {
+            ctx.Response.StatusCode = 304;
+            return;
+        }
+        await FhirResponse.StoredAsync(ctx, s, 200);
+    }
+
+    static async Task VReadAsync(HttpContext ctx, FhirStore store, string type, string id, string vid)
+    {
+        Served(type);
+        if (!int.TryParse(vid, NumberStyles.None, CultureInfo.InvariantCulture, out var version))
+            throw FhirError.NotFound($"{type}/{id}/_history/{vid}: '{vid}' is not a version of this server.");
+        var s = await store.ReadVersionAsync(type, id, version, ctx.RequestAborted)
+            ?? throw FhirError.NotFound($"{type}/{id} has no version {vid}. (その版はありません)");
+        FhirResponse.VersionHeaders(ctx.Response, s, false, "");
+        if (s.Deleted) throw new FhirError(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, $"Version {vid} of {type}/{id} is its deletion. (削除された版です)");
+        await FhirResponse.StoredAsync(ctx, s, 200);
+    }
+
+    static async Task CreateAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, string type)
+    {
+        Served(type);
+        var resource = await BodyAsync(ctx, type, limits.Value);
+        var ifNoneExist = ctx.Request.Headers["If-None-Exist"].ToString();
+        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        var outcome = await writes.CreateAsync(tx, resource, ifNoneExist, ctx.RequestAborted);
+        await tx.CommitAsync(ctx.RequestAborted);
+        await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: true);
+    }
+
+    static async Task UpdateAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, string type, string id)
+    {
+        Served(type);
+        var resource = await BodyAsync(ctx, type, limits.Value);
+        var ifMatch = IfMatch(ctx.Request);
+        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        var outcome = await writes.UpdateAsync(tx, type, id, resource, ifMatch, ctx.RequestAborted);
+        await tx.CommitAsync(ctx.RequestAborted);
+        await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: outcome.Created);
+    }
+
+    static async Task ConditionalUpdateAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, string type)
+    {
+        Served(type);
+        var resource = await BodyAsync(ctx, type, limits.Value);
+        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        var outcome = await writes.ConditionalUpdateAsync(tx, type, ctx.Request.QueryString.Value ?? "", resource, ctx.RequestAborted);
+        await tx.CommitAsync(ctx.RequestAborted);
+        await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: outcome.Created);
+    }
+
+    static async Task DeleteAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, string type, string id)
+    {
+        Served(type);
+        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        var deleted = await writes.DeleteAsync(tx, type, id, ctx.RequestAborted);
+        await tx.CommitAsync(ctx.RequestAborted);
+        if (deleted is not null) ctx.Response.Headers.ETag = $"W/\"{deleted.Version}\"";
+        ctx.Response.StatusCode = 204;
+    }
+
+    static async Task ConditionalDeleteAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, string type)
+    {
+        Served(type);
+        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        await writes.ConditionalDeleteAsync(tx, type, ctx.Request.QueryString.Value ?? "", ctx.RequestAborted);
+        await tx.CommitAsync(ctx.RequestAborted);
+        ctx.Response.StatusCode = 204;
+    }
+
+    static async Task SearchAsync(HttpContext ctx, FhirStore store, string type)
+    {
+        Served(type);
+        var pairs = ctx.Request.Query.SelectMany(kv => kv.Value.Select(v => new KeyValuePair<string, string>(kv.Key, v ?? ""))).ToList();
+        if (HttpMethods.IsPost(ctx.Request.Method) && ctx.Request.HasFormContentType)
+        {
+            var form = await ctx.Request.ReadFormAsync(ctx.RequestAborted);
+            pairs.AddRange(form.SelectMany(kv => kv.Value.Select(v => new KeyValuePair<string, string>(kv.Key, v ?? ""))));
+        }
+        if (pairs.Any(p => p.Key == "_summary" && p.Value == "count"))
+            pairs = [.. pairs.Where(p => p.Key is not ("_count" or "_total")), new("_count", "0"), new("_total", "accurate")];
+        var query = new SearchQuery(store.SearchParameters, type, pairs, Lenient(ctx.Request));
+        var result = await store.SearchAsync(query, ctx.RequestAborted);
+        await BundleResponses.SearchsetAsync(ctx, query, result);
+    }
+
+    static async Task HistoryAsync(HttpContext ctx, FhirStore store, string? type, string? id)
+    {
+        var q = ctx.Request.Query;
+        var count = Math.Clamp(IntParam(q["_count"], SearchQuery.DefaultCount), 0, SearchQuery.MaxCount);
+        var offset = Math.Max(0, IntParam(q["_offset"], 0));
+        DateTimeOffset? since = null;
+        if (q["_since"].ToString() is { Length: > 0 } s)
+            since = DateRange.TryParse(s, out var low, out _) ? low
+                : throw FhirError.BadRequest($"_since '{s}' is not a FHIR instant. (日時の形式が不正です)", "_since");
+        var (page, total) = await store.HistoryAsync(type, id, since, count, offset, ctx.RequestAborted);
+        if (id is not null && total == 0) throw FhirError.NotFound($"{type}/{id} is not known. (リソースがありません)");
+        var path = id is not null ? $"{type}/{id}/_history" : type is not null ? $"{type}/_history" : "_history";
+        await BundleResponses.HistoryAsync(ctx, path, page, total, offset, count);
+    }
+
+    static int IntParam(string? value, int fallback) =>
+        string.IsNullOrEmpty(value) ? fallback
+        : int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var v) ? v
+        : throw FhirError.BadRequest($"'{value}' is not a non-negative integer.");
+
+    static bool Lenient(HttpRequest r) => r.Headers["Prefer"].ToString().Contains("handling=lenient", StringComparison.OrdinalIgnoreCase);
+
+    static int? IfMatch(HttpRequest r)
+    {
+        var v = r.Headers.IfMatch.ToString();
+        if (v.Length == 0) return null;
+        var digits = v.Replace("W/", "", StringComparison.Ordinal).Trim('"', ' ');
+        return int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n
+            : throw FhirError.BadRequest($"If-Match '{v}' is not a version ETag like W/\"3\". (If-Match の形式が不正です)");
+    }
+
+    static async Task<Resource> BodyAsync(HttpContext ctx, string type, ServerLimits limits)
+    {
+        var resource = await FhirFormat.ReadResourceAsync(ctx.Request, limits, ctx.RequestAborted);
+        if (resource.TypeName != type)
+            throw FhirError.BadRequest($"The body is a {resource.TypeName} but the URL is for {type}. (URL と本文のリソース型が一致しません)", "resourceType");
+        return resource;
+    }
+}

@@ -1,0 +1,145 @@
+using System.Text.RegularExpressions;
+using Hl7.Fhir.Model;
+using Task = System.Threading.Tasks.Task;
+using PhrFhir.Storage;
+using PhrFhir.Storage.Search;
+
+namespace PhrFhir.Server.Rest;
+
+public sealed record WriteOutcome(StoredResource Stored, bool Created, bool Unchanged = false)
+{
+    public int Status => Created ? 201 : 200;
+}
+
+/// <summary>
+/// create / update / delete and their conditional forms (R4 http.html), inside a caller's
+/// <see cref="WriteTransaction"/> so a single request and a transaction Bundle share one code path.
+/// </summary>
+public sealed partial class ResourceWrites(FhirStore store)
+{
+    [GeneratedRegex(@"^[A-Za-z0-9\-\.]{1,64}$")]
+    public static partial Regex IdPattern();
+
+    public async Task<WriteOutcome> CreateAsync(WriteTransaction tx, Resource resource, string? ifNoneExist, CancellationToken ct, string? assignedId = null)
+    {
+        if (!string.IsNullOrEmpty(ifNoneExist) && await FindConditionalAsync(tx, resource.TypeName, ifNoneExist, ct) is { } existing)
+            return new WriteOutcome(existing, Created: false, Unchanged: true);
+        resource.Id = assignedId ?? Guid.NewGuid().ToString();
+        var stored = Stage(tx, resource, 1, "POST");
+        return new WriteOutcome(stored, Created: true);
+    }
+
+    /// <summary>
+    /// The one resource If-None-Exist finds, or null. Takes a transaction lock on the criteria first:
+    /// concurrent identical conditional creates then run one after another and only the first creates.
+    /// </summary>
+    public async Task<StoredResource?> FindConditionalAsync(WriteTransaction tx, string type, string ifNoneExist, CancellationToken ct)
+    {
+        var query = ParseCriteria(type, ifNoneExist, "If-None-Exist");
+        await tx.LockAsync("create:" + type + "?" + string.Join("&", query.Applied.Select(a => a.Key + "=" + a.Value).Order()), ct);
+        var found = await tx.SearchAsync(query, 2, ct);
+        if (found.Count > 1)
+            throw FhirError.PreconditionFailed($"If-None-Exist '{ifNoneExist}' matches more than one {type}: the create is ambiguous. (条件に一致するリソースが複数あります)");
+        return found.FirstOrDefault();
+    }
+
+    public async Task<WriteOutcome> UpdateAsync(WriteTransaction tx, string type, string id, Resource resource, int? ifMatch, CancellationToken ct)
+    {
+        if (resource.Id is null)
+            throw FhirError.BadRequest($"The resource has no id: an update must carry id '{id}' (R4 http.html#update). (id がありません)", $"{type}.id");
+        if (resource.Id != id)
+            throw FhirError.BadRequest($"The resource id '{resource.Id}' does not match the URL id '{id}'. (URL と本文の id が一致しません)", $"{type}.id");
+        if (!IdPattern().IsMatch(id))
+            throw FhirError.BadRequest($"'{id}' is not a valid FHIR id (1–64 of A-Z a-z 0-9 - .).", $"{type}.id");
+
+        var current = await tx.ReadAsync(type, id, ct);
+        if (ifMatch is { } expected && (current is null || current.Deleted || current.Version != expected))
+            throw FhirError.PreconditionFailed($"If-Match W/\"{expected}\" does not match the current version of {type}/{id}{(current is null ? " (it does not exist)" : $" (W/\"{current.Version}\")")}. (版が一致しません)");
+        var stored = Stage(tx, resource, (current?.Version ?? 0) + 1, "PUT");
+        return new WriteOutcome(stored, Created: current is null || current.Deleted);
+    }
+
+    public async Task<WriteOutcome> ConditionalUpdateAsync(WriteTransaction tx, string type, string criteria, Resource resource, CancellationToken ct)
+    {
+        var query = ParseCriteria(type, criteria, "conditional update");
+        await tx.LockAsync("update:" + type + "?" + criteria, ct);
+        var found = await tx.SearchAsync(query, 2, ct);
+        if (found.Count > 1)
+            throw FhirError.PreconditionFailed($"The criteria '{criteria}' match more than one {type}. (条件に一致するリソースが複数あります)");
+        if (found.Count == 1)
+        {
+            resource.Id ??= found[0].Id;
+            if (resource.Id != found[0].Id)
+                throw FhirError.BadRequest($"The resource id '{resource.Id}' differs from the matching {type}/{found[0].Id}.", $"{type}.id");
+            return await UpdateAsync(tx, type, found[0].Id, resource, null, ct);
+        }
+        if (resource.Id is null) return await CreateAsync(tx, resource, null, ct);
+        return await UpdateAsync(tx, type, resource.Id, resource, null, ct);
+    }
+
+    /// <summary>Soft delete: a new version marked deleted; the index rows go, history keeps everything.</summary>
+    public async Task<StoredResource?> DeleteAsync(WriteTransaction tx, string type, string id, CancellationToken ct)
+    {
+        var current = await tx.ReadAsync(type, id, ct);
+        if (current is null || current.Deleted) return null; // deleting nothing is still a success (R4 http.html#delete)
+        var doc = new ResourceDocument
+        {
+            Id = ResourceDocument.Key(type, id), ResourceType = type, Version = current.Version + 1,
+            LastUpdated = Now(), Deleted = true, Json = "",
+        };
+        tx.Write(doc, current.Version, "DELETE", rows: null);
+        return new StoredResource(type, id, doc.Version, doc.LastUpdated, true, "");
+    }
+
+    public async Task<int> ConditionalDeleteAsync(WriteTransaction tx, string type, string criteria, CancellationToken ct)
+    {
+        var query = ParseCriteria(type, criteria, "conditional delete");
+        var found = await tx.SearchAsync(query, 2, ct);
+        if (found.Count > 1)
+            throw FhirError.PreconditionFailed($"The criteria '{criteria}' match more than one {type}: refusing to delete several. (複数一致のため削除しません)");
+        if (found.Count == 1) await DeleteAsync(tx, type, found[0].Id, ct);
+        return found.Count;
+    }
+
+    SearchQuery ParseCriteria(string type, string criteria, string what)
+    {
+        var pairs = QueryPairs(criteria.TrimStart('?'));
+        if (pairs.Count == 0) throw FhirError.BadRequest($"The {what} criteria are empty.");
+        return new SearchQuery(store.SearchParameters, type, pairs, lenient: false);
+    }
+
+    public static List<KeyValuePair<string, string>> QueryPairs(string query) =>
+        query.Split('&', StringSplitOptions.RemoveEmptyEntries)
+            .Select(p => p.Split('=', 2))
+            .Select(kv => new KeyValuePair<string, string>(Uri.UnescapeDataString(kv[0].Replace('+', ' ')),
+                kv.Length > 1 ? Uri.UnescapeDataString(kv[1].Replace('+', ' ')) : ""))
+            .ToList();
+
+    /// <summary>Sets id/meta, serialises and indexes one version, and queues it on the transaction.</summary>
+    StoredResource Stage(WriteTransaction tx, Resource resource, int version, string method)
+    {
+        var now = Now();
+        resource.Meta ??= new Meta();
+        resource.Meta.VersionId = version.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        resource.Meta.LastUpdated = now;
+        var rows = store.Indexer.Extract(resource);
+        var doc = new ResourceDocument
+        {
+            Id = ResourceDocument.Key(resource.TypeName, resource.Id!),
+            ResourceType = resource.TypeName,
+            Person = SearchIndexer.PersonOf(resource, rows),
+            LastUpdated = now,
+            Version = version,
+            Json = FhirFormat.ToJson(resource),
+        };
+        tx.Write(doc, version - 1, method, rows);
+        return new StoredResource(doc.ResourceType, resource.Id!, version, now, false, doc.Json);
+    }
+
+    // Milliseconds: what meta.lastUpdated shows is exactly what PostgreSQL keeps and compares.
+    static DateTimeOffset Now()
+    {
+        var t = DateTimeOffset.UtcNow;
+        return new DateTimeOffset(t.Ticks - t.Ticks % TimeSpan.TicksPerMillisecond, TimeSpan.Zero);
+    }
+}

@@ -1,0 +1,246 @@
+using System.Reflection;
+using JasperFx;
+using Marten;
+using Npgsql;
+using NpgsqlTypes;
+using PhrFhir.Storage.Search;
+using Weasel.Core;
+
+namespace PhrFhir.Storage;
+
+/// <summary>
+/// The one place that talks to PostgreSQL: Marten holds the current version of each resource (numeric
+/// revisions give optimistic concurrency); plain SQL beside it owns the history and search index tables
+/// and answers searches. Every write of a request runs in one database transaction (<see cref="WriteTransaction"/>).
+/// </summary>
+public sealed class FhirStore : IAsyncDisposable
+{
+    public const string Schema = "fhir";
+    const string Docs = "fhir.mt_doc_resourcedocument";
+    const string DocColumns = "d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json'";
+
+    public NpgsqlDataSource DataSource { get; }
+    public DocumentStore Marten { get; }
+    public SearchParameters SearchParameters { get; }
+    public SearchIndexer Indexer { get; }
+
+    FhirStore(NpgsqlDataSource dataSource, DocumentStore marten, SearchParameters parameters)
+    {
+        DataSource = dataSource;
+        Marten = marten;
+        SearchParameters = parameters;
+        Indexer = new SearchIndexer(parameters);
+    }
+
+    /// <summary>
+    /// Opens the store on one connection pool shared with Marten, and brings the schema up to date
+    /// in an explicit step (Marten's document table, then our numbered scripts). After that Marten
+    /// never touches the schema again (AutoCreate.None).
+    /// </summary>
+    public static async Task<FhirStore> OpenAsync(string connectionString, SearchParameters parameters, CancellationToken ct)
+    {
+        var csb = new NpgsqlConnectionStringBuilder(connectionString);
+        if (csb.MaxAutoPrepare == 0) csb.MaxAutoPrepare = 200; // search SQL repeats: prepare it
+        csb.AutoPrepareMinUsages = 2;
+        var dataSource = NpgsqlDataSource.Create(csb.ConnectionString);
+        await MigrateAsync(dataSource, ct);
+        var marten = DocumentStore.For(o => Configure(o, dataSource, AutoCreate.None));
+        return new FhirStore(dataSource, marten, parameters);
+    }
+
+    static void Configure(StoreOptions o, NpgsqlDataSource dataSource, AutoCreate autoCreate)
+    {
+        o.Connection(dataSource);
+        o.DatabaseSchemaName = Schema;
+        o.AutoCreateSchemaObjects = autoCreate;
+        o.UseSystemTextJsonForSerialization(EnumStorage.AsString, Casing.CamelCase);
+        o.Schema.For<ResourceDocument>()
+            .UseNumericRevisions(true)
+            .Duplicate(x => x.ResourceType, "text", NpgsqlDbType.Text, notNull: true)
+            .Duplicate(x => x.Person!)
+            .Duplicate(x => x.LastUpdated, "timestamptz", NpgsqlDbType.TimestampTz, notNull: true)
+            .Duplicate(x => x.Deleted, "boolean", NpgsqlDbType.Boolean, notNull: true);
+    }
+
+    static async Task MigrateAsync(NpgsqlDataSource dataSource, CancellationToken ct)
+    {
+        await using (var conn = await dataSource.OpenConnectionAsync(ct))
+        {
+            // One migrator at a time, even with several server processes starting together.
+            await using var lockCmd = new NpgsqlCommand("select pg_advisory_lock(7262019)", conn);
+            await lockCmd.ExecuteNonQueryAsync(ct);
+            try
+            {
+                var marten = DocumentStore.For(o => Configure(o, dataSource, AutoCreate.CreateOrUpdate));
+                await marten.Storage.ApplyAllConfiguredChangesToDatabaseAsync();
+                await marten.DisposeAsync();
+
+                await Exec(conn, "create table if not exists fhir.schema_scripts (name text primary key, applied timestamptz not null default now())", ct);
+                var asm = typeof(FhirStore).Assembly;
+                foreach (var name in asm.GetManifestResourceNames().Where(n => n.EndsWith(".sql", StringComparison.Ordinal)).Order(StringComparer.Ordinal))
+                {
+                    await using var check = new NpgsqlCommand("select 1 from fhir.schema_scripts where name = $1", conn) { Parameters = { new() { Value = name } } };
+                    if (await check.ExecuteScalarAsync(ct) is not null) continue;
+                    await using var tx = await conn.BeginTransactionAsync(ct);
+                    await using (var stream = asm.GetManifestResourceStream(name)!)
+                    using (var reader = new StreamReader(stream))
+                        await Exec(conn, await reader.ReadToEndAsync(ct), ct, tx);
+                    await using var mark = new NpgsqlCommand("insert into fhir.schema_scripts(name) values ($1)", conn, tx) { Parameters = { new() { Value = name } } };
+                    await mark.ExecuteNonQueryAsync(ct);
+                    await tx.CommitAsync(ct);
+                }
+            }
+            finally
+            {
+                await Exec(conn, "select pg_advisory_unlock(7262019)", CancellationToken.None);
+            }
+        }
+    }
+
+    static async Task Exec(NpgsqlConnection conn, string sql, CancellationToken ct, NpgsqlTransaction? tx = null)
+    {
+        await using var cmd = new NpgsqlCommand(sql, conn, tx) { CommandTimeout = 0 };
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    public Task<WriteTransaction> BeginWriteAsync(CancellationToken ct) => WriteTransaction.BeginAsync(this, ct);
+
+    public async Task<bool> PingAsync(CancellationToken ct)
+    {
+        try
+        {
+            await using var cmd = DataSource.CreateCommand("select 1");
+            return await cmd.ExecuteScalarAsync(ct) is 1;
+        }
+        catch (NpgsqlException) { return false; }
+    }
+
+    // ---- reads -------------------------------------------------------------------------------
+
+    /// <summary>The current version (possibly a deletion marker), or null if the resource never existed.</summary>
+    public async Task<StoredResource?> ReadAsync(string type, string id, CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand($"select {DocColumns} from {Docs} d where d.id = $1");
+        cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
+        return (await ReadAll(cmd, ct)).FirstOrDefault();
+    }
+
+    public async Task<StoredResource?> ReadVersionAsync(string type, string id, int version, CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand(
+            "select resource_type, rkey, version, last_updated, deleted, json from fhir.resource_history where rkey = $1 and version = $2");
+        cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
+        cmd.Parameters.Add(new() { Value = version });
+        return (await ReadAll(cmd, ct)).FirstOrDefault();
+    }
+
+    /// <summary>History newest first: of one resource, of a type, or of everything (type and id null).</summary>
+    public async Task<(List<StoredResource> Page, int Total)> HistoryAsync(
+        string? type, string? id, DateTimeOffset? since, int count, int offset, CancellationToken ct)
+    {
+        var where = new List<string>();
+        var args = new List<object>();
+        if (id is not null) { args.Add(ResourceDocument.Key(type!, id)); where.Add($"rkey = ${args.Count}"); }
+        else if (type is not null) { args.Add(type); where.Add($"resource_type = ${args.Count}"); }
+        if (since is { } s) { args.Add(s.ToUniversalTime()); where.Add($"last_updated >= ${args.Count}"); }
+        var filter = where.Count == 0 ? "" : " where " + string.Join(" and ", where);
+
+        await using var countCmd = DataSource.CreateCommand("select count(*) from fhir.resource_history" + filter);
+        foreach (var a in args) countCmd.Parameters.Add(new() { Value = a });
+        var total = Convert.ToInt32(await countCmd.ExecuteScalarAsync(ct));
+
+        await using var cmd = DataSource.CreateCommand(
+            $"select resource_type, rkey, version, last_updated, deleted, json from fhir.resource_history{filter} order by last_updated desc, rkey, version desc limit {count} offset {offset}");
+        foreach (var a in args) cmd.Parameters.Add(new() { Value = a });
+        return (await ReadAll(cmd, ct), total);
+    }
+
+    public async Task<SearchResult> SearchAsync(SearchQuery q, CancellationToken ct)
+    {
+        var where = $"d.resource_type = $1 and not d.deleted{q.WhereSql}";
+        var order = q.OrderSql(); // may add arguments: build before binding
+        var page = new List<StoredResource>();
+        if (q.Count > 0)
+        {
+            await using var cmd = DataSource.CreateCommand(
+                $"select {DocColumns} from {Docs} d where {where} order by {order} limit {q.Count + 1} offset {q.Offset}");
+            Bind(cmd, q);
+            page = await ReadAll(cmd, ct);
+        }
+        var hasMore = page.Count > q.Count;
+        if (hasMore) page.RemoveAt(page.Count - 1);
+
+        int? total = null;
+        if (q.Total != TotalMode.None)
+        {
+            if (q.Count > 0 && !hasMore && (q.Offset == 0 || page.Count > 0)) total = q.Offset + page.Count; // no second query needed
+            else
+            {
+                await using var cmd = DataSource.CreateCommand($"select count(*) from {Docs} d where {where}");
+                Bind(cmd, q);
+                total = Convert.ToInt32(await cmd.ExecuteScalarAsync(ct));
+            }
+        }
+
+        var included = new List<StoredResource>();
+        if (page.Count > 0 && (q.Includes.Count > 0 || q.RevIncludes.Count > 0))
+            included = await IncludesAsync(q, page, ct);
+        return new SearchResult(page, included, total, hasMore);
+    }
+
+    async Task<List<StoredResource>> IncludesAsync(SearchQuery q, List<StoredResource> page, CancellationToken ct)
+    {
+        var seen = page.Select(r => r.Key).ToHashSet();
+        var found = new List<StoredResource>();
+        var keys = page.Select(r => r.Key).ToArray();
+        foreach (var inc in q.Includes)
+        {
+            var sql = $"select {DocColumns} from {Docs} d where not d.deleted and d.id in " +
+                      "(select target from fhir.ix_reference where rkey = any($1) and param = $2)" +
+                      (inc.TargetType is null ? "" : " and d.resource_type = $3");
+            await using var cmd = DataSource.CreateCommand(sql);
+            cmd.Parameters.Add(new() { Value = inc.Iterate ? keys.Concat(found.Select(f => f.Key)).ToArray() : keys });
+            cmd.Parameters.Add(new() { Value = inc.SourceType + "." + inc.ParamCode });
+            if (inc.TargetType is not null) cmd.Parameters.Add(new() { Value = inc.TargetType });
+            found.AddRange((await ReadAll(cmd, ct)).Where(r => seen.Add(r.Key)));
+        }
+        foreach (var inc in q.RevIncludes)
+        {
+            await using var cmd = DataSource.CreateCommand(
+                $"select {DocColumns} from {Docs} d where not d.deleted and d.id in " +
+                "(select rkey from fhir.ix_reference where target = any($1) and param = $2)");
+            cmd.Parameters.Add(new() { Value = keys });
+            cmd.Parameters.Add(new() { Value = inc.SourceType + "." + inc.ParamCode });
+            found.AddRange((await ReadAll(cmd, ct)).Where(r => seen.Add(r.Key)));
+        }
+        return found;
+    }
+
+    internal static void Bind(NpgsqlCommand cmd, SearchQuery q)
+    {
+        cmd.Parameters.Add(new() { Value = q.ResourceType });
+        foreach (var a in q.Arguments) cmd.Parameters.Add(new() { Value = a });
+    }
+
+    internal static async Task<List<StoredResource>> ReadAll(NpgsqlCommand cmd, CancellationToken ct)
+    {
+        var list = new List<StoredResource>();
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
+        {
+            var type = reader.GetString(0);
+            var key = reader.GetString(1);
+            list.Add(new StoredResource(type, key[(type.Length + 1)..], reader.GetInt32(2),
+                reader.GetFieldValue<DateTimeOffset>(3), reader.GetBoolean(4), reader.GetString(5)));
+        }
+        return list;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Marten.DisposeAsync();
+        await DataSource.DisposeAsync();
+    }
+}
+
+public sealed record SearchResult(List<StoredResource> Matches, List<StoredResource> Included, int? Total, bool HasMore);

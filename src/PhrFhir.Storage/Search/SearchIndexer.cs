@@ -1,0 +1,162 @@
+using Hl7.Fhir.FhirPath;
+using Hl7.Fhir.Model;
+
+namespace PhrFhir.Storage.Search;
+
+/// <summary>
+/// Extracts index values from a resource by evaluating each search parameter's FhirPath expression
+/// (the definition is the source of truth) and turning what it selects into rows by the element's type.
+/// </summary>
+public sealed class SearchIndexer(SearchParameters parameters)
+{
+    // `resolve() is Patient` in R4 expressions only needs the type of the target: give it an empty
+    // resource of the type the reference names, without reading the database.
+    static readonly FhirEvaluationContext Context = new()
+    {
+        ElementResolver = reference =>
+        {
+            var type = ReferenceTarget.TypeOf(reference);
+            var clr = type is null ? null : ModelInfo.GetTypeForFhirType(type);
+            return clr is null ? null! : new PocoNode((Base)Activator.CreateInstance(clr)!, null, null, type);
+        },
+    };
+
+    public SearchParameters Parameters => parameters;
+
+    public IndexRows Extract(Resource resource)
+    {
+        var rows = new IndexRows();
+        var type = resource.TypeName;
+        foreach (var p in parameters.For(type))
+        {
+            if (SearchParameters.ColumnParameters.Contains(p.Code)) continue;
+            IEnumerable<Base> values;
+            try { values = resource.Select(p.Expression, Context).OfType<Base>().ToList(); }
+            catch (Exception) { continue; } // an expression for another type's shape: nothing to index here
+            var key = p.Key(type);
+            foreach (var v in values) Add(rows, p, key, v);
+        }
+        return rows;
+    }
+
+    /// <summary>The Patient whose compartment the resource is in (the distribution key), or null.</summary>
+    public static string? PersonOf(Resource resource, IndexRows rows)
+    {
+        if (resource is Patient) return resource.Id;
+        foreach (var code in (string[])[".patient", ".subject", ".beneficiary", ".individual"])
+            foreach (var r in rows.References)
+                if (r.Param.EndsWith(code, StringComparison.Ordinal) && r.Target.StartsWith("Patient/", StringComparison.Ordinal))
+                    return r.TargetId;
+        return null;
+    }
+
+    static void Add(IndexRows rows, SearchParam p, string key, Base value)
+    {
+        switch (p.Type)
+        {
+            case SearchParamType.String: AddString(rows, key, value); break;
+            case SearchParamType.Token: AddToken(rows, key, value); break;
+            case SearchParamType.Reference: AddReference(rows, key, value); break;
+            case SearchParamType.Date: AddDate(rows, key, value); break;
+            case SearchParamType.Number:
+                if (value is FhirDecimal { Value: { } d }) rows.Numbers.Add(new(key, d, null, null));
+                else if (value is Integer { Value: { } i }) rows.Numbers.Add(new(key, i, null, null));
+                else if (value is PositiveInt { Value: { } pi }) rows.Numbers.Add(new(key, pi, null, null));
+                else if (value is UnsignedInt { Value: { } ui }) rows.Numbers.Add(new(key, ui, null, null));
+                break;
+            case SearchParamType.Quantity:
+                if (value is Quantity { Value: { } qv } q) rows.Numbers.Add(new(key, qv, q.System, q.Code ?? q.Unit));
+                break;
+            case SearchParamType.Uri:
+                if (value is PrimitiveType { JsonValue: string u } && u.Length > 0) rows.Uris.Add(new(key, u));
+                break;
+        }
+    }
+
+    static void AddString(IndexRows rows, string key, Base value)
+    {
+        void One(string? s)
+        {
+            if (string.IsNullOrWhiteSpace(s)) return;
+            if (s.Length > 2000) s = s[..2000]; // bounded: a string index row is for matching, not storage
+            rows.Strings.Add(new(key, JapaneseText.Fold(s), s));
+        }
+        switch (value)
+        {
+            case HumanName n:
+                One(n.Family); One(n.Text);
+                foreach (var g in n.Given ?? []) One(g);
+                foreach (var x in n.Prefix ?? []) One(x);
+                foreach (var x in n.Suffix ?? []) One(x);
+                break;
+            case Address a:
+                foreach (var l in a.Line ?? []) One(l);
+                One(a.City); One(a.District); One(a.State); One(a.PostalCode); One(a.Country); One(a.Text);
+                break;
+            case PrimitiveType { JsonValue: { } o }:
+                One(o.ToString());
+                break;
+        }
+    }
+
+    static void AddToken(IndexRows rows, string key, Base value)
+    {
+        static string? Text(string? s) => string.IsNullOrWhiteSpace(s) ? null : JapaneseText.Fold(s);
+        switch (value)
+        {
+            case Coding c:
+                rows.Tokens.Add(new(key, c.System, c.Code, Text(c.Display)));
+                break;
+            case CodeableConcept cc:
+                foreach (var c in cc.Coding ?? []) rows.Tokens.Add(new(key, c.System, c.Code, Text(c.Display ?? cc.Text)));
+                if (cc.Coding is null or { Count: 0 } && cc.Text is not null) rows.Tokens.Add(new(key, null, null, Text(cc.Text)));
+                break;
+            case Identifier id:
+                var type = id.Type?.Coding?.FirstOrDefault();
+                rows.Tokens.Add(new(key, id.System, id.Value, Text(id.Type?.Text), type?.System, type?.Code));
+                break;
+            case ContactPoint cp:
+                rows.Tokens.Add(new(key, cp.System?.ToString().ToLowerInvariant(), cp.Value, null));
+                break;
+            case FhirBoolean { Value: { } b }:
+                rows.Tokens.Add(new(key, null, b ? "true" : "false", null));
+                break;
+            case PrimitiveType { JsonValue: { } o }:
+                rows.Tokens.Add(new(key, null, o is bool bo ? (bo ? "true" : "false") : o.ToString(), null));
+                break;
+        }
+    }
+
+    static void AddReference(IndexRows rows, string key, Base value)
+    {
+        var reference = value switch
+        {
+            ResourceReference r => r.Reference,
+            PrimitiveType { JsonValue: string s } => s, // canonical / uri references
+            _ => null,
+        };
+        if (string.IsNullOrEmpty(reference) || reference.StartsWith('#')) return;
+        var local = ReferenceTarget.Local(reference);
+        rows.References.Add(local is { } l ? new(key, l.Type + "/" + l.Id, l.Id) : new(key, reference, null));
+    }
+
+    static void AddDate(IndexRows rows, string key, Base value)
+    {
+        switch (value)
+        {
+            case Period p:
+                DateTimeOffset low = DateTimeOffset.MinValue, high = DateTimeOffset.MaxValue;
+                if (p.Start is { } s && DateRange.TryParse(s, out var sl, out _)) low = sl;
+                if (p.End is { } e && DateRange.TryParse(e, out _, out var eh)) high = eh;
+                if (p.Start is not null || p.End is not null) rows.Dates.Add(new(key, low, high));
+                break;
+            case Timing t:
+                foreach (var ev in t.EventElement ?? []) AddDate(rows, key, ev);
+                break;
+            case PrimitiveType { JsonValue: { } o }:
+                var text = o switch { DateTimeOffset dto => dto.ToString("o"), _ => o.ToString() };
+                if (text is not null && DateRange.TryParse(text, out var lo, out var hi)) rows.Dates.Add(new(key, lo, hi));
+                break;
+        }
+    }
+}

@@ -1,0 +1,80 @@
+using Hl7.Fhir.Model;
+
+namespace PhrFhir.Storage.Search;
+
+/// <summary>One search parameter as the index uses it: straight from a SearchParameter definition.</summary>
+public sealed record SearchParam(
+    string Resource, string Code, SearchParamType Type, string Expression, IReadOnlyList<string> Targets,
+    string Url, string? Description)
+{
+    /// <summary>The index rows' `param` value: "{ResourceType}.{code}".</summary>
+    public string Key(string resourceType) => resourceType + "." + Code;
+}
+
+/// <summary>
+/// The search parameters the server indexes, from their definitions: the R4 core ones the SDK carries
+/// (ModelInfo.SearchParameters, taken from the spec's SearchParameter resources) plus those of the IGs
+/// loaded at start (JP Core, IHE MHD). Extraction, query parsing and the CapabilityStatement all read
+/// this one registry, so they cannot drift apart. Composite and special parameters are not indexed and
+/// therefore not offered.
+/// </summary>
+public sealed class SearchParameters
+{
+    static readonly HashSet<SearchParamType> Indexed =
+        [SearchParamType.String, SearchParamType.Token, SearchParamType.Reference, SearchParamType.Date,
+         SearchParamType.Number, SearchParamType.Quantity, SearchParamType.Uri];
+
+    // Resource-level parameters answered from the document's own columns, not from index rows.
+    public static readonly IReadOnlySet<string> ColumnParameters = new HashSet<string> { "_id", "_lastUpdated" };
+
+    readonly Dictionary<string, Dictionary<string, SearchParam>> _byType = new();
+    readonly Dictionary<string, SearchParam> _common = new();
+
+    public static SearchParameters CreateDefault(IEnumerable<SearchParameter>? fromIgs = null)
+    {
+        var registry = new SearchParameters();
+        foreach (var d in ModelInfo.SearchParameters)
+        {
+            if (d.Expression is null || d.Resource is null || !Indexed.Contains(d.Type) && !ColumnParameters.Contains(d.Code ?? d.Name!)) continue;
+            registry.Add(d.Resource, new SearchParam(d.Resource, d.Code ?? d.Name!, d.Type, d.Expression,
+                (d.Target ?? []).Select(t => t.ToString()).ToArray(), d.Url ?? "", d.Description?.Value));
+        }
+        foreach (var sp in fromIgs ?? [])
+            registry.AddDefinition(sp);
+        return registry;
+    }
+
+    /// <summary>Adds a SearchParameter resource of an IG; one that redefines a known code replaces it.</summary>
+    public void AddDefinition(SearchParameter sp)
+    {
+        if (sp.Type is not { } type || !Indexed.Contains(type) || string.IsNullOrEmpty(sp.Expression) || sp.Code is null) return;
+        foreach (var b in sp.Base ?? [])
+        {
+            var resource = b?.ToString();
+            if (resource is null) continue;
+            Add(resource, new SearchParam(resource, sp.Code, type, sp.Expression,
+                (sp.Target ?? []).Select(t => t?.ToString() ?? "").ToArray(), sp.Url ?? "", sp.Description));
+        }
+    }
+
+    void Add(string resource, SearchParam p)
+    {
+        if (resource is "Resource" or "DomainResource")
+        {
+            if (p.Code == "_text" || p.Code == "_content") return;
+            _common[p.Code] = p;
+            return;
+        }
+        if (!_byType.TryGetValue(resource, out var map)) _byType[resource] = map = new(StringComparer.Ordinal);
+        map[p.Code] = p;
+    }
+
+    public SearchParam? Find(string resourceType, string code) =>
+        _byType.TryGetValue(resourceType, out var map) && map.TryGetValue(code, out var p) ? p
+        : _common.GetValueOrDefault(code);
+
+    /// <summary>Every parameter of a type, its own and the resource-level ones.</summary>
+    public IEnumerable<SearchParam> For(string resourceType) =>
+        (_byType.TryGetValue(resourceType, out var map) ? map.Values : Enumerable.Empty<SearchParam>())
+        .Concat(_common.Values.Where(c => map is null || !map.ContainsKey(c.Code)));
+}

@@ -1,0 +1,392 @@
+using System.Globalization;
+using System.Text;
+using Hl7.Fhir.Model;
+
+namespace PhrFhir.Storage.Search;
+
+public enum TotalMode { Default, None, Estimate, Accurate }
+
+public sealed record IncludeSpec(string SourceType, string ParamCode, string? TargetType, bool Iterate);
+
+public sealed record SortKey(string Code, bool Descending);
+
+/// <summary>
+/// A FHIR search (R4 search.html) turned into parameterised SQL over the index tables: each criterion
+/// is a set of resource keys (`select rkey …`), so chains and _has nest the same sets one level deep.
+/// Unknown or unsupported parameters are errors unless the client asked for lenient handling.
+/// </summary>
+public sealed class SearchQuery
+{
+    public const int DefaultCount = 20;
+    public const int MaxCount = 1000;
+
+    // Result parameters: interpreted here or by the server, never criteria.
+    static readonly HashSet<string> ResultParameters =
+        ["_count", "_offset", "_sort", "_include", "_revinclude", "_total", "_summary", "_elements", "_format",
+         "_pretty", "_contained", "_containedType"];
+
+    readonly SearchParameters _registry;
+    readonly List<object> _args = [];
+    readonly List<string> _where = [];
+
+    public string ResourceType { get; }
+    public int Count { get; private set; } = DefaultCount;
+    public int Offset { get; private set; }
+    public TotalMode Total { get; private set; }
+    public List<SortKey> Sort { get; } = [];
+    public List<IncludeSpec> Includes { get; } = [];
+    public List<IncludeSpec> RevIncludes { get; } = [];
+    /// <summary>The parameters that were applied, for the Bundle's self link.</summary>
+    public List<KeyValuePair<string, string>> Applied { get; } = [];
+    public IReadOnlyList<object> Arguments => _args;
+    public string WhereSql => _where.Count == 0 ? "" : " and " + string.Join(" and ", _where);
+
+    public SearchQuery(SearchParameters registry, string resourceType, IEnumerable<KeyValuePair<string, string>> parameters, bool lenient)
+    {
+        _registry = registry;
+        ResourceType = resourceType;
+        foreach (var (name, value) in parameters)
+        {
+            if (ResultParameters.Contains(name.Split(':')[0])) { ReadResultParameter(name, value, lenient); continue; }
+            var sql = Criterion(resourceType, name, value, lenient, "d.id");
+            if (sql is null) continue;
+            _where.Add(sql);
+            Applied.Add(new(name, value));
+        }
+    }
+
+    // $1 is always the searched resource type; criteria arguments follow it.
+    int Arg(object value)
+    {
+        _args.Add(value);
+        return _args.Count + 1;
+    }
+
+    void ReadResultParameter(string name, string value, bool lenient)
+    {
+        switch (name)
+        {
+            case "_count":
+                if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var c))
+                    throw FhirError.BadRequest($"_count must be a non-negative integer, got '{value}'. (_count は 0 以上の整数です)", "_count");
+                Count = Math.Min(c, MaxCount);
+                Applied.Add(new(name, Count.ToString(CultureInfo.InvariantCulture)));
+                break;
+            case "_offset":
+                if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var o))
+                    throw FhirError.BadRequest($"_offset must be a non-negative integer, got '{value}'.", "_offset");
+                Offset = o;
+                break;
+            case "_total":
+                Total = value switch
+                {
+                    "none" => TotalMode.None, "estimate" => TotalMode.Estimate, "accurate" => TotalMode.Accurate,
+                    _ => throw FhirError.BadRequest($"_total must be none, estimate or accurate, got '{value}'.", "_total"),
+                };
+                Applied.Add(new(name, value));
+                break;
+            case "_sort":
+                foreach (var part in value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                {
+                    var desc = part.StartsWith('-');
+                    var code = desc ? part[1..] : part;
+                    if (!SearchParameters.ColumnParameters.Contains(code) && _registry.Find(ResourceType, code) is null)
+                    {
+                        if (lenient) continue;
+                        throw FhirError.BadRequest($"Cannot sort {ResourceType} by unknown parameter '{code}'. (未知のソートキー)", "_sort");
+                    }
+                    Sort.Add(new(code, desc));
+                }
+                Applied.Add(new(name, value));
+                break;
+            case "_include" or "_include:iterate" or "_revinclude" or "_revinclude:iterate":
+                var rev = name.StartsWith("_revinclude", StringComparison.Ordinal);
+                var parts = value.Split(':');
+                if (parts.Length is < 2 or > 3 || !ModelInfo.IsKnownResource(parts[0]))
+                    throw FhirError.BadRequest($"{name} must be 'ResourceType:parameter[:targetType]', got '{value}'.", name);
+                var p = _registry.Find(parts[0], parts[1]);
+                if (p is null || p.Type != SearchParamType.Reference)
+                {
+                    if (lenient) return;
+                    throw FhirError.BadRequest($"{name}: '{parts[1]}' is not a reference parameter of {parts[0]}.", name);
+                }
+                if (!rev && parts[0] != ResourceType && !name.EndsWith(":iterate", StringComparison.Ordinal))
+                    throw FhirError.BadRequest($"_include must name the searched type {ResourceType}, got '{parts[0]}'.", name);
+                var spec = new IncludeSpec(parts[0], parts[1], parts.Length == 3 ? parts[2] : null, name.EndsWith(":iterate", StringComparison.Ordinal));
+                (rev ? RevIncludes : Includes).Add(spec);
+                Applied.Add(new(name, value));
+                break;
+            default:
+                break; // _summary, _elements, _format, _pretty: the server's concern
+        }
+    }
+
+    /// <summary>SQL that is true when `keyColumn` (a resource key) matches the criterion, or null to skip.</summary>
+    string? Criterion(string type, string name, string value, bool lenient, string keyColumn)
+    {
+        if (name.StartsWith("_has:", StringComparison.Ordinal))
+            return keyColumn + " in (" + Has(type, name, value, lenient) + ")";
+
+        // name[:modifier][.chain]
+        string? chain = null;
+        var dot = name.IndexOf('.');
+        if (dot > 0) { chain = name[(dot + 1)..]; name = name[..dot]; }
+        var colon = name.IndexOf(':');
+        var code = colon < 0 ? name : name[..colon];
+        var modifier = colon < 0 ? null : name[(colon + 1)..];
+
+        if (code == "_id" || code == "_lastUpdated")
+            return ColumnCriterion(type, code, modifier, value, keyColumn);
+
+        var p = _registry.Find(type, code);
+        if (p is null)
+        {
+            if (lenient) return null;
+            throw FhirError.BadRequest($"Unknown search parameter '{code}' for {type}. (検索パラメータ '{code}' は {type} では使えません)", code);
+        }
+        var key = p.Key(type);
+
+        if (chain is not null)
+        {
+            if (p.Type != SearchParamType.Reference)
+                throw FhirError.BadRequest($"'{code}' is not a reference parameter: it cannot be chained.", code);
+            var target = modifier ?? (p.Targets.Count == 1 ? p.Targets[0] : null)
+                ?? throw FhirError.BadRequest($"'{code}' may refer to several types ({string.Join(", ", p.Targets)}): name one, e.g. {code}:{p.Targets.FirstOrDefault()}.{chain}", code);
+            if (chain.Contains('.'))
+                throw FhirError.NotSupported($"Chains deeper than one level are not supported ('{name}.{chain}').", code);
+            var inner = Criterion(target, chain, value, lenient, "x.target");
+            if (inner is null) return null;
+            return $"{keyColumn} in (select x.rkey from fhir.ix_reference x where x.param = ${Arg(key)} and {inner})";
+        }
+
+        if (modifier == "missing")
+        {
+            var missing = value switch { "true" => true, "false" => false, _ => throw FhirError.BadRequest($"{name} must be true or false.", name) };
+            return $"{keyColumn} {(missing ? "not in" : "in")} (select rkey from fhir.{Table(p.Type)} where param = ${Arg(key)})";
+        }
+
+        var alternatives = SplitEscaped(value, ',').Select(v => Condition(p, modifier, v, name)).ToList();
+        if (modifier == "not")
+            return $"{keyColumn} not in (select rkey from fhir.ix_token where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))";
+        return $"{keyColumn} in (select rkey from fhir.{Table(p.Type)} where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))";
+    }
+
+    static string Table(SearchParamType t) => t switch
+    {
+        SearchParamType.String => "ix_string",
+        SearchParamType.Token => "ix_token",
+        SearchParamType.Reference => "ix_reference",
+        SearchParamType.Date => "ix_date",
+        SearchParamType.Number or SearchParamType.Quantity => "ix_number",
+        SearchParamType.Uri => "ix_uri",
+        _ => throw new InvalidOperationException("not indexed: " + t),
+    };
+
+    string Condition(SearchParam p, string? modifier, string value, string name)
+    {
+        void Allow(string?[] allowed)
+        {
+            if (!allowed.Contains(modifier))
+                throw FhirError.NotSupported($"Modifier ':{modifier}' is not supported for {p.Type.ToString().ToLowerInvariant()} parameter '{p.Code}'. (修飾子 :{modifier} は使えません)", name);
+        }
+        switch (p.Type)
+        {
+            case SearchParamType.String:
+                Allow([null, "exact", "contains"]);
+                value = Unescape(value);
+                return modifier switch
+                {
+                    "exact" => $"exact = ${Arg(value)}",
+                    "contains" => $"norm like ${Arg("%" + JapaneseText.EscapeLike(JapaneseText.Fold(value)) + "%")}",
+                    _ => $"norm like ${Arg(JapaneseText.EscapeLike(JapaneseText.Fold(value)) + "%")}",
+                };
+            case SearchParamType.Token:
+                Allow([null, "not", "text", "of-type"]);
+                if (modifier == "text") return $"display like ${Arg(JapaneseText.EscapeLike(JapaneseText.Fold(value)) + "%")}";
+                if (modifier == "of-type")
+                {
+                    var parts = SplitEscaped(value, '|');
+                    if (parts.Count != 3) throw FhirError.BadRequest($"{name} takes 'typeSystem|typeCode|value'.", name);
+                    return $"(type_system = ${Arg(parts[0])} and type_code = ${Arg(parts[1])} and code = ${Arg(parts[2])})";
+                }
+                var bar = IndexOfUnescaped(value, '|');
+                if (bar < 0) return $"code = ${Arg(Unescape(value))}";
+                var system = Unescape(value[..bar]);
+                var codeValue = Unescape(value[(bar + 1)..]);
+                if (system.Length == 0) return $"(system is null and code = ${Arg(codeValue)})";
+                if (codeValue.Length == 0) return $"system = ${Arg(system)}";
+                return $"(system = ${Arg(system)} and code = ${Arg(codeValue)})";
+            case SearchParamType.Reference:
+                if (modifier is not null && !ModelInfo.IsKnownResource(modifier)) Allow([null]);
+                value = Unescape(value);
+                if (modifier is not null) return $"target = ${Arg(modifier + "/" + value)}";
+                if (value.Contains("://", StringComparison.Ordinal)) return $"target = ${Arg(value)}";
+                if (ReferenceTarget.Parse(value) is { } t) return $"target = ${Arg(t.Type + "/" + t.Id)}";
+                return $"target_id = ${Arg(value)}";
+            case SearchParamType.Uri:
+                Allow([null, "below", "above"]);
+                value = Unescape(value);
+                return modifier switch
+                {
+                    "below" => $"uri like ${Arg(JapaneseText.EscapeLike(value) + "%")}",
+                    "above" => $"${Arg(value)} like (replace(replace(uri, '%', '\\%'), '_', '\\_') || '%')",
+                    _ => $"uri = ${Arg(value)}",
+                };
+            case SearchParamType.Date:
+                Allow([null]);
+                return DateCondition("low", "high", value, name);
+            case SearchParamType.Number:
+            case SearchParamType.Quantity:
+                Allow([null]);
+                return NumberCondition(p, value, name);
+            default:
+                throw FhirError.NotSupported($"Parameter '{p.Code}' of type {p.Type} is not searchable here.", name);
+        }
+    }
+
+    static readonly string[] Prefixes = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"];
+
+    static (string Prefix, string Value) SplitPrefix(string value) =>
+        value.Length > 2 && Prefixes.Contains(value[..2]) && !char.IsLetter(value[2]) ? (value[..2], value[2..]) : ("eq", value);
+
+    string DateCondition(string lowCol, string highCol, string raw, string name)
+    {
+        var (prefix, value) = SplitPrefix(raw);
+        if (!DateRange.TryParse(value, out var pl, out var ph))
+            throw FhirError.BadRequest($"'{value}' is not a FHIR date/dateTime (e.g. 2024-04-01 or 2024-04-01T09:00:00+09:00). (日付の形式が不正です)", name);
+        if (prefix == "ap")
+        {
+            var gap = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerDay, Math.Abs((DateTimeOffset.UtcNow - pl).Ticks) / 10));
+            (pl, ph) = (pl - gap, ph + gap);
+        }
+        int l = Arg(pl), h = Arg(ph);
+        return prefix switch
+        {
+            "eq" => $"({lowCol} >= ${l} and {highCol} <= ${h})",
+            "ne" => $"not ({lowCol} >= ${l} and {highCol} <= ${h})",
+            "gt" => $"{highCol} > ${h}",
+            "lt" => $"{lowCol} < ${l}",
+            "ge" => $"{highCol} >= ${l}",
+            "le" => $"{lowCol} <= ${h}",
+            "sa" => $"{lowCol} > ${h}",
+            "eb" => $"{highCol} < ${l}",
+            _ => $"({lowCol} <= ${h} and {highCol} >= ${l})", // ap: overlaps the widened range
+        };
+    }
+
+    string NumberCondition(SearchParam p, string raw, string name)
+    {
+        var (prefix, value) = SplitPrefix(raw);
+        string? system = null, unit = null;
+        if (p.Type == SearchParamType.Quantity)
+        {
+            var parts = SplitEscaped(value, '|');
+            if (parts.Count is 2 or > 3) throw FhirError.BadRequest($"A quantity is 'number' or 'number|system|code', got '{value}'.", name);
+            value = parts[0];
+            if (parts.Count == 3) { system = parts[1].Length == 0 ? null : parts[1]; unit = parts[2].Length == 0 ? null : parts[2]; }
+        }
+        if (!decimal.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var x))
+            throw FhirError.BadRequest($"'{value}' is not a number. (数値ではありません)", name);
+        // Implicit range from the significant digits: 100 means [99.5, 100.5) (R4 search.html#number).
+        var decimals = value.Contains('.') ? value.Length - value.IndexOf('.') - 1 : 0;
+        var half = 0.5m / (decimal)Math.Pow(10, decimals);
+        int v = Arg(x);
+        var cond = prefix switch
+        {
+            "eq" => $"(value >= ${Arg(x - half)} and value < ${Arg(x + half)})",
+            "ne" => $"not (value >= ${Arg(x - half)} and value < ${Arg(x + half)})",
+            "gt" or "sa" => $"value > ${v}",
+            "lt" or "eb" => $"value < ${v}",
+            "ge" => $"value >= ${v}",
+            "le" => $"value <= ${v}",
+            _ => $"(value >= ${Arg(x - Math.Abs(x) / 10)} and value <= ${Arg(x + Math.Abs(x) / 10)})",
+        };
+        if (system is not null) cond += $" and system = ${Arg(system)}";
+        if (unit is not null) cond += $" and code = ${Arg(unit)}";
+        return "(" + cond + ")";
+    }
+
+    string ColumnCriterion(string type, string code, string? modifier, string value, string keyColumn)
+    {
+        if (modifier is not null and not "missing")
+            throw FhirError.NotSupported($"Modifier ':{modifier}' is not supported for '{code}'.", code);
+        if (modifier == "missing") return value == "true" ? "false" : "true"; // every resource has both
+        if (code == "_id")
+        {
+            var keys = SplitEscaped(value, ',').Select(id => type + "/" + Unescape(id)).ToArray();
+            return $"{keyColumn} = any(${Arg(keys)})";
+        }
+        var conds = SplitEscaped(value, ',').Select(v => DateCondition("t.last_updated", "t.last_updated", v, code));
+        return $"{keyColumn} in (select t.id from fhir.mt_doc_resourcedocument t where t.resource_type = ${Arg(type)} and ({string.Join(" or ", conds)}))";
+    }
+
+    // _has:Observation:patient:code=1234 → keys that Observations matching code=1234 refer to by `patient`.
+    string Has(string type, string name, string value, bool lenient)
+    {
+        var parts = name.Split(':', 4);
+        if (parts.Length != 4 || !ModelInfo.IsKnownResource(parts[1]))
+            throw FhirError.BadRequest($"_has takes '_has:Type:referenceParam:searchParam=value', got '{name}'.", name);
+        var (source, refCode, inner) = (parts[1], parts[2], parts[3]);
+        if (inner.StartsWith("_has:", StringComparison.Ordinal))
+            throw FhirError.NotSupported("_has is supported one level deep.", name);
+        var rp = _registry.Find(source, refCode);
+        if (rp is null || rp.Type != SearchParamType.Reference)
+            throw FhirError.BadRequest($"_has: '{refCode}' is not a reference parameter of {source}.", name);
+        var criterion = Criterion(source, inner, value, lenient, "h.rkey") ?? "true";
+        return $"select h.target from fhir.ix_reference h where h.param = ${Arg(rp.Key(source))} and h.target like ${Arg(type + "/%")} and {criterion}";
+    }
+
+    /// <summary>ORDER BY for _sort, always ending in the key so pages are stable.</summary>
+    public string OrderSql()
+    {
+        var sb = new StringBuilder();
+        foreach (var s in Sort)
+        {
+            string expr;
+            if (s.Code == "_id") expr = "d.id";
+            else if (s.Code == "_lastUpdated") expr = "d.last_updated";
+            else
+            {
+                var p = _registry.Find(ResourceType, s.Code)!;
+                var (col, table) = p.Type switch
+                {
+                    SearchParamType.String => ("norm", "ix_string"),
+                    SearchParamType.Token => ("code", "ix_token"),
+                    SearchParamType.Reference => ("target", "ix_reference"),
+                    SearchParamType.Date => (s.Descending ? "high" : "low", "ix_date"),
+                    SearchParamType.Uri => ("uri", "ix_uri"),
+                    _ => ("value", "ix_number"),
+                };
+                expr = $"(select {(s.Descending ? "max" : "min")}({col}) from fhir.{table} o where o.rkey = d.id and o.param = ${Arg(p.Key(ResourceType))})";
+            }
+            sb.Append(expr).Append(s.Descending ? " desc nulls last, " : " asc nulls last, ");
+        }
+        return sb.Append("d.id").ToString();
+    }
+
+    static int IndexOfUnescaped(string s, char c)
+    {
+        for (var i = 0; i < s.Length; i++)
+        {
+            if (s[i] == '\\') { i++; continue; }
+            if (s[i] == c) return i;
+        }
+        return -1;
+    }
+
+    /// <summary>Splits on `sep` except where escaped with a backslash (R4 search.html#escaping).</summary>
+    static List<string> SplitEscaped(string s, char sep)
+    {
+        var result = new List<string>();
+        var start = 0;
+        for (var i = 0; i < s.Length; i++)
+        {
+            if (s[i] == '\\') { i++; continue; }
+            if (s[i] == sep) { result.Add(s[start..i]); start = i + 1; }
+        }
+        result.Add(s[start..]);
+        return result;
+    }
+
+    static string Unescape(string s) => s.Replace("\\,", ",").Replace("\\|", "|").Replace("\\$", "$").Replace("\\\\", "\\");
+}

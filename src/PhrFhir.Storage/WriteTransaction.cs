@@ -1,0 +1,173 @@
+using Marten;
+using JasperFx;
+using Marten.Services;
+using Npgsql;
+using NpgsqlTypes;
+using PhrFhir.Storage.Search;
+
+namespace PhrFhir.Storage;
+
+/// <summary>
+/// The writes of one FHIR request or one transaction Bundle: one connection, one PostgreSQL
+/// transaction. Marten writes the current documents (checking numeric revisions); the history and
+/// index rows go in a batch on the same transaction. Nothing is visible until <see cref="CommitAsync"/>.
+/// </summary>
+public sealed class WriteTransaction : IAsyncDisposable
+{
+    readonly FhirStore _store;
+    readonly NpgsqlConnection _conn;
+    readonly NpgsqlTransaction _tx;
+    readonly IDocumentSession _session;
+    readonly NpgsqlBatch _batch;
+
+    WriteTransaction(FhirStore store, NpgsqlConnection conn, NpgsqlTransaction tx)
+    {
+        _store = store;
+        _conn = conn;
+        _tx = tx;
+        _session = store.Marten.LightweightSession(SessionOptions.ForTransaction(tx, false));
+        _batch = new NpgsqlBatch(conn, tx);
+    }
+
+    internal static async Task<WriteTransaction> BeginAsync(FhirStore store, CancellationToken ct)
+    {
+        var conn = await store.DataSource.OpenConnectionAsync(ct);
+        try
+        {
+            var tx = await conn.BeginTransactionAsync(ct);
+            return new WriteTransaction(store, conn, tx);
+        }
+        catch
+        {
+            await conn.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Serialises writers that must not interleave (conditional create/update with the same criteria),
+    /// until this transaction ends. Without it, 16 identical conditional creates racing each other
+    /// could each find nothing and each create.
+    /// </summary>
+    public async Task LockAsync(string key, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand("select pg_advisory_xact_lock(hashtextextended($1, 0))", _conn, _tx);
+        cmd.Parameters.Add(new() { Value = key });
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>Current version inside this transaction (sees this transaction's own writes once flushed).</summary>
+    public async Task<StoredResource?> ReadAsync(string type, string id, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand(
+            "select d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json' from fhir.mt_doc_resourcedocument d where d.id = $1",
+            _conn, _tx);
+        cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
+        return (await FhirStore.ReadAll(cmd, ct)).FirstOrDefault();
+    }
+
+    /// <summary>The keys a search matches, inside this transaction (conditional create/update/delete).</summary>
+    public async Task<List<StoredResource>> SearchAsync(SearchQuery q, int limit, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand(
+            $"select d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json' from fhir.mt_doc_resourcedocument d " +
+            $"where d.resource_type = $1 and not d.deleted{q.WhereSql} order by d.id limit {limit}", _conn, _tx);
+        FhirStore.Bind(cmd, q);
+        return await FhirStore.ReadAll(cmd, ct);
+    }
+
+    /// <summary>
+    /// Queues a new version. <paramref name="previousVersion"/> is the version this write replaces
+    /// (0 for a create): Marten refuses the write at commit if another writer got there first.
+    /// </summary>
+    public void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows)
+    {
+        if (previousVersion == 0) _session.Insert(doc);
+        else _session.UpdateRevision(doc, doc.Version);
+
+        Add("insert into fhir.resource_history (rkey, version, resource_type, person, last_updated, deleted, method, json) values ($1,$2,$3,$4,$5,$6,$7,$8)",
+            doc.Id, doc.Version, doc.ResourceType, (object?)doc.Person ?? DBNull.Value, doc.LastUpdated, doc.Deleted, method, doc.Json);
+
+        if (previousVersion != 0)
+            foreach (var table in (string[])["ix_string", "ix_token", "ix_reference", "ix_date", "ix_number", "ix_uri"])
+                Add($"delete from fhir.{table} where rkey = $1", doc.Id);
+        if (rows is null) return; // deletion: no index rows, so searches no longer find it
+
+        var person = (object?)doc.Person ?? DBNull.Value;
+        if (rows.Strings.Count > 0)
+            Add("insert into fhir.ix_string (rkey, person, param, norm, exact) select $1, $2, * from unnest($3::text[], $4::text[], $5::text[])",
+                doc.Id, person, rows.Strings.Select(r => r.Param).ToArray(), rows.Strings.Select(r => r.Norm).ToArray(), rows.Strings.Select(r => r.Exact).ToArray());
+        if (rows.Tokens.Count > 0)
+            Add("insert into fhir.ix_token (rkey, person, param, system, code, display, type_system, type_code) select $1, $2, * from unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
+                doc.Id, person, rows.Tokens.Select(r => r.Param).ToArray(), rows.Tokens.Select(r => r.System).ToArray(),
+                rows.Tokens.Select(r => r.Code).ToArray(), rows.Tokens.Select(r => r.Display).ToArray(),
+                rows.Tokens.Select(r => r.TypeSystem).ToArray(), rows.Tokens.Select(r => r.TypeCode).ToArray());
+        if (rows.References.Count > 0)
+            Add("insert into fhir.ix_reference (rkey, person, param, target, target_id) select $1, $2, * from unnest($3::text[], $4::text[], $5::text[])",
+                doc.Id, person, rows.References.Select(r => r.Param).ToArray(), rows.References.Select(r => r.Target).ToArray(), rows.References.Select(r => r.TargetId).ToArray());
+        if (rows.Dates.Count > 0)
+            Add("insert into fhir.ix_date (rkey, person, param, low, high) select $1, $2, * from unnest($3::text[], $4::timestamptz[], $5::timestamptz[])",
+                doc.Id, person, rows.Dates.Select(r => r.Param).ToArray(), rows.Dates.Select(r => Clamp(r.Low)).ToArray(), rows.Dates.Select(r => Clamp(r.High)).ToArray());
+        if (rows.Numbers.Count > 0)
+            Add("insert into fhir.ix_number (rkey, person, param, value, system, code) select $1, $2, * from unnest($3::text[], $4::numeric[], $5::text[], $6::text[])",
+                doc.Id, person, rows.Numbers.Select(r => r.Param).ToArray(), rows.Numbers.Select(r => r.Value).ToArray(),
+                rows.Numbers.Select(r => r.System).ToArray(), rows.Numbers.Select(r => r.Code).ToArray());
+        if (rows.Uris.Count > 0)
+            Add("insert into fhir.ix_uri (rkey, person, param, uri) select $1, $2, * from unnest($3::text[], $4::text[])",
+                doc.Id, person, rows.Uris.Select(r => r.Param).ToArray(), rows.Uris.Select(r => r.Uri).ToArray());
+    }
+
+    // Open-ended periods are stored as ±infinity so range comparisons stay simple.
+    static DateTime Clamp(DateTimeOffset v) =>
+        v == DateTimeOffset.MinValue ? DateTime.MinValue : v == DateTimeOffset.MaxValue ? DateTime.MaxValue : v.UtcDateTime;
+
+    void Add(string sql, params object?[] args)
+    {
+        var cmd = new NpgsqlBatchCommand(sql);
+        foreach (var a in args) cmd.Parameters.Add(new NpgsqlParameter { Value = a ?? DBNull.Value });
+        _batch.BatchCommands.Add(cmd);
+    }
+
+    /// <summary>
+    /// Writes everything queued so far (so later reads in this transaction see it) without committing.
+    /// A lost revision race or a duplicate key becomes 412: another writer changed the resource first.
+    /// </summary>
+    public async Task FlushAsync(CancellationToken ct)
+    {
+        try
+        {
+            await _session.SaveChangesAsync(ct);
+            if (_batch.BatchCommands.Count > 0)
+            {
+                await _batch.ExecuteNonQueryAsync(ct);
+                _batch.BatchCommands.Clear();
+            }
+        }
+        catch (ConcurrencyException)
+        {
+            throw FhirError.PreconditionFailed("The resource was changed by another request at the same time; read it again and retry. (他の更新と競合しました)");
+        }
+        catch (Exception e) when (IsUniqueViolation(e))
+        {
+            throw FhirError.PreconditionFailed("The resource was created by another request at the same time; read it again and retry. (他の更新と競合しました)");
+        }
+    }
+
+    static bool IsUniqueViolation(Exception e) =>
+        e is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation }
+        || e.InnerException is { } inner && IsUniqueViolation(inner);
+
+    public async Task CommitAsync(CancellationToken ct)
+    {
+        await FlushAsync(ct);
+        await _tx.CommitAsync(ct);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _session.DisposeAsync();
+        await _batch.DisposeAsync();
+        await _tx.DisposeAsync(); // rolls back unless committed
+        await _conn.DisposeAsync();
+    }
+}
