@@ -47,13 +47,29 @@ public static class PhrFhirApp
         return app;
     }
 
+    /// <summary>The project's reference folder: `shared/ref` beside the checkout (or any folder above the working directory).</summary>
+    static string? FindSharedRef()
+    {
+        for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "shared", "ref");
+            if (Directory.Exists(candidate)) return candidate;
+        }
+        return null;
+    }
+
     /// <summary>
     /// SearchParameters of the IGs in the reference folder (JP Core), when it is present. The server
     /// runs without them: R4 core parameters are always there.
     /// </summary>
     static IEnumerable<SearchParameter> IgSearchParameters(IConfiguration config, ILogger log)
     {
-        var refDir = config["Conformance:ReferenceDirectory"] ?? Path.Combine("..", "shared", "ref");
+        var refDir = config["Conformance:ReferenceDirectory"] ?? FindSharedRef();
+        if (refDir is null)
+        {
+            log.LogInformation("No reference folder (shared/ref) found: only R4 core search parameters are offered");
+            yield break;
+        }
         var jpCore = Path.Combine(refDir, "jp-core", "jp-core.r4-1.1.2", "package");
         if (!Directory.Exists(jpCore))
         {

@@ -96,7 +96,9 @@ public static class FhirFormat
         }
         catch (DeserializationFailedException e)
         {
-            var issues = e.Exceptions.Select(x => new OperationOutcome.IssueComponent
+            // Bounded: a broken 1000-entry Bundle is described by its first problems, not a 1 MB answer.
+            const int maxIssues = 50;
+            var issues = e.Exceptions.Take(maxIssues).Select(x => new OperationOutcome.IssueComponent
             {
                 Severity = OperationOutcome.IssueSeverity.Error,
                 Code = OperationOutcome.IssueType.Structure,
@@ -104,7 +106,7 @@ public static class FhirFormat
                 Expression = x is Hl7.Fhir.Utility.ExtendedCodedException { InstancePath: { } path } ? [path] : null!,
             }).ToList();
             throw new FhirError(HttpStatusCode.BadRequest, OperationOutcome.IssueType.Structure,
-                $"The {(format == WireFormat.Json ? "JSON" : "XML")} is not a valid FHIR resource ({issues.Count} problem(s)); nothing was stored. (FHIR リソースとして不正です)")
+                $"The {(format == WireFormat.Json ? "JSON" : "XML")} is not a valid FHIR resource ({e.Exceptions.Count} problem(s){(e.Exceptions.Count > maxIssues ? $", the first {maxIssues} listed" : "")}); nothing was stored. (FHIR リソースとして不正です)")
             { MoreIssues = issues };
         }
         catch (JsonException e)

@@ -49,8 +49,13 @@ public static class FhirResponse
     {
         var format = FhirFormat.Negotiate(ctx.Request);
         var (summary, elements) = Shaping(ctx.Request);
-        if ((summary != SummaryType.False || elements is not null) && resource is Resource r && r is not Bundle)
+        // The SDK tags _summary output SUBSETTED itself; for _elements we keep id and meta (without them
+        // the result cannot be read back or updated) and add the tag (R4 search.html#elements).
+        if (elements is not null && resource is Resource r and not Bundle)
+        {
+            elements = [.. elements.Union(["id", "meta"])];
             MarkSubsetted(r);
+        }
         return WriteBytes(ctx, status, FhirFormat.Mime(format), FhirFormat.Serialize(resource, format, summary, elements));
     }
 
