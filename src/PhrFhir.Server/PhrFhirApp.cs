@@ -58,9 +58,16 @@ public static class PhrFhirApp
         return null;
     }
 
+    // The IG packages whose SearchParameters the server offers, relative to the reference folder.
+    static readonly string[] IgPackages =
+    [
+        "jp-core/jp-core.r4-1.1.2/package",   // JP Core 1.1.2: kana sort, insurance numbers, ...
+        "ihe/MHD-4.2.3/sushi-compiled",       // IHE MHD 4.2.3: DocumentReference creation, List designationType/sourceId
+    ];
+
     /// <summary>
-    /// SearchParameters of the IGs in the reference folder (JP Core), when it is present. The server
-    /// runs without them: R4 core parameters are always there.
+    /// SearchParameters of the IGs in the reference folder, when it is present. The server runs
+    /// without them: the R4 core parameters are always there.
     /// </summary>
     static IEnumerable<SearchParameter> IgSearchParameters(IConfiguration config, ILogger log)
     {
@@ -70,18 +77,21 @@ public static class PhrFhirApp
             log.LogInformation("No reference folder (shared/ref) found: only R4 core search parameters are offered");
             yield break;
         }
-        var jpCore = Path.Combine(refDir, "jp-core", "jp-core.r4-1.1.2", "package");
-        if (!Directory.Exists(jpCore))
+        foreach (var package in IgPackages)
         {
-            log.LogInformation("JP Core package not found at {Dir}: only R4 core search parameters are offered", Path.GetFullPath(jpCore));
-            yield break;
-        }
-        foreach (var file in Directory.EnumerateFiles(jpCore, "SearchParameter-*.json"))
-        {
-            SearchParameter? sp = null;
-            try { sp = FhirFormat.ParseStored(File.ReadAllText(file)) as SearchParameter; }
-            catch (Exception e) { log.LogWarning("Skipping {File}: {Error}", file, e.Message); }
-            if (sp is not null) yield return sp;
+            var dir = Path.Combine(refDir, package);
+            if (!Directory.Exists(dir))
+            {
+                log.LogWarning("IG package {Dir} not found: its search parameters are not offered", dir);
+                continue;
+            }
+            foreach (var file in Directory.EnumerateFiles(dir, "SearchParameter-*.json").Order(StringComparer.Ordinal))
+            {
+                SearchParameter? sp = null;
+                try { sp = FhirFormat.ParseStored(File.ReadAllText(file)) as SearchParameter; }
+                catch (Exception e) { log.LogWarning("Skipping {File}: {Error}", file, e.Message); }
+                if (sp is not null) yield return sp;
+            }
         }
     }
 }
