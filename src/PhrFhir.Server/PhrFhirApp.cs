@@ -12,14 +12,16 @@ public static class PhrFhirApp
 {
     public static async Task<WebApplication> BuildAsync(string[] args, CancellationToken ct = default)
     {
-        var builder = WebApplication.CreateSlimBuilder(args);
+        // appsettings.json ships beside the binary; relative data paths still resolve against the working directory.
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
         var limits = builder.Configuration.GetSection("Limits").Get<ServerLimits>() ?? new ServerLimits();
         builder.Services.Configure<ServerLimits>(builder.Configuration.GetSection("Limits"));
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = limits.MaxBodyBytes + 1);
 
         // Storage: the configured PostgreSQL, or an embedded one started here (the default).
-        using var loggerFactory = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true));
+        // Lives as long as the app: the embedded PostgreSQL logs through it when it stops.
+        var loggerFactory = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true));
         var startLog = loggerFactory.CreateLogger("PhrFhir.Startup");
         var connectionString = builder.Configuration.GetConnectionString("Fhir") ?? Environment.GetEnvironmentVariable("PHRFHIR_DB");
         EmbeddedPostgres? embedded = null;
@@ -33,8 +35,8 @@ public static class PhrFhirApp
         var parameters = SearchParameters.CreateDefault(IgSearchParameters(builder.Configuration, startLog));
         var store = await FhirStore.OpenAsync(connectionString, parameters, ct);
 
-        if (embedded is not null) builder.Services.AddSingleton(embedded); // disposed (stopped) on shutdown, after the store
         builder.Services.AddSingleton(store);
+        builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
         builder.Services.AddSingleton<ResourceWrites>();
         builder.Services.AddSingleton<CapabilityStatementBuilder>();
 
@@ -92,6 +94,23 @@ public static class PhrFhirApp
                 catch (Exception e) { log.LogWarning("Skipping {File}: {Error}", file, e.Message); }
                 if (sp is not null) yield return sp;
             }
+        }
+    }
+
+    /// <summary>
+    /// Closes the store and then stops the embedded PostgreSQL when the host stops (after Kestrel has
+    /// drained requests: hosted services stop in reverse order and the web server was added last).
+    /// The container would not do it: it never disposes instances it was handed ready-made.
+    /// </summary>
+    sealed class StorageLifetime(FhirStore store, EmbeddedPostgres? embedded, ILoggerFactory loggerFactory) : IHostedService
+    {
+        public Task StartAsync(CancellationToken ct) => Task.CompletedTask;
+
+        public async Task StopAsync(CancellationToken ct)
+        {
+            await store.DisposeAsync();
+            if (embedded is not null) await embedded.DisposeAsync();
+            loggerFactory.Dispose();
         }
     }
 }
