@@ -17,7 +17,8 @@ public static class PhrFhirApp
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
         var limits = builder.Configuration.GetSection("Limits").Get<ServerLimits>() ?? new ServerLimits();
         builder.Services.Configure<ServerLimits>(builder.Configuration.GetSection("Limits"));
-        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = limits.MaxBodyBytes + 1);
+        // Kestrel lets the larger of the two through; FHIR bodies are held to MaxBodyBytes by FhirFormat.
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(limits.MaxBodyBytes, limits.MaxBinaryBytes) + 1);
 
         // Storage: the configured PostgreSQL, or an embedded one started here (the default).
         // Lives as long as the app: the embedded PostgreSQL logs through it when it stops.

@@ -13,7 +13,7 @@ namespace PhrFhir.Storage;
 /// revisions give optimistic concurrency); plain SQL beside it owns the history and search index tables
 /// and answers searches. Every write of a request runs in one database transaction (<see cref="WriteTransaction"/>).
 /// </summary>
-public sealed class FhirStore : IAsyncDisposable
+public sealed partial class FhirStore : IAsyncDisposable
 {
     public const string Schema = "fhir";
     const string Docs = "fhir.mt_doc_resourcedocument";

@@ -12,7 +12,7 @@ namespace PhrFhir.Storage;
 /// transaction. Marten writes the current documents (checking numeric revisions); the history and
 /// index rows go in a batch on the same transaction. Nothing is visible until <see cref="CommitAsync"/>.
 /// </summary>
-public sealed class WriteTransaction : IAsyncDisposable
+public sealed partial class WriteTransaction : IAsyncDisposable
 {
     readonly FhirStore _store;
     readonly NpgsqlConnection _conn;

@@ -56,7 +56,8 @@ public static class FhirEndpoints
             ctx.Response.StatusCode = 304;
             return;
         }
-        await FhirResponse.StoredAsync(ctx, s, 200);
+        if (type == "Binary") await BinaryContent.WriteAsync(ctx, store, s);
+        else await FhirResponse.StoredAsync(ctx, s, 200);
     }
 
     static async Task VReadAsync(HttpContext ctx, FhirStore store, string type, string id, string vid)
@@ -68,12 +69,18 @@ public static class FhirEndpoints
             ?? throw FhirError.NotFound($"{type}/{id} has no version {vid}. (その版はありません)");
         FhirResponse.VersionHeaders(ctx.Response, s, false, "");
         if (s.Deleted) throw new FhirError(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, $"Version {vid} of {type}/{id} is its deletion. (削除された版です)");
-        await FhirResponse.StoredAsync(ctx, s, 200);
+        if (type == "Binary") await BinaryContent.WriteAsync(ctx, store, s);
+        else await FhirResponse.StoredAsync(ctx, s, 200);
     }
 
     static async Task CreateAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, string type)
     {
         Served(type);
+        if (type == "Binary" && !BinaryContent.IsFhirContentType(ctx.Request.ContentType))
+        {
+            await BinaryContent.CreateRawAsync(ctx, store, writes, limits, null);
+            return;
+        }
         var resource = await BodyAsync(ctx, type, limits.Value);
         var ifNoneExist = ctx.Request.Headers["If-None-Exist"].ToString();
         await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
@@ -85,6 +92,11 @@ public static class FhirEndpoints
     static async Task UpdateAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, string type, string id)
     {
         Served(type);
+        if (type == "Binary" && !BinaryContent.IsFhirContentType(ctx.Request.ContentType))
+        {
+            await BinaryContent.CreateRawAsync(ctx, store, writes, limits, id);
+            return;
+        }
         var resource = await BodyAsync(ctx, type, limits.Value);
         var ifMatch = IfMatch(ctx.Request);
         await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);

@@ -145,6 +145,8 @@ public static class FhirFormat
 public sealed class ServerLimits
 {
     public long MaxBodyBytes { get; set; } = 20 * 1024 * 1024;
+    /// <summary>Bytes of one Binary (a document) uploaded raw; streamed, never held whole in memory.</summary>
+    public long MaxBinaryBytes { get; set; } = 100 * 1024 * 1024;
     public int MaxJsonDepth { get; set; } = 64;
     public int MaxBundleEntries { get; set; } = 1000;
 }

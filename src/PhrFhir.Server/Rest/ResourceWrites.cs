@@ -2,6 +2,7 @@ using System.Text.RegularExpressions;
 using Hl7.Fhir.Model;
 using Task = System.Threading.Tasks.Task;
 using PhrFhir.Storage;
+using Microsoft.Extensions.Options;
 using PhrFhir.Storage.Search;
 
 namespace PhrFhir.Server.Rest;
@@ -15,7 +16,7 @@ public sealed record WriteOutcome(StoredResource Stored, bool Created, bool Unch
 /// create / update / delete and their conditional forms (R4 http.html), inside a caller's
 /// <see cref="WriteTransaction"/> so a single request and a transaction Bundle share one code path.
 /// </summary>
-public sealed partial class ResourceWrites(FhirStore store)
+public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits)
 {
     [GeneratedRegex(@"^[A-Za-z0-9\-\.]{1,64}$")]
     public static partial Regex IdPattern();
@@ -25,8 +26,17 @@ public sealed partial class ResourceWrites(FhirStore store)
         if (!string.IsNullOrEmpty(ifNoneExist) && await FindConditionalAsync(tx, resource.TypeName, ifNoneExist, ct) is { } existing)
             return new WriteOutcome(existing, Created: false, Unchanged: true);
         resource.Id = assignedId ?? Guid.NewGuid().ToString();
-        var stored = Stage(tx, resource, 1, "POST");
+        var stored = await StageAsync(tx, resource, 1, "POST", ct);
         return new WriteOutcome(stored, Created: true);
+    }
+
+    /// <summary>A Binary whose bytes arrive as the raw request body (R4 binary.html#rest), streamed to storage.</summary>
+    public async Task<WriteOutcome> CreateRawBinaryAsync(WriteTransaction tx, string contentType, Stream content, string? id, CancellationToken ct)
+    {
+        var binary = new Binary { Id = id ?? Guid.NewGuid().ToString(), ContentType = contentType };
+        var current = id is null ? null : await tx.ReadAsync("Binary", id, ct);
+        var stored = await StageAsync(tx, binary, (current?.Version ?? 0) + 1, id is null ? "POST" : "PUT", ct, content);
+        return new WriteOutcome(stored, Created: current is null || current.Deleted);
     }
 
     /// <summary>
@@ -55,7 +65,7 @@ public sealed partial class ResourceWrites(FhirStore store)
         var current = await tx.ReadAsync(type, id, ct);
         if (ifMatch is { } expected && (current is null || current.Deleted || current.Version != expected))
             throw FhirError.PreconditionFailed($"If-Match W/\"{expected}\" does not match the current version of {type}/{id}{(current is null ? " (it does not exist)" : $" (W/\"{current.Version}\")")}. (版が一致しません)");
-        var stored = Stage(tx, resource, (current?.Version ?? 0) + 1, "PUT");
+        var stored = await StageAsync(tx, resource, (current?.Version ?? 0) + 1, "PUT", ct);
         return new WriteOutcome(stored, Created: current is null || current.Deleted);
     }
 
@@ -116,13 +126,21 @@ public sealed partial class ResourceWrites(FhirStore store)
             .ToList();
 
     /// <summary>Sets id/meta, serialises and indexes one version, and queues it on the transaction.</summary>
-    StoredResource Stage(WriteTransaction tx, Resource resource, int version, string method)
+    async Task<StoredResource> StageAsync(WriteTransaction tx, Resource resource, int version, string method, CancellationToken ct, Stream? rawContent = null)
     {
         var now = Now();
         resource.Meta ??= new Meta();
         resource.Meta.VersionId = version.ToString(System.Globalization.CultureInfo.InvariantCulture);
         resource.Meta.LastUpdated = now;
         var rows = store.Indexer.Extract(resource);
+        if (resource is Binary binary)
+        {
+            // The bytes go to chunk rows, not into the JSON: reads stream them (BinaryContent).
+            var content = rawContent ?? new MemoryStream(binary.Data ?? []);
+            binary.Data = null;
+            binary.ContentType ??= "application/octet-stream";
+            await tx.WriteBinaryAsync(resource.Id!, version, SearchIndexer.PersonOf(resource, rows), binary.ContentType, content, limits.Value.MaxBinaryBytes, ct);
+        }
         var doc = new ResourceDocument
         {
             Id = ResourceDocument.Key(resource.TypeName, resource.Id!),
