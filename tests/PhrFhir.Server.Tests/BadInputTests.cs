@@ -113,6 +113,6 @@ public sealed class BadInputTests(ServerFixture server)
     public async System.Threading.Tasks.Task An_unknown_route_or_method_is_an_OperationOutcome()
     {
         await Fhir.ExpectAsync<OperationOutcome>(await _http.GetAsync("Patient/1/2/3/4"), HttpStatusCode.NotFound);
-        await Fhir.ExpectAsync<OperationOutcome>(await _http.PatchAsync("Patient/1", Fhir.Json("{}")), HttpStatusCode.MethodNotAllowed);
+        await Fhir.ExpectAsync<OperationOutcome>(await _http.PutAsync("", Fhir.Json("{}")), HttpStatusCode.MethodNotAllowed);
     }
 }

@@ -45,7 +45,7 @@ public static class BundleTransactions
             await AssignIdsAsync(tx, writes, entries, store, ctx.RequestAborted);
             RewriteReferences(entries);
             // R4 http.html#trules: DELETE, then POST, then PUT, then GET.
-            foreach (var e in entries.OrderBy(e => e.Method switch { Bundle.HTTPVerb.DELETE => 0, Bundle.HTTPVerb.POST => 1, Bundle.HTTPVerb.PUT => 2, _ => 3 }))
+            foreach (var e in entries.OrderBy(e => e.Method switch { Bundle.HTTPVerb.DELETE => 0, Bundle.HTTPVerb.POST => 1, Bundle.HTTPVerb.PUT or Bundle.HTTPVerb.PATCH => 2, _ => 3 }))
             {
                 if (e.Method == Bundle.HTTPVerb.GET) await tx.FlushAsync(ctx.RequestAborted);
                 await Run(e, async () => await ExecuteAsync(tx, writes, e, ctx.RequestAborted));
@@ -111,8 +111,10 @@ public static class BundleTransactions
             if (source.Resource is null) throw Bad($"a {method} entry needs a resource.", "resource");
             if (source.Resource.TypeName != parts[0]) throw Bad($"the resource is a {source.Resource.TypeName} but request.url names {parts[0]}.", "resource");
         }
-        if (method is Bundle.HTTPVerb.PATCH or Bundle.HTTPVerb.HEAD)
-            throw FhirError.NotSupported($"Bundle.entry[{index}]: {method} is not supported in a Bundle.", $"Bundle.entry[{index}].request.method");
+        if (method == Bundle.HTTPVerb.PATCH && (id is null || source.Resource is not Parameters))
+            throw Bad("a PATCH entry needs request.url 'Type/id' and a FHIRPath Patch Parameters resource.", "resource");
+        if (method == Bundle.HTTPVerb.HEAD)
+            throw FhirError.NotSupported($"Bundle.entry[{index}]: HEAD is not supported in a Bundle.", $"Bundle.entry[{index}].request.method");
         return new Entry(index, source, method, parts[0], id, query);
     }
 
@@ -195,11 +197,16 @@ public static class BundleTransactions
                 r.Location = $"{e.Type}/{created.Stored.Id}/_history/{created.Stored.Version}";
                 break;
             case Bundle.HTTPVerb.PUT:
-                int? ifMatch = e.Source.Request!.IfMatch is { } im ? int.Parse(im.Replace("W/", "").Trim('"'), CultureInfo.InvariantCulture) : null;
+                var ifMatch = FhirResponse.ParseVersionETag(e.Source.Request!.IfMatch, "request.ifMatch");
                 var updated = e.Id is not null
                     ? await writes.UpdateAsync(tx, e.Type, e.Id, e.Source.Resource!, ifMatch, ct)
                     : await writes.ConditionalUpdateAsync(tx, e.Type, e.Query ?? "", e.Source.Resource!, ct);
                 Describe(e, updated.Stored, updated.Created ? "201 Created" : "200 OK");
+                break;
+            case Bundle.HTTPVerb.PATCH:
+                var patchIfMatch = FhirResponse.ParseVersionETag(e.Source.Request!.IfMatch, "request.ifMatch");
+                var patched = await writes.PatchAsync(tx, e.Type, e.Id!, (Parameters)e.Source.Resource!, patchIfMatch, ct);
+                Describe(e, patched.Stored, "200 OK");
                 break;
             case Bundle.HTTPVerb.DELETE:
                 if (e.Id is not null) await writes.DeleteAsync(tx, e.Type, e.Id, ct);

@@ -30,6 +30,7 @@ public static class FhirEndpoints
         app.MapGet("/{type}/{id}", ReadAsync);
         app.MapPut("/{type}/{id}", UpdateAsync);
         app.MapDelete("/{type}/{id}", DeleteAsync);
+        app.MapPatch("/{type}/{id}", PatchAsync);
         app.MapGet("/{type}/{id}/_history", (HttpContext ctx, FhirStore store, string type, string id) => HistoryAsync(ctx, store, Served(type), id));
         app.MapGet("/{type}/{id}/_history/{vid}", VReadAsync);
     }
@@ -115,6 +116,20 @@ public static class FhirEndpoints
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: outcome.Created);
     }
 
+    static async Task PatchAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, string type, string id)
+    {
+        Served(type);
+        if (ctx.Request.ContentType?.Contains("json-patch", StringComparison.OrdinalIgnoreCase) == true)
+            throw new FhirError(HttpStatusCode.UnsupportedMediaType, OperationOutcome.IssueType.NotSupported,
+                "JSON Patch is not supported: send a FHIRPath Patch (a Parameters resource, R4 fhirpatch.html). (JSON Patch は未対応です)");
+        if (await FhirFormat.ReadResourceAsync(ctx.Request, limits.Value, ctx.RequestAborted) is not Parameters patch)
+            throw FhirError.BadRequest("A PATCH body is a FHIRPath Patch: a Parameters resource (R4 fhirpatch.html).", "resourceType");
+        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        var outcome = await writes.PatchAsync(tx, type, id, patch, IfMatch(ctx.Request), ctx.RequestAborted);
+        await tx.CommitAsync(ctx.RequestAborted);
+        await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: false);
+    }
+
     static async Task DeleteAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, string type, string id)
     {
         Served(type);
@@ -172,14 +187,7 @@ public static class FhirEndpoints
 
     static bool Lenient(HttpRequest r) => r.Headers["Prefer"].ToString().Contains("handling=lenient", StringComparison.OrdinalIgnoreCase);
 
-    static int? IfMatch(HttpRequest r)
-    {
-        var v = r.Headers.IfMatch.ToString();
-        if (v.Length == 0) return null;
-        var digits = v.Replace("W/", "", StringComparison.Ordinal).Trim('"', ' ');
-        return int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n
-            : throw FhirError.BadRequest($"If-Match '{v}' is not a version ETag like W/\"3\". (If-Match の形式が不正です)");
-    }
+    static int? IfMatch(HttpRequest r) => FhirResponse.ParseVersionETag(r.Headers.IfMatch.ToString(), "If-Match");
 
     static async Task<Resource> BodyAsync(HttpContext ctx, string type, ServerLimits limits)
     {

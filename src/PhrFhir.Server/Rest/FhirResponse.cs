@@ -104,5 +104,12 @@ public static class FhirResponse
         return StoredAsync(ctx, s, status);
     }
 
-    public static int Status(HttpStatusCode c) => (int)c;
+    /// <summary>W/"3" (or "3") → 3; empty → null; anything else is the client's error.</summary>
+    public static int? ParseVersionETag(string? value, string what)
+    {
+        if (string.IsNullOrEmpty(value)) return null;
+        var digits = value.Replace("W/", "", StringComparison.Ordinal).Trim('"', ' ');
+        return int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n
+            : throw FhirError.BadRequest($"{what} '{value}' is not a version ETag like W/\"3\". ({what} の形式が不正です)", what);
+    }
 }

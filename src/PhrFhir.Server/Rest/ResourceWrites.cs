@@ -87,6 +87,19 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         return await UpdateAsync(tx, type, resource.Id, resource, null, ct);
     }
 
+    /// <summary>FHIRPath Patch of the current version; the result is stored like an update.</summary>
+    public async Task<WriteOutcome> PatchAsync(WriteTransaction tx, string type, string id, Parameters patch, int? ifMatch, CancellationToken ct)
+    {
+        var current = await tx.ReadAsync(type, id, ct);
+        if (current is null || current.Deleted)
+            throw FhirError.NotFound($"{type}/{id} is not known: there is nothing to patch. (リソースがありません)");
+        if (type == "Binary") throw FhirError.NotSupported("Binary content cannot be patched: send the new document with PUT.");
+        var patched = FhirPatch.Apply(FhirFormat.ParseStored(current.Json), patch);
+        if (patched.Id != id || patched.TypeName != type)
+            throw FhirError.BadRequest("A patch may not change the resource's type or id.");
+        return await UpdateAsync(tx, type, id, patched, ifMatch ?? current.Version, ct);
+    }
+
     /// <summary>Soft delete: a new version marked deleted; the index rows go, history keeps everything.</summary>
     public async Task<StoredResource?> DeleteAsync(WriteTransaction tx, string type, string id, CancellationToken ct)
     {
