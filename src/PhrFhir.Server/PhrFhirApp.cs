@@ -17,6 +17,7 @@ public static class PhrFhirApp
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
         var limits = builder.Configuration.GetSection("Limits").Get<ServerLimits>() ?? new ServerLimits();
         builder.Services.Configure<ServerLimits>(builder.Configuration.GetSection("Limits"));
+        builder.Services.Configure<Mhd.MhdOptions>(builder.Configuration.GetSection("Mhd"));
         // Kestrel lets the larger of the two through; FHIR bodies are held to MaxBodyBytes by FhirFormat.
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(limits.MaxBodyBytes, limits.MaxBinaryBytes) + 1);
 

@@ -14,6 +14,8 @@ public sealed class FhirError(HttpStatusCode status, OperationOutcome.IssueType 
     public HttpStatusCode Status { get; } = status;
     public OperationOutcome.IssueType Code { get; } = code;
     public string? Expression { get; } = expression;
+    /// <summary>A code a profile defines for this failure (IHE MHD uses the XDS error codes, e.g. XDSUnknownPatientId), sent as issue.details.</summary>
+    public string? DetailCode { get; init; }
     /// <summary>Further issues (e.g. every parse error of one body), reported together.</summary>
     public IReadOnlyList<OperationOutcome.IssueComponent> MoreIssues { get; init; } = [];
 

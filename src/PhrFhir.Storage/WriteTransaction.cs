@@ -56,9 +56,10 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         await cmd.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>Current version inside this transaction (sees this transaction's own writes once flushed).</summary>
+    /// <summary>Current version inside this transaction, including this transaction's own earlier writes.</summary>
     public async Task<StoredResource?> ReadAsync(string type, string id, CancellationToken ct)
     {
+        await FlushAsync(ct);
         await using var cmd = new NpgsqlCommand(
             "select d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json' from fhir.mt_doc_resourcedocument d where d.id = $1",
             _conn, _tx);
@@ -69,6 +70,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// <summary>The keys a search matches, inside this transaction (conditional create/update/delete).</summary>
     public async Task<List<StoredResource>> SearchAsync(SearchQuery q, int limit, CancellationToken ct)
     {
+        await FlushAsync(ct);
         await using var cmd = new NpgsqlCommand(
             $"select d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json' from fhir.mt_doc_resourcedocument d " +
             $"where d.resource_type = $1 and not d.deleted{q.WhereSql} order by d.id limit {limit}", _conn, _tx);
@@ -134,6 +136,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// </summary>
     public async Task FlushAsync(CancellationToken ct)
     {
+        if (!_session.PendingChanges.Operations().Any() && _batch.BatchCommands.Count == 0) return;
         try
         {
             await _session.SaveChangesAsync(ct);

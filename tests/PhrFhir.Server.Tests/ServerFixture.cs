@@ -33,6 +33,8 @@ public sealed class ServerFixture : IAsyncLifetime
             "--Logging:LogLevel:Default", "Warning",
             "--Limits:MaxBodyBytes", (2 * 1024 * 1024).ToString(),
             "--Limits:MaxBundleEntries", "200",
+            // The IHE MHD FHIR-document example refers to its Patient on this (example) identity source.
+            "--Mhd:PatientIdentitySources:0", "http://example.org/fhir",
         ]);
         await _app.StartAsync();
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();

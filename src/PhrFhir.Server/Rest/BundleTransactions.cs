@@ -30,53 +30,74 @@ public static class BundleTransactions
             throw new FhirError(HttpStatusCode.RequestEntityTooLarge, OperationOutcome.IssueType.TooCostly,
                 $"The Bundle has {bundle.Entry.Count} entries; at most {limits.Value.MaxBundleEntries} are accepted. (エントリ数が多すぎます)", "Bundle.entry");
 
-        var entries = bundle.Entry.Select(Parse).ToList();
-        var isTransaction = bundle.Type == Bundle.BundleType.Transaction;
-        var response = new Bundle
+        if (bundle.Type == Bundle.BundleType.Transaction && Mhd.ProvideDocumentBundle.Declares(bundle))
         {
-            Id = Guid.NewGuid().ToString(),
-            Type = isTransaction ? Bundle.BundleType.TransactionResponse : Bundle.BundleType.BatchResponse,
-            Meta = new Meta { LastUpdated = DateTimeOffset.UtcNow },
-        };
-
-        if (isTransaction)
-        {
-            await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
-            await AssignIdsAsync(tx, writes, entries, store, ctx.RequestAborted);
-            RewriteReferences(entries);
-            // R4 http.html#trules: DELETE, then POST, then PUT, then GET.
-            foreach (var e in entries.OrderBy(e => e.Method switch { Bundle.HTTPVerb.DELETE => 0, Bundle.HTTPVerb.POST => 1, Bundle.HTTPVerb.PUT or Bundle.HTTPVerb.PATCH => 2, _ => 3 }))
-            {
-                if (e.Method == Bundle.HTTPVerb.GET) await tx.FlushAsync(ctx.RequestAborted);
-                await Run(e, async () => await ExecuteAsync(tx, writes, e, ctx.RequestAborted));
-            }
-            await tx.CommitAsync(ctx.RequestAborted);
+            await Mhd.ProvideDocumentBundle.HandleAsync(ctx, bundle, store, writes); // IHE MHD ITI-65
+            return;
         }
-        else
-        {
-            foreach (var e in entries)
-            {
-                try
-                {
-                    await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
-                    await Run(e, async () =>
-                    {
-                        if (e.Method == Bundle.HTTPVerb.POST) e.AssignedId = Guid.NewGuid().ToString();
-                        await ExecuteAsync(tx, writes, e, ctx.RequestAborted);
-                    });
-                    await tx.CommitAsync(ctx.RequestAborted);
-                }
-                catch (FhirError err)
-                {
-                    // A batch entry fails alone (R4 http.html#brules).
-                    e.Response.Response!.Status = ((int)err.Status).ToString(CultureInfo.InvariantCulture) + " " + err.Status;
-                    e.Response.Response!.Outcome = ErrorHandling.ToOutcome(err);
-                }
-            }
-        }
-        response.Entry = entries.Select(e => e.Response).ToList();
+        var response = bundle.Type == Bundle.BundleType.Transaction
+            ? await TransactionAsync(ctx, bundle, store, writes, beforeWrites: null)
+            : await BatchAsync(ctx, bundle, store, writes);
         await FhirResponse.ResourceAsync(ctx, response, 200);
     }
+
+    /// <summary>
+    /// Runs a transaction Bundle in one database transaction and returns its transaction-response.
+    /// <paramref name="beforeWrites"/> (used by MHD) runs inside the transaction once ids are assigned
+    /// and references rewritten, before any entry is written; it receives the keys ("Type/id") the
+    /// Bundle creates or updates.
+    /// </summary>
+    public static async Task<Bundle> TransactionAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes,
+        Func<WriteTransaction, IReadOnlySet<string>, Task>? beforeWrites)
+    {
+        var entries = bundle.Entry.Select(Parse).ToList();
+        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        await AssignIdsAsync(tx, writes, entries, store, ctx.RequestAborted);
+        RewriteReferences(entries, FhirResponse.BaseUrl(ctx.Request));
+        if (beforeWrites is not null)
+            await beforeWrites(tx, entries.Where(e => e.AssignedId is not null && e.Existing is null).Select(e => e.Type + "/" + e.AssignedId).ToHashSet());
+        // R4 http.html#trules: DELETE, then POST, then PUT/PATCH, then GET.
+        foreach (var e in entries.OrderBy(e => e.Method switch { Bundle.HTTPVerb.DELETE => 0, Bundle.HTTPVerb.POST => 1, Bundle.HTTPVerb.PUT or Bundle.HTTPVerb.PATCH => 2, _ => 3 }))
+        {
+            if (e.Method == Bundle.HTTPVerb.GET) await tx.FlushAsync(ctx.RequestAborted);
+            await Run(e, async () => await ExecuteAsync(tx, writes, e, ctx.RequestAborted));
+        }
+        await tx.CommitAsync(ctx.RequestAborted);
+        return Response(Bundle.BundleType.TransactionResponse, entries);
+    }
+
+    static async Task<Bundle> BatchAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes)
+    {
+        var entries = bundle.Entry.Select(Parse).ToList();
+        foreach (var e in entries)
+        {
+            try
+            {
+                await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+                await Run(e, async () =>
+                {
+                    if (e.Method == Bundle.HTTPVerb.POST) e.AssignedId = Guid.NewGuid().ToString();
+                    await ExecuteAsync(tx, writes, e, ctx.RequestAborted);
+                });
+                await tx.CommitAsync(ctx.RequestAborted);
+            }
+            catch (FhirError err)
+            {
+                // A batch entry fails alone (R4 http.html#brules).
+                e.Response.Response!.Status = ((int)err.Status).ToString(CultureInfo.InvariantCulture) + " " + err.Status;
+                e.Response.Response!.Outcome = ErrorHandling.ToOutcome(err);
+            }
+        }
+        return Response(Bundle.BundleType.BatchResponse, entries);
+    }
+
+    static Bundle Response(Bundle.BundleType type, List<Entry> entries) => new()
+    {
+        Id = Guid.NewGuid().ToString(),
+        Type = type,
+        Meta = new Meta { LastUpdated = DateTimeOffset.UtcNow },
+        Entry = entries.Select(e => e.Response).ToList(),
+    };
 
     // Errors name the entry they come from, so an integrator finds it in a 50-entry Bundle.
     static async Task Run(Entry e, Func<Task> action)
@@ -86,7 +107,7 @@ public static class BundleTransactions
         {
             throw new FhirError(err.Status, err.Code, $"Bundle.entry[{e.Index}]: {err.Message}",
                 err.Expression is null ? $"Bundle.entry[{e.Index}]" : $"Bundle.entry[{e.Index}].resource.{StripType(err.Expression)}")
-            { MoreIssues = err.MoreIssues };
+            { MoreIssues = err.MoreIssues, DetailCode = err.DetailCode };
         }
     }
 
@@ -106,6 +127,9 @@ public static class BundleTransactions
         if (parts.Length is < 1 or > 2 || !ServedResources.IsServed(parts[0]))
             throw Bad($"request.url '{url}' is not 'Type', 'Type/id' or 'Type?query' of a served resource type.", "request.url");
         var id = parts.Length == 2 ? parts[1] : null;
+        // PUT to a bare type with the id in the resource (as IHE MHD's add-to-folder example sends it)
+        // is read as the update of that id: there is no other sensible meaning.
+        if (method == Bundle.HTTPVerb.PUT && id is null && query is null && source.Resource?.Id is { } bodyId) id = bodyId;
         if (method is Bundle.HTTPVerb.POST or Bundle.HTTPVerb.PUT)
         {
             if (source.Resource is null) throw Bad($"a {method} entry needs a resource.", "resource");
@@ -141,7 +165,7 @@ public static class BundleTransactions
         return result;
     }
 
-    static void RewriteReferences(List<Entry> entries)
+    static void RewriteReferences(List<Entry> entries, string baseUrl)
     {
         var map = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var e in entries)
@@ -161,7 +185,7 @@ public static class BundleTransactions
                             $"Bundle.entry[{e.Index}].resource");
                 }
                 else if (node is Attachment { Url: { } u } att && map.TryGetValue(u, out var target))
-                    att.Url = target;
+                    att.Url = baseUrl + "/" + target; // an attachment URL is fetched as is (MHD ITI-68): absolute
             }
         }
     }

@@ -16,6 +16,7 @@ public static class ErrorHandling
     public static OperationOutcome ToOutcome(FhirError e)
     {
         var oo = FhirResponse.Outcome(OperationOutcome.IssueSeverity.Error, e.Code, e.Message, e.Expression);
+        if (e.DetailCode is not null) oo.Issue[0].Details = new CodeableConcept { Text = e.DetailCode };
         oo.Issue.AddRange(e.MoreIssues);
         return oo;
     }

@@ -18,6 +18,8 @@ public sealed record WriteOutcome(StoredResource Stored, bool Created, bool Unch
 /// </summary>
 public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits)
 {
+    public FhirStore Store => store;
+
     [GeneratedRegex(@"^[A-Za-z0-9\-\.]{1,64}$")]
     public static partial Regex IdPattern();
 
