@@ -38,7 +38,7 @@ public static class FhirEndpoints
     static string Served(string type) =>
         ServedResources.IsServed(type) ? type
         : throw new FhirError(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported,
-            ModelInfo.IsKnownResource(type)
+            ReferenceTarget.IsResourceType(type)
                 ? $"{type} is not served by this server. (このサーバーは {type} を扱いません)"
                 : $"'{type}' is not a FHIR R4 resource type. (FHIR R4 のリソース型ではありません)");
 

@@ -32,6 +32,8 @@ public static partial class DateRange
             {
                 var start = new DateTimeOffset(year, int.Parse(m.Groups["m"].Value), int.Parse(m.Groups["d"].Value),
                     int.Parse(m.Groups["h"].Value), int.Parse(m.Groups["min"].Value), 0, offset);
+                // Seconds are 00–59, or 60 for a leap second (the R4 dateTime/instant regex); AddSeconds would take any.
+                if (m.Groups["s"].Success && int.Parse(m.Groups["s"].Value) > 60) return false;
                 if (!m.Groups["s"].Success) { low = start; high = start.AddMinutes(1); }
                 else if (!m.Groups["f"].Success) { low = start.AddSeconds(int.Parse(m.Groups["s"].Value)); high = low.AddSeconds(1); }
                 else

@@ -27,11 +27,12 @@ public sealed class SearchIndexer(SearchParameters parameters)
     {
         var rows = new IndexRows();
         var type = resource.TypeName;
+        var root = new PocoNode(resource, null, null, null);
         foreach (var p in parameters.For(type))
         {
             if (SearchParameters.ColumnParameters.Contains(p.Code)) continue;
             IEnumerable<Base> values;
-            try { values = resource.Select(p.Expression, Context).OfType<Base>().ToList(); }
+            try { values = p.Compiled.Invoke([root], Context).Select(n => n.Poco).OfType<Base>().ToList(); }
             catch (Exception) { continue; } // an expression for another type's shape: nothing to index here
             var key = p.Key(type);
             foreach (var v in values) Add(rows, p, key, v);
@@ -109,7 +110,10 @@ public sealed class SearchIndexer(SearchParameters parameters)
                 break;
             case CodeableConcept cc:
                 foreach (var c in cc.Coding ?? []) rows.Tokens.Add(new(key, c.System, c.Code, Text(c.Display ?? cc.Text)));
-                if (cc.Coding is null or { Count: 0 } && cc.Text is not null) rows.Tokens.Add(new(key, null, null, Text(cc.Text)));
+                // :text searches CodeableConcept.text as well as Coding.display (R4 search.html#token): a row
+                // of its own unless a coding's row already carries it.
+                if (cc.Text is not null && !(cc.Coding ?? []).Any(c => (c.Display ?? cc.Text) == cc.Text))
+                    rows.Tokens.Add(new(key, null, null, Text(cc.Text)));
                 break;
             case Identifier id:
                 var type = id.Type?.Coding?.FirstOrDefault();
@@ -117,6 +121,10 @@ public sealed class SearchIndexer(SearchParameters parameters)
                 break;
             case ContactPoint cp:
                 rows.Tokens.Add(new(key, cp.System?.ToString().ToLowerInvariant(), cp.Value, null));
+                break;
+            case PrimitiveType and ICoded coded:
+                // A code bound to one code system (Code<T>) carries its system: gender=http://hl7.org/fhir/administrative-gender|female.
+                foreach (var c in coded.ToCodings().Where(c => c.Code is not null)) rows.Tokens.Add(new(key, c.System, c.Code, null));
                 break;
             case FhirBoolean { Value: { } b }:
                 rows.Tokens.Add(new(key, null, b ? "true" : "false", null));

@@ -9,6 +9,11 @@ public sealed record SearchParam(
 {
     /// <summary>The index rows' `param` value: "{ResourceType}.{code}".</summary>
     public string Key(string resourceType) => resourceType + "." + Code;
+
+    Hl7.FhirPath.CompiledExpression? _compiled;
+
+    /// <summary>The expression compiled once, narrowed to this parameter's resource type.</summary>
+    public Hl7.FhirPath.CompiledExpression Compiled => _compiled ??= SearchExpressions.Compile(Resource, Expression);
 }
 
 /// <summary>
@@ -30,9 +35,22 @@ public sealed class SearchParameters
     readonly Dictionary<string, Dictionary<string, SearchParam>> _byType = new();
     readonly Dictionary<string, SearchParam> _common = new();
 
+    // R4 resource.html#search: the parameters every resource has. The SDK's ModelInfo.SearchParameters
+    // does not carry them, so they are declared here as the spec's SearchParameter resources define them.
+    static readonly SearchParam[] ResourceLevel =
+    [
+        new("Resource", "_id", SearchParamType.Token, "Resource.id", [], "http://hl7.org/fhir/SearchParameter/Resource-id", "Logical id of this artifact"),
+        new("Resource", "_lastUpdated", SearchParamType.Date, "Resource.meta.lastUpdated", [], "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated", "When the resource version last changed"),
+        new("Resource", "_tag", SearchParamType.Token, "Resource.meta.tag", [], "http://hl7.org/fhir/SearchParameter/Resource-tag", "Tags applied to this resource"),
+        new("Resource", "_profile", SearchParamType.Uri, "Resource.meta.profile", [], "http://hl7.org/fhir/SearchParameter/Resource-profile", "Profiles this resource claims to conform to"),
+        new("Resource", "_security", SearchParamType.Token, "Resource.meta.security", [], "http://hl7.org/fhir/SearchParameter/Resource-security", "Security Labels applied to this resource"),
+        new("Resource", "_source", SearchParamType.Uri, "Resource.meta.source", [], "http://hl7.org/fhir/SearchParameter/Resource-source", "Identifies where the resource comes from"),
+    ];
+
     public static SearchParameters CreateDefault(IEnumerable<SearchParameter>? fromIgs = null)
     {
         var registry = new SearchParameters();
+        foreach (var p in ResourceLevel) registry.Add(p.Resource, p);
         foreach (var d in ModelInfo.SearchParameters)
         {
             if (d.Expression is null || d.Resource is null || !Indexed.Contains(d.Type) && !ColumnParameters.Contains(d.Code ?? d.Name!)) continue;

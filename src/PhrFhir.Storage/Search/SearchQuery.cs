@@ -86,6 +86,7 @@ public sealed class SearchQuery
                 Applied.Add(new(name, value));
                 break;
             case "_sort":
+                var before = Sort.Count;
                 foreach (var part in value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 {
                     var desc = part.StartsWith('-');
@@ -97,12 +98,13 @@ public sealed class SearchQuery
                     }
                     Sort.Add(new(code, desc));
                 }
-                Applied.Add(new(name, value));
+                // Only the sort keys used: a leniently ignored one stays out of the self link.
+                if (Sort.Count > before) Applied.Add(new(name, string.Join(",", Sort.Skip(before).Select(k => (k.Descending ? "-" : "") + k.Code))));
                 break;
             case "_include" or "_include:iterate" or "_revinclude" or "_revinclude:iterate":
                 var rev = name.StartsWith("_revinclude", StringComparison.Ordinal);
                 var parts = value.Split(':');
-                if (parts.Length is < 2 or > 3 || !ModelInfo.IsKnownResource(parts[0]))
+                if (parts.Length is < 2 or > 3 || !ReferenceTarget.IsResourceType(parts[0]))
                     throw FhirError.BadRequest($"{name} must be 'ResourceType:parameter[:targetType]', got '{value}'.", name);
                 var p = _registry.Find(parts[0], parts[1]);
                 if (p is null || p.Type != SearchParamType.Reference)
@@ -116,8 +118,12 @@ public sealed class SearchQuery
                 (rev ? RevIncludes : Includes).Add(spec);
                 Applied.Add(new(name, value));
                 break;
+            case "_summary" or "_elements" or "_format" or "_pretty":
+                // The server's concern, but paging links repeat them (R4 http.html#paging).
+                Applied.Add(new(name, value));
+                break;
             default:
-                break; // _summary, _elements, _format, _pretty: the server's concern
+                break; // _contained, _containedType: not supported, ignored
         }
     }
 
@@ -125,7 +131,7 @@ public sealed class SearchQuery
     string? Criterion(string type, string name, string value, bool lenient, string keyColumn)
     {
         if (name.StartsWith("_has:", StringComparison.Ordinal))
-            return keyColumn + " in (" + Has(type, name, value, lenient) + ")";
+            return Has(type, name, value, lenient) is { } has ? keyColumn + " in (" + has + ")" : null;
 
         // name[:modifier][.chain]
         string? chain = null;
@@ -150,13 +156,22 @@ public sealed class SearchQuery
         {
             if (p.Type != SearchParamType.Reference)
                 throw FhirError.BadRequest($"'{code}' is not a reference parameter: it cannot be chained.", code);
-            var target = modifier ?? (p.Targets.Count == 1 ? p.Targets[0] : null)
-                ?? throw FhirError.BadRequest($"'{code}' may refer to several types ({string.Join(", ", p.Targets)}): name one, e.g. {code}:{p.Targets.FirstOrDefault()}.{chain}", code);
             if (chain.Contains('.'))
                 throw FhirError.NotSupported($"Chains deeper than one level are not supported ('{name}.{chain}').", code);
-            var inner = Criterion(target, chain, value, lenient, "x.target");
-            if (inner is null) return null;
-            return $"{keyColumn} in (select x.rkey from fhir.ix_reference x where x.param = ${Arg(key)} and {inner})";
+            // Without a type modifier the chain applies to every target type that has the chained
+            // parameter (R4 search.html#chaining): Observation?patient.name searches Patient (and Group,
+            // were it to have one), since the R4 definitions list several targets for `patient`.
+            var chainCode = chain.Split(':')[0];
+            var targets = modifier is not null ? [modifier]
+                : p.Targets.Where(t => SearchParameters.ColumnParameters.Contains(chainCode) || _registry.Find(t, chainCode) is not null).ToList();
+            if (targets.Count == 0)
+            {
+                if (lenient) return null;
+                throw FhirError.BadRequest($"Unknown search parameter '{chainCode}' on the targets of '{code}' ({string.Join(", ", p.Targets)}). (検索パラメータ '{chainCode}' は使えません)", name + "." + chain);
+            }
+            var inner = targets.Select(t => Criterion(t, chain, value, lenient, "x.target")).OfType<string>().ToList();
+            if (inner.Count == 0) return null;
+            return $"{keyColumn} in (select x.rkey from fhir.ix_reference x where x.param = ${Arg(key)} and ({string.Join(" or ", inner)}))";
         }
 
         if (modifier == "missing")
@@ -217,7 +232,7 @@ public sealed class SearchQuery
                 if (codeValue.Length == 0) return $"system = ${Arg(system)}";
                 return $"(system = ${Arg(system)} and code = ${Arg(codeValue)})";
             case SearchParamType.Reference:
-                if (modifier is not null && !ModelInfo.IsKnownResource(modifier)) Allow([null]);
+                if (modifier is not null && !ReferenceTarget.IsResourceType(modifier)) Allow([null]);
                 value = Unescape(value);
                 if (modifier is not null) return $"target = ${Arg(modifier + "/" + value)}";
                 if (value.Contains("://", StringComparison.Ordinal)) return $"target = ${Arg(value)}";
@@ -266,8 +281,10 @@ public sealed class SearchQuery
             "ne" => $"not ({lowCol} >= ${l} and {highCol} <= ${h})",
             "gt" => $"{highCol} > ${h}",
             "lt" => $"{lowCol} < ${l}",
-            "ge" => $"{highCol} >= ${l}",
-            "le" => $"{lowCol} <= ${h}",
+            // ge/le = gt/lt or eq (R4 search.html#prefix): a range that starts before (ends after) the
+            // parameter's range and ends (starts) within it is neither.
+            "ge" => $"({highCol} > ${h} or ({lowCol} >= ${l} and {highCol} <= ${h}))",
+            "le" => $"({lowCol} < ${l} or ({lowCol} >= ${l} and {highCol} <= ${h}))",
             "sa" => $"{lowCol} > ${h}",
             "eb" => $"{highCol} < ${l}",
             _ => $"({lowCol} <= ${h} and {highCol} >= ${l})", // ap: overlaps the widened range
@@ -321,10 +338,10 @@ public sealed class SearchQuery
     }
 
     // _has:Observation:patient:code=1234 → keys that Observations matching code=1234 refer to by `patient`.
-    string Has(string type, string name, string value, bool lenient)
+    string? Has(string type, string name, string value, bool lenient)
     {
         var parts = name.Split(':', 4);
-        if (parts.Length != 4 || !ModelInfo.IsKnownResource(parts[1]))
+        if (parts.Length != 4 || !ReferenceTarget.IsResourceType(parts[1]))
             throw FhirError.BadRequest($"_has takes '_has:Type:referenceParam:searchParam=value', got '{name}'.", name);
         var (source, refCode, inner) = (parts[1], parts[2], parts[3]);
         if (inner.StartsWith("_has:", StringComparison.Ordinal))
@@ -332,7 +349,8 @@ public sealed class SearchQuery
         var rp = _registry.Find(source, refCode);
         if (rp is null || rp.Type != SearchParamType.Reference)
             throw FhirError.BadRequest($"_has: '{refCode}' is not a reference parameter of {source}.", name);
-        var criterion = Criterion(source, inner, value, lenient, "h.rkey") ?? "true";
+        // A leniently ignored inner parameter ignores the whole _has, rather than matching every referrer.
+        if (Criterion(source, inner, value, lenient, "h.rkey") is not { } criterion) return null;
         return $"select h.target from fhir.ix_reference h where h.param = ${Arg(rp.Key(source))} and h.target like ${Arg(type + "/%")} and {criterion}";
     }
 
