@@ -158,12 +158,20 @@ public sealed partial class FhirStore : IAsyncDisposable
     public async Task<SearchResult> SearchAsync(SearchQuery q, CancellationToken ct)
     {
         var where = $"d.resource_type = $1 and not d.deleted{q.WhereSql}";
+        // Index rows exist only for current, undeleted versions and their param names the type, so
+        // when every criterion is a key set, the intersection of the sets is the answer: page it on the
+        // index tables and read only the page's documents (docs/storage.md, "Search SQL").
+        var keys = q.OnlyKeySets && q.Sort.Count == 0
+            ? string.Join(" intersect ", q.KeySets.Select((k, i) => $"select k{i}.rkey from ({k}) k{i}(rkey)"))
+            : null;
         var order = q.OrderSql(); // may add arguments: build before binding
         var page = new List<StoredResource>();
         if (q.Count > 0)
         {
-            await using var cmd = DataSource.CreateCommand(
-                $"select {DocColumns} from {Docs} d where {where} order by {order} limit {q.Count + 1} offset {q.Offset}");
+            var sql = keys is null
+                ? $"select {DocColumns} from {Docs} d where {where} order by {order} limit {q.Count + 1} offset {q.Offset}"
+                : $"select {DocColumns} from {Docs} d where d.id in (select p.rkey from ({keys}) p order by p.rkey limit {q.Count + 1} offset {q.Offset}) and d.resource_type = $1 order by d.id";
+            await using var cmd = DataSource.CreateCommand(sql);
             Bind(cmd, q);
             page = await ReadAll(cmd, ct);
         }
@@ -176,7 +184,9 @@ public sealed partial class FhirStore : IAsyncDisposable
             if (q.Count > 0 && !hasMore && (q.Offset == 0 || page.Count > 0)) total = q.Offset + page.Count; // no second query needed
             else
             {
-                await using var cmd = DataSource.CreateCommand($"select count(*) from {Docs} d where {where}");
+                await using var cmd = DataSource.CreateCommand(keys is null
+                    ? $"select count(*) from {Docs} d where {where}"
+                    : $"select count(*) from ({keys}) c where $1::text is not null"); // $1 (the type) is bound to every search statement
                 Bind(cmd, q);
                 total = Convert.ToInt32(await cmd.ExecuteScalarAsync(ct));
             }

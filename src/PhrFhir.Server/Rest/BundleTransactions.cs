@@ -217,7 +217,7 @@ public static class BundleTransactions
                 break;
             case Bundle.HTTPVerb.POST:
                 var created = await writes.CreateAsync(tx, e.Source.Resource!, null, ct, e.AssignedId);
-                Describe(e, created.Stored, "201 Created");
+                Describe(e, created.Stored, "201 Created", e.Source.Resource);
                 r.Location = $"{e.Type}/{created.Stored.Id}/_history/{created.Stored.Version}";
                 break;
             case Bundle.HTTPVerb.PUT:
@@ -225,7 +225,7 @@ public static class BundleTransactions
                 var updated = e.Id is not null
                     ? await writes.UpdateAsync(tx, e.Type, e.Id, e.Source.Resource!, ifMatch, ct)
                     : await writes.ConditionalUpdateAsync(tx, e.Type, e.Query ?? "", e.Source.Resource!, ct);
-                Describe(e, updated.Stored, updated.Created ? "201 Created" : "200 OK");
+                Describe(e, updated.Stored, updated.Created ? "201 Created" : "200 OK", e.Source.Resource);
                 break;
             case Bundle.HTTPVerb.PATCH:
                 var patchIfMatch = FhirResponse.ParseVersionETag(e.Source.Request!.IfMatch, "request.ifMatch");
@@ -247,10 +247,14 @@ public static class BundleTransactions
         }
     }
 
-    static void Describe(Entry e, StoredResource s, string status)
+    /// <summary>
+    /// The entry's response. The written resource is the request's own POCO once the write has set
+    /// its id and meta (no re-parse); other outcomes are read from the stored JSON.
+    /// </summary>
+    static void Describe(Entry e, StoredResource s, string status, Resource? written = null)
     {
         e.Response.FullUrl = null;
-        e.Response.Resource = FhirFormat.ParseStored(s.Json);
+        e.Response.Resource = written ?? FhirFormat.ParseStored(s.Json);
         e.Response.Response!.Status = status;
         e.Response.Response.Etag = $"W/\"{s.Version}\"";
         e.Response.Response.LastModified = s.LastUpdated;

@@ -41,6 +41,14 @@ public sealed class SearchQuery
     public IReadOnlyList<object> Arguments => _args;
     public string WhereSql => _where.Count == 0 ? "" : " and " + string.Join(" and ", _where);
 
+    /// <summary>
+    /// The criteria that are plain sets of matching keys ("select rkey from ix_… where …"), and whether
+    /// every criterion is one. When so, the store intersects the sets on the index tables alone and reads
+    /// only the page's documents, instead of joining every match to the documents first.
+    /// </summary>
+    public List<string> KeySets { get; } = [];
+    public bool OnlyKeySets => KeySets.Count > 0 && KeySets.Count == _where.Count;
+
     public SearchQuery(SearchParameters registry, string resourceType, IEnumerable<KeyValuePair<string, string>> parameters, bool lenient)
     {
         _registry = registry;
@@ -51,6 +59,8 @@ public sealed class SearchQuery
             var sql = Criterion(resourceType, name, value, lenient, "d.id");
             if (sql is null) continue;
             _where.Add(sql);
+            // Criterion writes positive membership as exactly "d.id in (<set>)".
+            if (sql.StartsWith("d.id in (", StringComparison.Ordinal) && sql.EndsWith(')')) KeySets.Add(sql["d.id in (".Length..^1]);
             Applied.Add(new(name, value));
         }
     }
@@ -334,7 +344,7 @@ public sealed class SearchQuery
             return $"{keyColumn} = any(${Arg(keys)})";
         }
         var conds = SplitEscaped(value, ',').Select(v => DateCondition("t.last_updated", "t.last_updated", v, code));
-        return $"{keyColumn} in (select t.id from fhir.mt_doc_resourcedocument t where t.resource_type = ${Arg(type)} and ({string.Join(" or ", conds)}))";
+        return $"{keyColumn} in (select t.id from fhir.mt_doc_resourcedocument t where t.resource_type = ${Arg(type)} and not t.deleted and ({string.Join(" or ", conds)}))";
     }
 
     // _has:Observation:patient:code=1234 → keys that Observations matching code=1234 refer to by `patient`.
