@@ -162,16 +162,31 @@ public sealed partial class FhirStore : IAsyncDisposable
         // when every criterion is a key set, the intersection of the sets is the answer: page it on the
         // index tables and read only the page's documents (docs/storage.md, "Search SQL").
         var keys = q.OnlyKeySets && q.Sort.Count == 0
-            ? string.Join(" intersect ", q.KeySets.Select((k, i) => $"select k{i}.rkey from ({k}) k{i}(rkey)"))
+            ? q.KeySets.Count == 1
+                ? $"select distinct k0.rkey from ({q.KeySets[0]}) k0(rkey)" // one resource can match with several rows
+                : string.Join(" intersect ", q.KeySets.Select((k, i) => $"select k{i}.rkey from ({k}) k{i}(rkey)"))
             : null;
         var order = q.OrderSql(); // may add arguments: build before binding
         var page = new List<StoredResource>();
-        if (q.Count > 0)
+        int? counted = null;
+        if (q.Count > 0 && keys is not null)
         {
-            var sql = keys is null
-                ? $"select {DocColumns} from {Docs} d where {where} order by {order} limit {q.Count + 1} offset {q.Offset}"
-                : $"select {DocColumns} from {Docs} d where d.id in (select p.rkey from ({keys}) p order by p.rkey limit {q.Count + 1} offset {q.Offset}) and d.resource_type = $1 order by d.id";
-            await using var cmd = DataSource.CreateCommand(sql);
+            // One statement: the page's keys with the size of the whole set (a window over the keys,
+            // computed on the index tables), joined to the page's documents only.
+            await using var cmd = DataSource.CreateCommand(
+                $"select {DocColumns}, p.total from (select k.rkey, count(*) over () as total from ({keys}) k(rkey) order by k.rkey limit {q.Count + 1} offset {q.Offset}) p " +
+                $"join {Docs} d on d.id = p.rkey where d.resource_type = $1 order by d.id");
+            Bind(cmd, q);
+            await using var reader = await cmd.ExecuteReaderAsync(ct);
+            while (await reader.ReadAsync(ct))
+            {
+                page.Add(Read(reader));
+                counted = (int)reader.GetInt64(6);
+            }
+        }
+        else if (q.Count > 0)
+        {
+            await using var cmd = DataSource.CreateCommand($"select {DocColumns} from {Docs} d where {where} order by {order} limit {q.Count + 1} offset {q.Offset}");
             Bind(cmd, q);
             page = await ReadAll(cmd, ct);
         }
@@ -181,7 +196,8 @@ public sealed partial class FhirStore : IAsyncDisposable
         int? total = null;
         if (q.Total != TotalMode.None)
         {
-            if (q.Count > 0 && !hasMore && (q.Offset == 0 || page.Count > 0)) total = q.Offset + page.Count; // no second query needed
+            if (counted is not null) total = counted;
+            else if (q.Count > 0 && !hasMore && (q.Offset == 0 || page.Count > 0)) total = q.Offset + page.Count; // no second query needed
             else
             {
                 await using var cmd = DataSource.CreateCommand(keys is null
@@ -236,14 +252,16 @@ public sealed partial class FhirStore : IAsyncDisposable
     {
         var list = new List<StoredResource>();
         await using var reader = await cmd.ExecuteReaderAsync(ct);
-        while (await reader.ReadAsync(ct))
-        {
-            var type = reader.GetString(0);
-            var key = reader.GetString(1);
-            list.Add(new StoredResource(type, key[(type.Length + 1)..], reader.GetInt32(2),
-                reader.GetFieldValue<DateTimeOffset>(3), reader.GetBoolean(4), reader.GetString(5)));
-        }
+        while (await reader.ReadAsync(ct)) list.Add(Read(reader));
         return list;
+    }
+
+    static StoredResource Read(NpgsqlDataReader reader)
+    {
+        var type = reader.GetString(0);
+        var key = reader.GetString(1);
+        return new StoredResource(type, key[(type.Length + 1)..], reader.GetInt32(2),
+            reader.GetFieldValue<DateTimeOffset>(3), reader.GetBoolean(4), reader.GetString(5));
     }
 
     public async ValueTask DisposeAsync()

@@ -223,7 +223,9 @@ public sealed class SearchQuery
                 {
                     "exact" => $"exact = ${Arg(value)}",
                     "contains" => $"norm like ${Arg("%" + JapaneseText.EscapeLike(JapaneseText.Fold(value)) + "%")}",
-                    _ => $"norm like ${Arg(JapaneseText.EscapeLike(JapaneseText.Fold(value)) + "%")}",
+                    // Starts-with as a range on the byte-ordered (text_pattern_ops) index rather than LIKE:
+                    // a prepared statement can then use one generic plan instead of re-planning each call.
+                    _ => $"(norm ~>=~ ${Arg(JapaneseText.Fold(value))} and norm ~<~ ${Arg(JapaneseText.Fold(value) + "\U0010FFFF")})",
                 };
             case SearchParamType.Token:
                 Allow([null, "not", "text", "of-type"]);
