@@ -1,0 +1,117 @@
+using System.Text;
+using Hl7.Fhir.Model;
+using Hl7.Fhir.Serialization;
+using Hl7.Fhir.Specification.Snapshot;
+using Hl7.Fhir.Specification.Source;
+using Microsoft.Extensions.Logging;
+using PhrFhir.Validation.Packages;
+
+namespace PhrFhir.Validation.Cache;
+
+/// <summary>The packages a family is made of, what is missing, and the cache key they give.</summary>
+internal sealed record FamilyPlan(DocumentFamily Family, IReadOnlyList<ConformancePackage> Packages, IReadOnlyList<PackageDependency> Missing, string Key);
+
+/// <summary>Thrown when a family cannot be assembled at all (its root package is not there).</summary>
+internal sealed class FamilyUnavailableException(string message) : Exception(message);
+
+/// <summary>
+/// Assembles a family's conformance set from its root package and the dependencies that package
+/// declares, generates the snapshots the packages lack, and caches the result as a pack. The key
+/// covers every package's id, version and content hash, the core definitions and the SDK
+/// version, so changing any of them rebuilds the pack on the next start.
+/// </summary>
+internal static class FamilyConformance
+{
+    private const string Format = "family-pack-1";
+    private const string CorePackageId = "hl7.fhir.r4.core";
+
+    // Resource types the validator looks up (profiles, extensions, bindings).
+    private static readonly HashSet<string> Kept = ["StructureDefinition", "ValueSet", "CodeSystem"];
+
+    public static FamilyPlan Plan(DocumentFamily family, PackageCatalog catalog, string? referenceFolder, string coreKey)
+    {
+        var packages = new List<ConformancePackage>();
+        var missing = new List<PackageDependency>();
+        if (family.RootPackage is not null)
+        {
+            if (referenceFolder is null)
+                throw new FamilyUnavailableException("no reference folder (shared/ref) was found; set Validation:ReferenceFolder");
+            var rootPath = Path.Combine(referenceFolder, family.RootPackage);
+            var root = catalog.FindAt(rootPath)
+                ?? throw new FamilyUnavailableException($"package folder {rootPath} is missing or holds no package.json/ImplementationGuide");
+            var queue = new Queue<PackageLocation>([root]);
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            while (queue.Count > 0)
+            {
+                var entry = queue.Dequeue();
+                if (!seen.Add(entry.Location)) continue;
+                var package = catalog.Load(entry);
+                packages.Add(package);
+                foreach (var dep in package.Dependencies)
+                {
+                    if (dep.PackageId == CorePackageId) continue;
+                    if (catalog.Find(dep) is { } found) queue.Enqueue(found);
+                    else if (!missing.Contains(dep)) missing.Add(dep);
+                }
+            }
+        }
+        var parts = new List<string> { Format, family.Id, coreKey, typeof(SnapshotGenerator).Assembly.GetName().Version?.ToString() ?? "" };
+        parts.AddRange(packages.Select(p => $"{p.PackageId}#{p.Version}:{p.ContentHash}"));
+        parts.AddRange(missing.Select(m => "missing:" + m));
+        return new FamilyPlan(family, packages, missing, ConformancePack.KeyOf(parts));
+    }
+
+    public static string PackPath(string cacheFolder, DocumentFamily family) => Path.Combine(cacheFolder, family.Id + ".pack");
+
+    /// <summary>Opens the cached pack for the plan, or builds it (parse, snapshots, write) when stale.</summary>
+    public static async Task<ConformancePack> OpenOrBuildAsync(FamilyPlan plan, ConformancePack core, string cacheFolder, ILogger log, CancellationToken ct)
+    {
+        var path = PackPath(cacheFolder, plan.Family);
+        if (ConformancePack.TryOpen(path, plan.Key) is { } cached) return cached;
+
+        log.LogInformation("Building the conformance cache for {Family} from {Packages}", plan.Family.Id,
+            string.Join(", ", plan.Packages.Select(p => $"{p.PackageId}#{p.Version}")));
+        var resources = new List<(Resource Resource, string Package)>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var package in plan.Packages) // root first: its definitions win over a dependency's
+            foreach (var file in package.Files)
+            {
+                if (!Kept.Contains(file.ResourceType) || file.Url is null) continue;
+                if (!seen.Add(file.ResourceType + " " + file.Url + "|" + file.Version)) continue;
+                if (PackSource.Parse(file.Json, xml: false) is { } r) resources.Add((r, $"{package.PackageId}#{package.Version}"));
+            }
+
+        ct.ThrowIfCancellationRequested();
+        var own = new InMemoryResourceResolver(resources.Select(r => r.Resource));
+        var resolver = new MultiResolver(own, new PackSource(core));
+        var generator = new SnapshotGenerator(resolver, new SnapshotGeneratorSettings
+        {
+            GenerateSnapshotForExternalProfiles = true,
+            ForceRegenerateSnapshots = false,
+            GenerateElementIds = true,
+        });
+        foreach (var sd in resources.Select(r => r.Resource).OfType<StructureDefinition>())
+        {
+            ct.ThrowIfCancellationRequested();
+            if (sd.Snapshot?.Element.Count > 0) continue;
+            try
+            {
+                await generator.UpdateAsync(sd).ConfigureAwait(false);
+                var problems = generator.Outcome?.Issue.Where(i => i.Severity <= OperationOutcome.IssueSeverity.Error).ToList() ?? [];
+                if (problems.Count > 0)
+                    log.LogWarning("Snapshot of {Profile}: {Issues}", sd.Url, string.Join("; ", problems.Select(i => i.Details?.Text ?? i.Diagnostics)));
+            }
+            catch (Exception ex)
+            {
+                // Left without snapshot: the validator reports the profile as unusable, naming it.
+                log.LogWarning(ex, "Snapshot generation failed for {Profile}", sd.Url);
+            }
+        }
+
+        var items = resources.Select(r => new PackItem(r.Resource.TypeName, r.Resource.Id ?? "",
+            (r.Resource as IVersionableConformanceResource)?.Url, (r.Resource as IVersionableConformanceResource)?.Version,
+            r.Package, false, Encoding.UTF8.GetBytes(r.Resource.ToJson())));
+        ConformancePack.Write(path, plan.Key, items);
+        return ConformancePack.TryOpen(path, plan.Key) ?? throw new IOException($"Could not reopen {path} after writing it.");
+    }
+}

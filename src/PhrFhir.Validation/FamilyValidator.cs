@@ -1,0 +1,96 @@
+using System.Diagnostics;
+using Firely.Fhir.Validation;
+using Firely.Fhir.Validation.Compilation;
+using Hl7.Fhir.Model;
+using Hl7.Fhir.Specification.Source;
+using Hl7.Fhir.Specification.Terminology;
+using Microsoft.Extensions.Logging;
+using PhrFhir.Validation.Cache;
+
+namespace PhrFhir.Validation;
+
+/// <summary>
+/// One family's validator: its own resolver over its pack and the core pack, its own terminology
+/// service and compiled-schema cache. Nothing is shared between families, because packages define
+/// the same canonicals differently (JP Core variants, <c>…/Common/ValueSet/doc-typecodes</c>).
+/// </summary>
+internal sealed class FamilyValidator
+{
+    private readonly Validator _validator;
+    private readonly IElementSchemaResolver _schemas;
+    private readonly HashSet<string> _rootProfiles;
+
+    public FamilyValidator(DocumentFamily family, FamilyPlan plan, ConformancePack? own, ConformancePack core)
+    {
+        Family = family;
+        Plan = plan;
+        Own = own is null ? null : new PackSource(own);
+        Core = new PackSource(core, releaseVersion: "4.0.1");
+        Resolver = Own is null ? Core : new MultiResolver(Own, Core);
+#pragma warning disable ExperimentalApi // the documented way to get a compiled-schema cache we can warm ourselves
+        _schemas = StructureDefinitionToElementSchemaResolver.CreatedCached(Resolver);
+#pragma warning restore ExperimentalApi
+        var terminology = new Terminology.CachedTerminologyService(new LocalTerminologyService(Resolver));
+        _validator = new Validator(Resolver, terminology, referenceResolver: null, settings: null, schemaResolver: _schemas);
+
+        var rootPackage = plan.Packages.FirstOrDefault() is { } p ? $"{p.PackageId}#{p.Version}" : null;
+        _rootProfiles = new HashSet<string>(StringComparer.Ordinal);
+        AllProfiles = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var e in own?.Entries ?? [])
+        {
+            if (e.ResourceType != "StructureDefinition" || e.Url is null) continue;
+            AllProfiles.Add(e.Url);
+            if (e.Version is not null) AllProfiles.Add(e.Url + "|" + e.Version);
+            if (e.Package == rootPackage)
+            {
+                _rootProfiles.Add(e.Url);
+                if (e.Version is not null) _rootProfiles.Add(e.Url + "|" + e.Version);
+            }
+        }
+    }
+
+    public DocumentFamily Family { get; }
+    public FamilyPlan Plan { get; }
+    public PackSource? Own { get; }
+    public PackSource Core { get; }
+    public IAsyncResourceResolver Resolver { get; }
+
+    /// <summary>Canonicals (with and without <c>|version</c>) of the profiles in this family's packages.</summary>
+    public HashSet<string> AllProfiles { get; }
+
+    /// <summary>Whether the root package (not a dependency) defines this canonical.</summary>
+    public bool DefinesOwn(string canonical) => _rootProfiles.Contains(canonical);
+
+    /// <summary>Whether any of the family's packages defines this canonical.</summary>
+    public bool Defines(string canonical) => AllProfiles.Contains(canonical);
+
+    public OperationOutcome Validate(Resource instance, string? profile) => _validator.Validate(instance, profile);
+
+    /// <summary>
+    /// Compiles the schema of every profile of the family (and the core types they build on), so
+    /// the first document does not pay for it. Compiled schemas live in memory only: the
+    /// validator has no way to save them.
+    /// </summary>
+    public int WarmUp(ILogger log, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        var canonicals = (Own?.Pack.Entries ?? [])
+            .Where(e => e.ResourceType == "StructureDefinition" && e.Url is not null && _rootProfiles.Contains(e.Url))
+            .Select(e => e.Url!)
+            .Distinct()
+            .ToList();
+        var failed = 0;
+        foreach (var canonical in canonicals)
+        {
+            ct.ThrowIfCancellationRequested();
+            try { _schemas.GetSchema(canonical); }
+            catch (Exception ex)
+            {
+                failed++;
+                log.LogWarning("Profile {Profile} of {Family} does not compile: {Reason}", canonical, Family.Id, ex.Message);
+            }
+        }
+        log.LogInformation("Warmed {Count} profiles of {Family} in {Ms} ms ({Failed} do not compile)", canonicals.Count, Family.Id, sw.ElapsedMilliseconds, failed);
+        return canonicals.Count;
+    }
+}

@@ -1,0 +1,79 @@
+namespace PhrFhir.Validation;
+
+/// <summary>What to do with a document whose profile validation finds errors.</summary>
+public enum ProfilePolicy
+{
+    /// <summary>Refuse the write and answer with the OperationOutcome (the default).</summary>
+    Reject,
+    /// <summary>Store it, and return the issues as a warning.</summary>
+    Warn,
+    /// <summary>Do not validate against the family's profiles on write ($validate still does).</summary>
+    Off,
+}
+
+/// <summary>
+/// Where the conformance packages are, where their resolved closure is cached, and how strict to
+/// be per document family. Bind it from configuration section <c>Validation</c> or set it in code.
+/// </summary>
+public sealed class ValidationOptions
+{
+    /// <summary>
+    /// The folder holding the official packages (<c>shared/ref</c>). When null, the first
+    /// <c>shared/ref</c> found in the working directory or any folder above it is used. Nothing in
+    /// it is copied into the repository; it is read at run time only.
+    /// </summary>
+    public string? ReferenceFolder { get; set; }
+
+    /// <summary>Where the resolved conformance sets are cached; relative paths are under the working directory.</summary>
+    public string CacheFolder { get; set; } = Path.Combine("data", "conformance-cache");
+
+    /// <summary>The FHIR R4 core definitions (<c>specification.zip</c> from Hl7.Fhir.Specification.Data.R4); default: next to the assembly.</summary>
+    public string? SpecificationZip { get; set; }
+
+    /// <summary>
+    /// Extra package folders or <c>.tgz</c> files, searched before the reference folder when a
+    /// family's dependencies are matched (by package id and exact version). Adding
+    /// <c>jpfhir-terminology.r4</c> here later makes its code systems checked instead of reported
+    /// as unavailable; nothing else changes.
+    /// </summary>
+    public IList<string> AdditionalPackages { get; set; } = [];
+
+    /// <summary>The families to load, by <see cref="DocumentFamily.Id"/>; empty means all of <see cref="DocumentFamilies.All"/>.</summary>
+    public IList<string> Families { get; set; } = [];
+
+    /// <summary>Policy per family id (<see cref="DocumentFamily.Id"/>); families not listed get <see cref="DefaultPolicy"/>.</summary>
+    public IDictionary<string, ProfilePolicy> Policies { get; set; } = new Dictionary<string, ProfilePolicy>(StringComparer.Ordinal);
+
+    /// <summary>The policy of a family not listed in <see cref="Policies"/>.</summary>
+    public ProfilePolicy DefaultPolicy { get; set; } = ProfilePolicy.Reject;
+
+    /// <summary>
+    /// Compile every profile of each family in the background after start, so the first document
+    /// does not pay for it. When false, schemas are compiled on first use.
+    /// </summary>
+    public bool WarmUp { get; set; } = true;
+
+    internal string ResolveCacheFolder() => Path.GetFullPath(CacheFolder, Directory.GetCurrentDirectory());
+
+    internal string ResolveSpecificationZip() =>
+        SpecificationZip ?? Path.Combine(AppContext.BaseDirectory, "specification.zip");
+
+    /// <summary>The configured reference folder, or the nearest <c>shared/ref</c> above the working directory.</summary>
+    internal string? ResolveReferenceFolder()
+    {
+        if (ReferenceFolder is not null)
+            return Directory.Exists(ReferenceFolder) ? Path.GetFullPath(ReferenceFolder) : null;
+        return FindSharedRef(Directory.GetCurrentDirectory());
+    }
+
+    /// <summary>The nearest <c>shared/ref</c> in <paramref name="start"/> or a folder above it.</summary>
+    public static string? FindSharedRef(string start)
+    {
+        for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "shared", "ref");
+            if (Directory.Exists(candidate)) return candidate;
+        }
+        return null;
+    }
+}
