@@ -4,6 +4,7 @@ using PhrFhir.Server.Rest;
 using PhrFhir.Storage;
 using PhrFhir.Storage.Embedded;
 using PhrFhir.Storage.Search;
+using PhrFhir.Validation;
 
 namespace PhrFhir.Server;
 
@@ -41,12 +42,18 @@ public static class PhrFhirApp
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
         builder.Services.AddSingleton<ResourceWrites>();
         builder.Services.AddSingleton<CapabilityStatementBuilder>();
+        // Profile validation: families load and warm in the background; a request that needs one waits.
+        var validationOptions = builder.Configuration.GetSection("Validation").Get<ValidationOptions>() ?? new ValidationOptions();
+        var validator = await DocumentValidator.CreateAsync(validationOptions, loggerFactory.CreateLogger("PhrFhir.Validation"), ct);
+        builder.Services.AddSingleton(validator);
+        builder.Services.AddSingleton<Validation.ProfileEnforcement>();
 
         var app = builder.Build();
         ErrorHandling.Use(app);
         app.MapGet("/healthz", () => Results.Text("ok"));
         app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
             await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503));
+        Validation.ValidateOperation.Map(app);
         FhirEndpoints.Map(app);
         return app;
     }

@@ -8,8 +8,8 @@ namespace PhrFhir.Storage;
 /// an OperationOutcome response with this status. The message is written for the integrator
 /// (English, with the Japanese beside it where it helps) and never carries another person's data.
 /// </summary>
-public sealed class FhirError(HttpStatusCode status, OperationOutcome.IssueType code, string message, string? expression = null)
-    : Exception(message)
+public sealed class FhirError(HttpStatusCode status, OperationOutcome.IssueType code, string message, string? expression = null, Exception? cause = null)
+    : Exception(message, cause)
 {
     public HttpStatusCode Status { get; } = status;
     public OperationOutcome.IssueType Code { get; } = code;

@@ -35,6 +35,8 @@ public sealed class ServerFixture : IAsyncLifetime
             "--Limits:MaxBundleEntries", "200",
             // The IHE MHD FHIR-document example refers to its Patient on this (example) identity source.
             "--Mhd:PatientIdentitySources:0", "http://example.org/fhir",
+            // The validator's resolved conformance sets: shared by test runs, rebuilt when a package changes.
+            "--Validation:CacheFolder", Path.Combine(Path.GetTempPath(), "phrfhir-test-conformance-cache"),
         ]);
         await _app.StartAsync();
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();

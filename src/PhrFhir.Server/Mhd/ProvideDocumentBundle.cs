@@ -30,6 +30,7 @@ public static class ProvideDocumentBundle
     {
         var options = ctx.RequestServices.GetRequiredService<IOptions<MhdOptions>>().Value;
         var submission = CheckShape(bundle);
+        await CheckFhirDocumentsAsync(bundle, ctx.RequestServices.GetRequiredService<Validation.ProfileEnforcement>(), ctx.RequestAborted);
         var response = await BundleTransactions.TransactionAsync(ctx, bundle, store, writes,
             (tx, created) => RegistryRulesAsync(tx, writes, submission, created, options, ctx.RequestAborted));
         await FhirResponse.ResourceAsync(ctx, response, 200);
@@ -106,6 +107,28 @@ public static class ProvideDocumentBundle
         var sha1 = SHA1.HashData(data);
         return hash.AsSpan().SequenceEqual(sha1)
             || hash.AsSpan().SequenceEqual(Encoding.ASCII.GetBytes(Convert.ToHexString(sha1).ToLowerInvariant()));
+    }
+
+    /// <summary>
+    /// A Binary carrying a FHIR document (an HS037 checkup report pushed by an app, say) is validated
+    /// against the document's own profile like a Bundle written directly; the entries themselves are
+    /// validated when they are written (ResourceWrites).
+    /// </summary>
+    static async Task CheckFhirDocumentsAsync(Bundle bundle, Validation.ProfileEnforcement enforcement, CancellationToken ct)
+    {
+        for (var i = 0; i < bundle.Entry.Count; i++)
+        {
+            if (bundle.Entry[i].Resource is not Binary { Data: { } data } binary || !BinaryContent.IsFhirContentType(binary.ContentType)) continue;
+            var format = binary.ContentType!.Contains("xml", StringComparison.OrdinalIgnoreCase) ? WireFormat.Xml : WireFormat.Json;
+            Resource document;
+            try { document = FhirFormat.ParseResource(data, format, new ServerLimits()); }
+            catch (FhirError e)
+            {
+                throw new FhirError(e.Status, e.Code, $"Bundle.entry[{i}]: the Binary says it is {binary.ContentType} but is not a FHIR resource: {e.Message}", $"Bundle.entry[{i}].resource.data")
+                { MoreIssues = e.MoreIssues };
+            }
+            await enforcement.CheckAsync(document, $"Bundle.entry[{i}].resource.data", ct);
+        }
     }
 
     /// <summary>Rules that read the registry, inside the transaction and before anything is written.</summary>

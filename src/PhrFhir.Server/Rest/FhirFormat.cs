@@ -106,7 +106,8 @@ public static class FhirFormat
                 Expression = x is Hl7.Fhir.Utility.ExtendedCodedException { InstancePath: { } path } ? [path] : null!,
             }).ToList();
             throw new FhirError(HttpStatusCode.BadRequest, OperationOutcome.IssueType.Structure,
-                $"The {(format == WireFormat.Json ? "JSON" : "XML")} is not a valid FHIR resource ({e.Exceptions.Count} problem(s){(e.Exceptions.Count > maxIssues ? $", the first {maxIssues} listed" : "")}); nothing was stored. (FHIR リソースとして不正です)")
+                $"The {(format == WireFormat.Json ? "JSON" : "XML")} is not a valid FHIR resource ({e.Exceptions.Count} problem(s){(e.Exceptions.Count > maxIssues ? $", the first {maxIssues} listed" : "")}); nothing was stored. (FHIR リソースとして不正です)",
+                cause: e)
             { MoreIssues = issues };
         }
         catch (JsonException e)

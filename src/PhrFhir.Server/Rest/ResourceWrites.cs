@@ -16,7 +16,7 @@ public sealed record WriteOutcome(StoredResource Stored, bool Created, bool Unch
 /// create / update / delete and their conditional forms (R4 http.html), inside a caller's
 /// <see cref="WriteTransaction"/> so a single request and a transaction Bundle share one code path.
 /// </summary>
-public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits)
+public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits, Validation.ProfileEnforcement enforcement)
 {
     public FhirStore Store => store;
 
@@ -143,6 +143,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
     /// <summary>Sets id/meta, serialises and indexes one version, and queues it on the transaction.</summary>
     async Task<StoredResource> StageAsync(WriteTransaction tx, Resource resource, int version, string method, CancellationToken ct, Stream? rawContent = null)
     {
+        await enforcement.CheckAsync(resource, resource.TypeName, ct);
         var now = Now();
         resource.Meta ??= new Meta();
         resource.Meta.VersionId = version.ToString(System.Globalization.CultureInfo.InvariantCulture);

@@ -1,0 +1,128 @@
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using Hl7.Fhir.Model;
+
+namespace PhrFhir.Server.Tests.Validation;
+
+/// <summary>$validate and validation on write, against the official HS037 sample (read from ../shared/ref).</summary>
+[Collection("server")]
+public sealed class ValidationEndpointTests(ServerFixture server)
+{
+    readonly HttpClient _http = server.Http;
+
+    static string? Hs037Path => SharedRef.Find() is { } root
+        ? Path.Combine(root, "jp-documents", "echeckup", "package", "Bundle-Bundle-eCheckupReport-Sample-01.json") : null;
+
+    /// <summary>The official sample with a fresh Bundle.identifier, so each test can store its own copy.</summary>
+    static JsonObject Hs037()
+    {
+        Skip.If(Hs037Path is null || !File.Exists(Hs037Path), "../shared/ref/jp-documents/echeckup is not present");
+        var doc = JsonNode.Parse(File.ReadAllText(Hs037Path!))!.AsObject();
+        doc["identifier"]!["value"] = Fhir.Unique("hs037-");
+        doc["meta"]!["tag"] = new JsonArray(new JsonObject { ["system"] = "urn:phrfhir:test", ["code"] = Fhir.Unique("doc") });
+        return doc;
+    }
+
+    static StringContent Json(JsonNode node) => new(node.ToJsonString(), Encoding.UTF8, "application/fhir+json");
+
+    static JsonObject Composition(JsonObject doc) =>
+        doc["entry"]!.AsArray().Select(e => e!["resource"]!.AsObject()).First(r => (string?)r["resourceType"] == "Composition");
+
+    async Task<int> StoredCopiesAsync(JsonObject doc) =>
+        (await Fhir.ExpectAsync<Bundle>(await _http.GetAsync(
+            $"Bundle?_tag=urn:phrfhir:test|{(string)doc["meta"]!["tag"]![0]!["code"]!}"), HttpStatusCode.OK)).Total ?? -1;
+
+    /// <summary>A fault only the HS037 profile sees: R4 allows a Bundle without identifier, JP_Bundle_eCheckupGeneral does not.</summary>
+    static void BreakProfile(JsonObject doc) => doc.Remove("identifier");
+
+    [SkippableFact]
+    public async System.Threading.Tasks.Task Validate_of_the_official_HS037_sample_reports_no_errors()
+    {
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("Bundle/$validate", Json(Hs037())), HttpStatusCode.OK);
+        Assert.DoesNotContain(oo.Issue, i => i.Severity is OperationOutcome.IssueSeverity.Error or OperationOutcome.IssueSeverity.Fatal);
+    }
+
+    [SkippableFact]
+    public async System.Threading.Tasks.Task Validate_names_the_broken_element_and_answers_200()
+    {
+        var doc = Hs037();
+        BreakProfile(doc);
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("$validate", Json(doc)), HttpStatusCode.OK);
+        var errors = oo.Issue.Where(i => i.Severity == OperationOutcome.IssueSeverity.Error).ToList();
+        Assert.NotEmpty(errors);
+        Assert.Contains(errors, i => i.Expression.Any(e => e.Contains("identifier", StringComparison.Ordinal))
+                                     || (i.Diagnostics ?? "").Contains("identifier", StringComparison.Ordinal)); // bdl-9 / the profile's Bundle.identifier 1..1
+    }
+
+    [SkippableFact]
+    public async System.Threading.Tasks.Task Validate_accepts_Parameters_with_a_resource()
+    {
+        var doc = Hs037();
+        var parameters = new JsonObject
+        {
+            ["resourceType"] = "Parameters",
+            ["parameter"] = new JsonArray(new JsonObject { ["name"] = "resource", ["resource"] = doc }, new JsonObject { ["name"] = "mode", ["valueCode"] = "create" }),
+        };
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("$validate", Json(parameters)), HttpStatusCode.OK);
+        Assert.DoesNotContain(oo.Issue, i => i.Severity == OperationOutcome.IssueSeverity.Error);
+    }
+
+    [SkippableFact]
+    public async System.Threading.Tasks.Task Validate_of_a_body_the_parser_rejects_still_reports_every_problem()
+    {
+        var doc = Hs037();
+        doc["entry"]!.AsArray().Select(e => e!["resource"]!.AsObject()).First(r => (string?)r["resourceType"] == "Patient")["gender"] = "otoko";
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("$validate", Json(doc)), HttpStatusCode.OK);
+        Assert.Contains(oo.Issue, i => i.Severity == OperationOutcome.IssueSeverity.Error && (i.Diagnostics ?? "").Contains("otoko", StringComparison.Ordinal));
+    }
+
+    [SkippableFact]
+    public async System.Threading.Tasks.Task A_valid_HS037_document_is_stored_and_an_invalid_one_is_refused_with_nothing_stored()
+    {
+        var good = Hs037();
+        await Fhir.ExpectAsync<Bundle>(await _http.PostAsync("Bundle", Json(good)), HttpStatusCode.Created);
+        Assert.Equal(1, await StoredCopiesAsync(good));
+
+        var bad = Hs037();
+        BreakProfile(bad);
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("Bundle", Json(bad)), HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("profile", oo.Issue[0].Diagnostics);
+        Assert.True(oo.Issue.Count > 1, "the validation issues follow the summary");
+        Assert.Equal(0, await StoredCopiesAsync(bad));
+    }
+
+    [SkippableFact]
+    public async System.Threading.Tasks.Task An_invalid_HS037_pushed_through_ITI_65_is_refused_with_nothing_stored()
+    {
+        Mhd.MhdExamples.SkipIfAbsent();
+        var bad = Hs037();
+        BreakProfile(bad);
+        var bytes = Encoding.UTF8.GetBytes(bad.ToJsonString());
+
+        var patient = await Fhir.ExpectAsync<Patient>(await _http.PostAsync("Patient", Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("健診") }] })), HttpStatusCode.Created);
+        var uid = "urn:oid:1.2.392.200119.6.102." + Random.Shared.NextInt64(1, long.MaxValue);
+        var bundle = new Bundle
+        {
+            Type = Bundle.BundleType.Transaction,
+            Meta = new Meta { Profile = ["https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Minimal.ProvideBundle"] },
+            Entry =
+            [
+                new() { FullUrl = "urn:uuid:11111111-0000-0000-0000-000000000001", Request = new() { Method = Bundle.HTTPVerb.POST, Url = "List" },
+                    Resource = new List { Status = List.ListStatus.Current, Mode = ListMode.Working, Subject = new ResourceReference($"Patient/{patient.Id}"),
+                        Code = new CodeableConcept("https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes", "submissionset"),
+                        Entry = [new List.EntryComponent { Item = new ResourceReference("urn:uuid:11111111-0000-0000-0000-000000000002") }] } },
+                new() { FullUrl = "urn:uuid:11111111-0000-0000-0000-000000000002", Request = new() { Method = Bundle.HTTPVerb.POST, Url = "DocumentReference" },
+                    Resource = new DocumentReference { Status = DocumentReferenceStatus.Current, Subject = new ResourceReference($"Patient/{patient.Id}"),
+                        MasterIdentifier = new Identifier("urn:ietf:rfc:3986", uid),
+                        Content = [new DocumentReference.ContentComponent { Attachment = new Attachment { ContentType = "application/fhir+json", Url = "urn:uuid:11111111-0000-0000-0000-000000000003", SizeUnsignedInt = bytes.Length } }] } },
+                new() { FullUrl = "urn:uuid:11111111-0000-0000-0000-000000000003", Request = new() { Method = Bundle.HTTPVerb.POST, Url = "Binary" },
+                    Resource = new Binary { ContentType = "application/fhir+json", Data = bytes } },
+            ],
+        };
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("", Fhir.Json(bundle)), HttpStatusCode.UnprocessableEntity);
+        Assert.Equal("Bundle.entry[2].resource.data", oo.Issue[0].Expression.Single());
+        var docs = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"DocumentReference?identifier={Uri.EscapeDataString(uid)}"), HttpStatusCode.OK);
+        Assert.Equal(0, docs.Total);
+    }
+}
