@@ -54,6 +54,7 @@ public static class PhrFhirApp
         app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
             await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503));
         Validation.ValidateOperation.Map(app);
+        Mhd.GenerateMetadata.Map(app);
         FhirEndpoints.Map(app);
         return app;
     }

@@ -28,13 +28,47 @@ public static class ProvideDocumentBundle
 
     public static async Task HandleAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes)
     {
-        var options = ctx.RequestServices.GetRequiredService<IOptions<MhdOptions>>().Value;
-        var submission = CheckShape(bundle);
-        await CheckFhirDocumentsAsync(bundle, ctx.RequestServices.GetRequiredService<Validation.ProfileEnforcement>(), ctx.RequestAborted);
-        var response = await BundleTransactions.TransactionAsync(ctx, bundle, store, writes,
-            (tx, created) => RegistryRulesAsync(tx, writes, submission, created, options, ctx.RequestAborted));
+        var response = await SubmitAsync(ctx, bundle, store, writes);
         await FhirResponse.ResourceAsync(ctx, response, 200);
     }
+
+    /// <summary>
+    /// Checks and registers a submission (SubmissionSet, DocumentReferences, Binaries, Folders) in one
+    /// transaction; returns the transaction-response. ITI-105 and ITI-106 build such a Bundle and submit
+    /// it here, so every way a document arrives meets the same registry rules.
+    /// </summary>
+    public static async Task<Bundle> SubmitAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes, bool documentsValidated = false)
+    {
+        var options = ctx.RequestServices.GetRequiredService<IOptions<MhdOptions>>().Value;
+        var submission = CheckShape(bundle);
+        if (!documentsValidated)
+            await CheckFhirDocumentsAsync(bundle, ctx.RequestServices.GetRequiredService<Validation.ProfileEnforcement>(), ctx.RequestAborted);
+        return await BundleTransactions.TransactionAsync(ctx, bundle, store, writes,
+            (tx, created) => RegistryRulesAsync(tx, writes, submission, created, options, ctx.RequestAborted));
+    }
+
+    /// <summary>An OID made from a UUID under arc 2.25 (ITU-T X.667): a uniqueId no one else can mint.</summary>
+    public static string UuidOid(Guid uuid) =>
+        "urn:oid:2.25." + new System.Numerics.BigInteger(uuid.ToByteArray(bigEndian: true), isUnsigned: true, isBigEndian: true);
+
+    /// <summary>A SubmissionSet for a submission the server assembles itself (ITI-105, ITI-106).</summary>
+    public static List NewSubmissionSet(ResourceReference? subject, IEnumerable<string> entryFullUrls, MhdOptions options, string baseUrl) => new()
+    {
+        Meta = new Meta { Profile = [Profiles + "IHE.MHD.Minimal.SubmissionSet"] },
+        Status = List.ListStatus.Current,
+        Mode = ListMode.Working,
+        Code = new CodeableConcept(ListTypes, "submissionset"),
+        Subject = subject,
+        Date = DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssK"),
+        Identifier =
+        [
+            new Identifier("urn:ietf:rfc:3986", UuidOid(Guid.NewGuid())) { Use = Identifier.IdentifierUse.Usual },      // uniqueId: an OID
+            new Identifier("urn:ietf:rfc:3986", "urn:uuid:" + Guid.NewGuid()) { Use = Identifier.IdentifierUse.Official }, // entryUUID
+        ],
+        Extension = [new Extension("https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId",
+            new Identifier("urn:ietf:rfc:3986", options.SourceId ?? baseUrl))],
+        Entry = entryFullUrls.Select(u => new List.EntryComponent { Item = new ResourceReference(u) }).ToList(),
+    };
 
     /// <summary>What the registry rules need of the Bundle, found before any id is assigned.</summary>
     sealed record Submission(int SubmissionSetIndex, List<(int Index, DocumentReference Doc)> Documents);
@@ -200,4 +234,7 @@ public sealed class MhdOptions
 {
     /// <summary>Base URLs of Patient Identity Sources (an MPI) whose Patient references a submission may use as is.</summary>
     public string[] PatientIdentitySources { get; set; } = [];
+
+    /// <summary>This server's sourceId (a URI) on the SubmissionSets it assembles for ITI-105/106; default: its base URL.</summary>
+    public string? SourceId { get; set; }
 }

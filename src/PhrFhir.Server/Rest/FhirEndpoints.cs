@@ -83,6 +83,11 @@ public static class FhirEndpoints
             return;
         }
         var resource = await BodyAsync(ctx, type, limits.Value);
+        if (Mhd.SimplifiedPublish.Applies(resource))
+        {
+            await Mhd.SimplifiedPublish.HandleAsync(ctx, (DocumentReference)resource, store, writes); // IHE MHD ITI-105
+            return;
+        }
         var ifNoneExist = ctx.Request.Headers["If-None-Exist"].ToString();
         await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
         var outcome = await writes.CreateAsync(tx, resource, ifNoneExist, ctx.RequestAborted);

@@ -1,0 +1,186 @@
+using System.Net;
+using System.Security.Cryptography;
+using Hl7.Fhir.Model;
+using Microsoft.Extensions.Options;
+using PhrFhir.Server.Rest;
+using PhrFhir.Storage;
+using Task = System.Threading.Tasks.Task;
+
+namespace PhrFhir.Server.Mhd;
+
+/// <summary>
+/// IHE MHD ITI-106 Generate Metadata: POST [base]/DocumentReference/$generate-metadata with a FHIR
+/// document (a document Bundle, or a Binary holding one) in the `document` parameter — how the mobile
+/// apps push a checkup report (HS037) or a referral (HS038). The document is validated against its
+/// own profile, its Patient is matched to a registered Patient by identifier, and the DocumentReference
+/// is generated from its Composition; then document, metadata and a SubmissionSet are registered as one
+/// ITI-65 submission. The answer is Parameters with a reference to the new DocumentReference.
+/// </summary>
+public static class GenerateMetadata
+{
+    public const string Url = "https://profiles.ihe.net/ITI/MHD/OperationDefinition/generate-metadata";
+
+    public static void Map(IEndpointRouteBuilder app) =>
+        app.MapPost("/DocumentReference/$generate-metadata", HandleAsync);
+
+    static async Task HandleAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, IOptions<MhdOptions> options,
+        Validation.ProfileEnforcement enforcement)
+    {
+        var body = await FhirFormat.ReadResourceAsync(ctx.Request, limits.Value, ctx.RequestAborted);
+        var input = body is Parameters p
+            ? p.Parameter.FirstOrDefault(x => x.Name == "document")?.Resource
+                ?? throw FhirError.BadRequest("$generate-metadata needs a 'document' parameter holding a document Bundle or a Binary. (document パラメータがありません)", "Parameters.parameter")
+            : body;
+        var (document, bytes) = Document(input, limits.Value);
+        await enforcement.CheckAsync(document, body is Parameters ? "Parameters.parameter[0].resource" : "Bundle", ctx.RequestAborted);
+
+        var composition = document.Entry.FirstOrDefault()?.Resource as Composition
+            ?? throw FhirError.BadRequest("A FHIR document's first entry is its Composition (R4 documents.html). (最初のエントリが Composition ではありません)", "Bundle.entry[0]");
+        var patientEntry = Entry(document, composition.Subject?.Reference)?.Resource as Patient
+            ?? throw Unprocessable("XDSUnknownPatientId", "The Composition's subject is not a Patient entry of the document. (文書内に患者がありません)", "Bundle.entry[0].resource.subject");
+        var subject = await FindPatientAsync(store, patientEntry, ctx.RequestAborted);
+
+        var binaryUrl = "urn:uuid:" + Guid.NewGuid();
+        var doc = Describe(document, composition, patientEntry, subject, binaryUrl, bytes);
+        if (composition.RelatesTo.FirstOrDefault(r => r.Code == DocumentRelationshipType.Replaces)?.Target is Identifier replaced)
+            doc.RelatesTo.Add(new DocumentReference.RelatesToComponent { Code = DocumentRelationshipType.Replaces, Target = await FindReplacedAsync(store, replaced, ctx.RequestAborted) });
+
+        var docUrl = "urn:uuid:" + Guid.NewGuid();
+        var baseUrl = FhirResponse.BaseUrl(ctx.Request);
+        var bundle = new Bundle
+        {
+            Type = Bundle.BundleType.Transaction,
+            Entry =
+            [
+                new() { FullUrl = "urn:uuid:" + Guid.NewGuid(), Resource = ProvideDocumentBundle.NewSubmissionSet(doc.Subject, [docUrl], options.Value, baseUrl), Request = new() { Method = Bundle.HTTPVerb.POST, Url = "List" } },
+                new() { FullUrl = docUrl, Resource = doc, Request = new() { Method = Bundle.HTTPVerb.POST, Url = "DocumentReference" } },
+                new() { FullUrl = binaryUrl, Resource = new Binary { ContentType = FhirFormat.JsonMime, Data = bytes }, Request = new() { Method = Bundle.HTTPVerb.POST, Url = "Binary" } },
+            ],
+        };
+        var response = await ProvideDocumentBundle.SubmitAsync(ctx, bundle, store, writes, documentsValidated: true);
+        var location = response.Entry[1].Response!.Location!; // DocumentReference/{id}/_history/1
+        var reference = string.Join('/', location.Split('/').Take(2));
+        ctx.Response.Headers.Location = $"{baseUrl}/{reference}";
+        await FhirResponse.ResourceAsync(ctx, new Parameters { Parameter = [new() { Name = "DocumentReference", Value = new ResourceReference(reference) }] }, 200);
+    }
+
+    static FhirError Unprocessable(string xds, string message, string expression) =>
+        new(HttpStatusCode.UnprocessableEntity, OperationOutcome.IssueType.Processing, message, expression) { DetailCode = xds };
+
+    /// <summary>The document Bundle and the exact bytes that will be stored (and hashed) for it.</summary>
+    static (Bundle Document, byte[] Bytes) Document(Resource input, ServerLimits limits)
+    {
+        switch (input)
+        {
+            case Bundle { Type: Bundle.BundleType.Document } b:
+                return (b, FhirFormat.Serialize(b, WireFormat.Json));
+            case Binary { Data: { } data } binary when BinaryContent.IsFhirContentType(binary.ContentType):
+                var format = binary.ContentType!.Contains("xml", StringComparison.OrdinalIgnoreCase) ? WireFormat.Xml : WireFormat.Json;
+                if (FhirFormat.ParseResource(data, format, limits) is Bundle { Type: Bundle.BundleType.Document } fromBinary)
+                    return (fromBinary, format == WireFormat.Json ? data : FhirFormat.Serialize(fromBinary, WireFormat.Json));
+                break;
+            case Binary binary:
+                throw new FhirError(HttpStatusCode.UnprocessableEntity, OperationOutcome.IssueType.NotSupported,
+                    $"Metadata can be generated from FHIR documents only; this Binary is {binary.ContentType ?? "untyped"} (CDA is not supported). (FHIR 文書以外からはメタデータを生成できません)", "Parameters.parameter[0].resource.contentType")
+                { DetailCode = "FHIRDocumentNotSupported" };
+        }
+        throw FhirError.BadRequest("The document must be a Bundle of type document, or a Binary holding one. (document 型の Bundle が必要です)", "Parameters.parameter[0].resource");
+    }
+
+    static Bundle.EntryComponent? Entry(Bundle document, string? reference) =>
+        reference is null ? null : document.Entry.FirstOrDefault(e => e.FullUrl == reference
+            || e.Resource is { } r && reference.EndsWith(r.TypeName + "/" + r.Id, StringComparison.Ordinal));
+
+    /// <summary>The registered Patient the document's Patient is, by any of its identifiers (PHR: register first).</summary>
+    static async Task<ResourceReference> FindPatientAsync(FhirStore store, Patient patient, CancellationToken ct)
+    {
+        foreach (var id in patient.Identifier.Where(i => i.System is not null && i.Value is not null))
+        {
+            var query = new Storage.Search.SearchQuery(store.SearchParameters, "Patient",
+                [new("identifier", Escape(id.System) + "|" + Escape(id.Value)), new("_count", "2")], lenient: false);
+            var found = await store.SearchAsync(query, ct);
+            if (found.Matches.Count == 1) return new ResourceReference($"Patient/{found.Matches[0].Id}");
+            if (found.Matches.Count > 1)
+                throw Unprocessable("XDSUnknownPatientId", $"The identifier {id.System}|{id.Value} matches several registered Patients. (識別子が複数の患者に一致します)", "Bundle.entry.resource.identifier");
+        }
+        throw Unprocessable("XDSUnknownPatientId",
+            "None of the document Patient's identifiers belongs to a registered Patient: register the person (or link the identifier) first. (登録済みの患者が見つかりません)",
+            "Bundle.entry.resource.identifier");
+    }
+
+    static async Task<ResourceReference> FindReplacedAsync(FhirStore store, Identifier replaced, CancellationToken ct)
+    {
+        var query = new Storage.Search.SearchQuery(store.SearchParameters, "DocumentReference",
+            [new("identifier", Escape(replaced.System ?? "") + "|" + Escape(replaced.Value ?? "")), new("_count", "2")], lenient: false);
+        var found = await store.SearchAsync(query, ct);
+        return found.Matches.Count == 1 ? new ResourceReference($"DocumentReference/{found.Matches[0].Id}")
+            : throw Unprocessable("UnresolvedReferenceException", $"Composition.relatesTo names document {replaced.Value}, which is not registered. (置換対象の文書が登録されていません)", "Bundle.entry[0].resource.relatesTo");
+    }
+
+    static string Escape(string? s) => (s ?? "").Replace("\\", "\\\\").Replace("|", "\\|").Replace(",", "\\,").Replace("$", "\\$");
+
+    /// <summary>
+    /// The DocumentReference, element by element from the Composition (MHD 2:3.106.4.1.3 and the
+    /// FHIR Document Publish mapping): type, category, date, title, confidentiality, event and period
+    /// come from the Composition; masterIdentifier is the document's Bundle.identifier; authors,
+    /// custodian and the source patient are contained copies, since the document's own resources are
+    /// not registry resources.
+    /// </summary>
+    static DocumentReference Describe(Bundle document, Composition composition, Patient sourcePatient, ResourceReference subject, string binaryUrl, byte[] bytes)
+    {
+        var contained = new List<Resource>();
+        ResourceReference Contain(ResourceReference? r)
+        {
+            if (Entry(document, r?.Reference)?.Resource is not { } target) return new ResourceReference { Display = r?.Display };
+            var copy = (Resource)target.DeepCopy();
+            copy.Id = "c" + (contained.Count + 1);
+            copy.Meta = null;
+            contained.Add(copy);
+            return new ResourceReference("#" + copy.Id);
+        }
+        var profile = document.Meta?.Profile?.FirstOrDefault()?.Split('|')[0];
+        var doc = new DocumentReference
+        {
+            MasterIdentifier = document.Identifier is { } bid ? new Identifier(bid.System, bid.Value) : null,
+            Identifier = composition.Identifier is { } cid ? [new Identifier(cid.System, cid.Value)] : [],
+            Status = DocumentReferenceStatus.Current,
+            DocStatus = composition.Status switch
+            {
+                CompositionStatus.Final => CompositionStatus.Final,
+                CompositionStatus.Amended => CompositionStatus.Amended,
+                CompositionStatus.Preliminary => CompositionStatus.Preliminary,
+                _ => null,
+            },
+            Type = composition.Type,
+            Category = composition.Category,
+            Subject = subject,
+            Date = DateTimeOffset.UtcNow,
+            Author = composition.Author.Select(Contain).ToList(),
+            Custodian = composition.Custodian is null ? null : Contain(composition.Custodian),
+            Description = composition.Title,
+            SecurityLabel = composition.Confidentiality is { } c
+                ? [new CodeableConcept("http://terminology.hl7.org/CodeSystem/v3-Confidentiality", c.ToString())] : [],
+            Content =
+            [
+                new DocumentReference.ContentComponent
+                {
+                    Attachment = new Attachment
+                    {
+                        ContentType = FhirFormat.JsonMime, Language = document.Language ?? composition.Language, Url = binaryUrl,
+                        SizeUnsignedInt = bytes.Length, Hash = SHA1.HashData(bytes), Title = composition.Title, CreationElement = composition.DateElement is { } d ? new FhirDateTime(d.Value) : null,
+                    },
+                    // The document's profile names its format exactly (HS037, HS038, HS039 each have one).
+                    Format = profile is null ? null : new Coding("urn:ietf:rfc:3986", profile),
+                },
+            ],
+            Context = new DocumentReference.ContextComponent
+            {
+                Event = composition.Event.SelectMany(e => e.Code).ToList(),
+                Period = composition.Event.Select(e => e.Period).FirstOrDefault(p => p is not null),
+                SourcePatientInfo = Contain(new ResourceReference(document.Entry.First(e => e.Resource == sourcePatient).FullUrl)),
+            },
+        };
+        doc.Contained = contained;
+        return doc;
+    }
+}
