@@ -44,6 +44,7 @@ public static class PhrFhirApp
         builder.Services.AddSingleton<CapabilityStatementBuilder>();
         // Profile validation: families load and warm in the background; a request that needs one waits.
         var validationOptions = builder.Configuration.GetSection("Validation").Get<ValidationOptions>() ?? new ValidationOptions();
+        validationOptions.ReferenceFolder ??= builder.Configuration["Conformance:ReferenceDirectory"]; // one setting for both readers of shared/ref
         var validator = await DocumentValidator.CreateAsync(validationOptions, loggerFactory.CreateLogger("PhrFhir.Validation"), ct);
         builder.Services.AddSingleton(validator);
         builder.Services.AddSingleton<Validation.ProfileEnforcement>();
@@ -54,6 +55,7 @@ public static class PhrFhirApp
         app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
             await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503));
         Validation.ValidateOperation.Map(app);
+        Validation.ConformanceEndpoints.Map(app);
         Mhd.GenerateMetadata.Map(app);
         FhirEndpoints.Map(app);
         return app;

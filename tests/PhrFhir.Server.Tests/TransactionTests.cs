@@ -38,7 +38,9 @@ public sealed class TransactionTests(ServerFixture server)
         var response = await Fhir.ExpectAsync<Bundle>(await _http.PostAsync("", Fhir.Json(bundle)), HttpStatusCode.OK);
         Assert.Equal(Bundle.BundleType.TransactionResponse, response.Type);
         Assert.All(response.Entry, e => Assert.StartsWith("201", e.Response.Status));
-        var patientId = response.Entry[1].Response.Location.Split('/')[1];
+        var location = new Uri(response.Entry[1].Response.Location); // absolute, like a Location header
+        Assert.StartsWith(server.BaseUrl.ToString(), location.ToString());
+        var patientId = location.Segments[^3].TrimEnd('/');
         var observation = (Observation)response.Entry[0].Resource;
         Assert.Equal($"Patient/{patientId}", observation.Subject.Reference);
 

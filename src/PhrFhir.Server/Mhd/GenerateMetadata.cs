@@ -58,8 +58,8 @@ public static class GenerateMetadata
             ],
         };
         var response = await ProvideDocumentBundle.SubmitAsync(ctx, bundle, store, writes, documentsValidated: true);
-        var location = response.Entry[1].Response!.Location!; // DocumentReference/{id}/_history/1
-        var reference = string.Join('/', location.Split('/').Take(2));
+        var created = response.Entry[1].Resource!; // the DocumentReference as stored
+        var reference = "DocumentReference/" + created.Id;
         ctx.Response.Headers.Location = $"{baseUrl}/{reference}";
         await FhirResponse.ResourceAsync(ctx, new Parameters { Parameter = [new() { Name = "DocumentReference", Value = new ResourceReference(reference) }] }, 200);
     }

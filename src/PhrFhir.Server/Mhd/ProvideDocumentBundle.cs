@@ -26,8 +26,19 @@ public static class ProvideDocumentBundle
     public static bool Declares(Bundle bundle) =>
         bundle.Meta?.Profile?.Any(p => p is not null && BundleProfiles.Contains(p.Split('|')[0])) == true;
 
+    /// <summary>
+    /// A transaction carrying a SubmissionSet is an ITI-65 submission whatever it declares: one that
+    /// does not declare a ProvideBundle profile is refused, not stored as a plain transaction.
+    /// </summary>
+    public static bool IsSubmission(Bundle bundle) =>
+        Declares(bundle) || bundle.Entry.Any(e => e.Resource is List l && l.Code?.Coding.Any(c => c.System == ListTypes && c.Code == "submissionset") == true);
+
     public static async Task HandleAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes)
     {
+        if (!Declares(bundle))
+            throw Error("XDSRegistryMetadataError",
+                $"An ITI-65 Provide Document Bundle declares its option in Bundle.meta.profile: one of {string.Join(", ", BundleProfiles)}. (Bundle.meta.profile に MHD のプロファイルがありません)",
+                "Bundle.meta.profile", HttpStatusCode.BadRequest);
         var response = await SubmitAsync(ctx, bundle, store, writes);
         await FhirResponse.ResourceAsync(ctx, response, 200);
     }
@@ -41,10 +52,21 @@ public static class ProvideDocumentBundle
     {
         var options = ctx.RequestServices.GetRequiredService<IOptions<MhdOptions>>().Value;
         var submission = CheckShape(bundle);
+        var enforcement = ctx.RequestServices.GetRequiredService<Validation.ProfileEnforcement>();
+        // The whole submission against its declared ProvideBundle profile: the profile slices the entries
+        // by their own MHD profiles (SubmissionSet uniqueId, Comprehensive metadata, …).
+        if (Declares(bundle)) await enforcement.CheckAsync(bundle, "Bundle", ctx.RequestAborted);
         if (!documentsValidated)
-            await CheckFhirDocumentsAsync(bundle, ctx.RequestServices.GetRequiredService<Validation.ProfileEnforcement>(), ctx.RequestAborted);
-        return await BundleTransactions.TransactionAsync(ctx, bundle, store, writes,
-            (tx, created) => RegistryRulesAsync(tx, writes, submission, created, options, ctx.RequestAborted));
+            await CheckFhirDocumentsAsync(bundle, enforcement, ctx.RequestAborted);
+        var response = await BundleTransactions.TransactionAsync(ctx, bundle, store, writes,
+            (tx, created) => RegistryRulesAsync(tx, writes, submission, created, options, FhirResponse.BaseUrl(ctx.Request), ctx.RequestAborted));
+        // MHD's response examples name the resource, not a version ("DocumentReference/1"), and Document
+        // Sources (the NIST toolkit among them) read the location back expecting the current document:
+        // an unversioned location keeps it current after a later replace.
+        foreach (var entry in response.Entry)
+            if (entry.Response?.Location is { } location && location.IndexOf("/_history/", StringComparison.Ordinal) is var h and > 0)
+                entry.Response.Location = location[..h];
+        return response;
     }
 
     /// <summary>An OID made from a UUID under arc 2.25 (ITU-T X.667): a uniqueId no one else can mint.</summary>
@@ -89,6 +111,14 @@ public static class ProvideDocumentBundle
         var (setEntry, setIndex) = sets[0];
         var set = (List)setEntry.Resource!;
 
+        // The SubmissionSet's uniqueId: an identifier of use "usual" holding an OID (MHD SubmissionSetUniqueIdIdentifier).
+        if (!set.Identifier.Any(i => i.Use == Identifier.IdentifierUse.Usual && i.Value?.StartsWith("urn:oid:", StringComparison.Ordinal) == true))
+            throw Error("XDSRegistryMetadataError", "The SubmissionSet has no uniqueId: an identifier with use 'usual' whose value is an OID (urn:oid:…). (SubmissionSet の uniqueId がありません)",
+                $"Bundle.entry[{setIndex}].resource.identifier", HttpStatusCode.BadRequest);
+        if (set.Entry.Count == 0)
+            throw Error("XDSRegistryMetadataError", "The SubmissionSet lists no DocumentReference or Folder: there is nothing to register. (登録する文書がありません)",
+                $"Bundle.entry[{setIndex}].resource.entry", HttpStatusCode.BadRequest);
+
         var documents = bundle.Entry.Select((e, i) => (e, i)).Where(x => x.e.Resource is DocumentReference)
             .Select(x => (x.i, (DocumentReference)x.e.Resource!)).ToList();
         var listed = set.Entry.Select(e => e.Item?.Reference).OfType<string>().ToHashSet();
@@ -97,6 +127,8 @@ public static class ProvideDocumentBundle
         {
             var at = $"Bundle.entry[{index}].resource";
             var fullUrl = bundle.Entry[index].FullUrl;
+            if (doc.MasterIdentifier?.Value is null)
+                throw Error("XDSRegistryMetadataError", "The DocumentReference has no masterIdentifier: the document's uniqueId is required. (文書の uniqueId がありません)", at + ".masterIdentifier", HttpStatusCode.BadRequest);
             if (fullUrl is null || !listed.Contains(fullUrl))
                 throw Error("XDSRegistryMetadataError", $"The DocumentReference in entry {index} is not listed in the SubmissionSet's entries. (SubmissionSet に含まれていない文書です)", at, HttpStatusCode.BadRequest);
             if (set.Subject?.Reference is { } setSubject && doc.Subject?.Reference is { } docSubject && setSubject != docSubject)
@@ -166,12 +198,12 @@ public static class ProvideDocumentBundle
     }
 
     /// <summary>Rules that read the registry, inside the transaction and before anything is written.</summary>
-    static async Task RegistryRulesAsync(WriteTransaction tx, ResourceWrites writes, Submission submission, IReadOnlySet<string> created, MhdOptions options, CancellationToken ct)
+    static async Task RegistryRulesAsync(WriteTransaction tx, ResourceWrites writes, Submission submission, IReadOnlySet<string> created, MhdOptions options, string baseUrl, CancellationToken ct)
     {
         foreach (var (index, doc) in submission.Documents)
         {
             var at = $"Bundle.entry[{index}].resource";
-            await CheckPatientAsync(tx, doc.Subject, created, options, at + ".subject", ct);
+            await CheckPatientAsync(tx, doc.Subject, created, options, baseUrl, at + ".subject", ct);
 
             if (doc.MasterIdentifier?.Value is { } uid)
             {
@@ -185,21 +217,28 @@ public static class ProvideDocumentBundle
             }
 
             for (var r = 0; r < doc.RelatesTo.Count; r++)
-                await RelatesToAsync(tx, writes, doc.RelatesTo[r], created, $"{at}.relatesTo[{r}]", ct);
+                await RelatesToAsync(tx, writes, doc.RelatesTo[r], created, baseUrl, $"{at}.relatesTo[{r}]", ct);
         }
     }
 
-    static async Task CheckPatientAsync(WriteTransaction tx, ResourceReference? subject, IReadOnlySet<string> created, MhdOptions options, string at, CancellationToken ct)
+    /// <summary>"Type/id" of a reference to this server, relative or absolute (our base URL); null for another server's.</summary>
+    static (string Type, string Id)? Local(string? reference, string baseUrl) =>
+        reference is null ? null
+        : reference.StartsWith(baseUrl + "/", StringComparison.Ordinal) ? ReferenceTarget.Local(reference[(baseUrl.Length + 1)..])
+        : ReferenceTarget.Local(reference);
+
+    static async Task CheckPatientAsync(WriteTransaction tx, ResourceReference? subject, IReadOnlySet<string> created, MhdOptions options, string baseUrl, string at, CancellationToken ct)
     {
-        var reference = subject?.Reference;
-        if (reference is null) return; // Minimal metadata may leave the subject out
-        if (reference.Contains("://", StringComparison.Ordinal))
+        if (subject is null) return; // Minimal metadata may leave the subject out
+        var reference = subject.Reference
+            ?? throw Error("XDSUnknownPatientId", "The subject has no reference: it must reference a registered Patient (an identifier alone is not resolved here). (患者への参照がありません)", at);
+        if (Local(reference, baseUrl) is null && reference.Contains("://", StringComparison.Ordinal))
         {
             // A Patient held by a Patient Identity Source this server trusts (PIXm/PMIR), referenced as is.
             if (options.PatientIdentitySources.Any(b => reference.StartsWith(b.TrimEnd('/') + "/Patient/", StringComparison.Ordinal))) return;
             throw Error("XDSUnknownPatientId", $"The subject '{reference}' is on a server this registry does not trust for patient identity. (未知の患者です)", at);
         }
-        if (ReferenceTarget.Local(reference) is not { Type: "Patient" } target)
+        if (Local(reference, baseUrl) is not { Type: "Patient" } target)
             throw Error("XDSUnknownPatientId", $"The subject '{reference}' is not a Patient reference. (患者への参照ではありません)", at);
         if (created.Contains("Patient/" + target.Id)) return;
         var patient = await tx.ReadAsync("Patient", target.Id, ct);
@@ -208,9 +247,9 @@ public static class ProvideDocumentBundle
     }
 
     /// <summary>MHDS: replaces supersedes its target atomically; a target that is no longer current cannot be replaced.</summary>
-    static async Task RelatesToAsync(WriteTransaction tx, ResourceWrites writes, DocumentReference.RelatesToComponent relation, IReadOnlySet<string> created, string at, CancellationToken ct)
+    static async Task RelatesToAsync(WriteTransaction tx, ResourceWrites writes, DocumentReference.RelatesToComponent relation, IReadOnlySet<string> created, string baseUrl, string at, CancellationToken ct)
     {
-        if (ReferenceTarget.Local(relation.Target?.Reference ?? "") is not { Type: "DocumentReference" } target)
+        if (Local(relation.Target?.Reference, baseUrl) is not { Type: "DocumentReference" } target)
             throw Error("XDSRegistryMetadataError", "relatesTo.target must reference a DocumentReference of this registry. (関連文書の参照が不正です)", at + ".target", HttpStatusCode.BadRequest);
         if (created.Contains("DocumentReference/" + target.Id)) return;
         var stored = await tx.ReadAsync("DocumentReference", target.Id, ct);

@@ -58,7 +58,7 @@ public static class SimplifiedPublish
 
         var response = await ProvideDocumentBundle.SubmitAsync(ctx, bundle, store, writes);
         var created = response.Entry[1];
-        ctx.Response.Headers.Location = $"{baseUrl}/{created.Response!.Location}";
+        ctx.Response.Headers.Location = created.Response!.Location;
         ctx.Response.Headers.ETag = created.Response.Etag;
         await FhirResponse.ResourceAsync(ctx, created.Resource!, 201);
     }

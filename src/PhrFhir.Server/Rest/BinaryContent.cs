@@ -55,9 +55,13 @@ public static class BinaryContent
         {
             if (!TryParseRange(range, info.Size, out from, out to))
             {
+                // Answered here, not thrown: the error handler would drop Content-Range (RFC 9110 15.5.17).
+                response.StatusCode = 416;
                 response.Headers.ContentRange = $"bytes */{info.Size}";
-                throw new FhirError(HttpStatusCode.RequestedRangeNotSatisfiable, OperationOutcome.IssueType.Invalid,
-                    $"Range '{range}' is not satisfiable for {info.Size} bytes (one range 'bytes=start-end' is supported). (範囲指定が不正です)");
+                await FhirResponse.WriteBytes(ctx, 416, FhirFormat.JsonMime, FhirFormat.Serialize(FhirResponse.Outcome(
+                    OperationOutcome.IssueSeverity.Error, OperationOutcome.IssueType.Invalid,
+                    $"Range '{range}' is not satisfiable for {info.Size} bytes (one range 'bytes=start-end' is supported). (範囲指定が不正です)"), WireFormat.Json));
+                return;
             }
             response.StatusCode = 206;
             response.Headers.ContentRange = $"bytes {from}-{to}/{info.Size}";

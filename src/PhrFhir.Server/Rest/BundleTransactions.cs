@@ -30,7 +30,7 @@ public static class BundleTransactions
             throw new FhirError(HttpStatusCode.RequestEntityTooLarge, OperationOutcome.IssueType.TooCostly,
                 $"The Bundle has {bundle.Entry.Count} entries; at most {limits.Value.MaxBundleEntries} are accepted. (エントリ数が多すぎます)", "Bundle.entry");
 
-        if (bundle.Type == Bundle.BundleType.Transaction && Mhd.ProvideDocumentBundle.Declares(bundle))
+        if (bundle.Type == Bundle.BundleType.Transaction && Mhd.ProvideDocumentBundle.IsSubmission(bundle))
         {
             await Mhd.ProvideDocumentBundle.HandleAsync(ctx, bundle, store, writes); // IHE MHD ITI-65
             return;
@@ -60,7 +60,7 @@ public static class BundleTransactions
         foreach (var e in entries.OrderBy(e => e.Method switch { Bundle.HTTPVerb.DELETE => 0, Bundle.HTTPVerb.POST => 1, Bundle.HTTPVerb.PUT or Bundle.HTTPVerb.PATCH => 2, _ => 3 }))
         {
             if (e.Method == Bundle.HTTPVerb.GET) await tx.FlushAsync(ctx.RequestAborted);
-            await Run(e, async () => await ExecuteAsync(tx, writes, e, ctx.RequestAborted));
+            await Run(e, async () => await ExecuteAsync(tx, writes, e, FhirResponse.BaseUrl(ctx.Request), ctx.RequestAborted));
         }
         await tx.CommitAsync(ctx.RequestAborted);
         return Response(Bundle.BundleType.TransactionResponse, entries);
@@ -77,7 +77,7 @@ public static class BundleTransactions
                 await Run(e, async () =>
                 {
                     if (e.Method == Bundle.HTTPVerb.POST) e.AssignedId = Guid.NewGuid().ToString();
-                    await ExecuteAsync(tx, writes, e, ctx.RequestAborted);
+                    await ExecuteAsync(tx, writes, e, FhirResponse.BaseUrl(ctx.Request), ctx.RequestAborted);
                 });
                 await tx.CommitAsync(ctx.RequestAborted);
             }
@@ -106,12 +106,19 @@ public static class BundleTransactions
         catch (FhirError err)
         {
             throw new FhirError(err.Status, err.Code, $"Bundle.entry[{e.Index}]: {err.Message}",
-                err.Expression is null ? $"Bundle.entry[{e.Index}]" : $"Bundle.entry[{e.Index}].resource.{StripType(err.Expression)}")
+                InEntry(e.Index, err.Expression))
             { MoreIssues = err.MoreIssues, DetailCode = err.DetailCode };
         }
     }
 
-    static string StripType(string expression) => expression.Contains('.') && char.IsUpper(expression[0]) ? expression[(expression.IndexOf('.') + 1)..] : expression;
+    /// <summary>An entry resource's own path ("Patient.name", or just "Patient") as a path in the Bundle.</summary>
+    static string InEntry(int index, string? expression) => expression switch
+    {
+        null => $"Bundle.entry[{index}]",
+        _ when char.IsUpper(expression[0]) && !expression.Contains('.') => $"Bundle.entry[{index}].resource",
+        _ when char.IsUpper(expression[0]) => $"Bundle.entry[{index}].resource.{expression[(expression.IndexOf('.') + 1)..]}",
+        _ => $"Bundle.entry[{index}].resource.{expression}",
+    };
 
     static Entry Parse(Bundle.EntryComponent source, int index)
     {
@@ -198,6 +205,9 @@ public static class BundleTransactions
         {
             var b = stack.Pop();
             yield return b;
+            // A Bundle inside an entry (a FHIR document: HS037, MHD's FHIR Documents option) resolves its
+            // own urn:uuid references internally: they are not references into the transaction.
+            if (b is Bundle) continue;
             foreach (var (_, value) in b.EnumerateElements())
             {
                 if (value is Base one) stack.Push(one);
@@ -207,7 +217,7 @@ public static class BundleTransactions
         }
     }
 
-    static async Task ExecuteAsync(WriteTransaction tx, ResourceWrites writes, Entry e, CancellationToken ct)
+    static async Task ExecuteAsync(WriteTransaction tx, ResourceWrites writes, Entry e, string baseUrl, CancellationToken ct)
     {
         var r = e.Response.Response!;
         switch (e.Method)
@@ -218,7 +228,7 @@ public static class BundleTransactions
             case Bundle.HTTPVerb.POST:
                 var created = await writes.CreateAsync(tx, e.Source.Resource!, null, ct, e.AssignedId);
                 Describe(e, created.Stored, "201 Created", e.Source.Resource);
-                r.Location = $"{e.Type}/{created.Stored.Id}/_history/{created.Stored.Version}";
+                r.Location = $"{baseUrl}/{e.Type}/{created.Stored.Id}/_history/{created.Stored.Version}"; // absolute, as the Location header would be
                 break;
             case Bundle.HTTPVerb.PUT:
                 var ifMatch = FhirResponse.ParseVersionETag(e.Source.Request!.IfMatch, "request.ifMatch");

@@ -71,6 +71,7 @@ public sealed class CapabilityStatementBuilder(FhirStore store)
             Kind = CapabilityStatementKind.Instance,
             Software = new CapabilityStatement.SoftwareComponent { Name = "PhrFhir", Version = typeof(CapabilityStatementBuilder).Assembly.GetName().Version?.ToString() },
             FhirVersion = FHIRVersion.N4_0_1,
+            Instantiates = Mhd.MhdCapabilities.Instantiates,
             Format = ["application/fhir+json", "application/fhir+xml"],
             Rest = [rest],
         };

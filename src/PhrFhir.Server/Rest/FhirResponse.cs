@@ -54,6 +54,7 @@ public static class FhirResponse
         if (elements is not null && resource is Resource r and not Bundle)
         {
             elements = [.. elements.Union(["id", "meta"])];
+            resource = r = (Resource)r.DeepCopy(); // the caller's object may be shared (conformance resources)
             MarkSubsetted(r);
         }
         return WriteBytes(ctx, status, FhirFormat.Mime(format), FhirFormat.Serialize(resource, format, summary, elements));

@@ -137,6 +137,10 @@ public sealed class SearchIndexer(SearchParameters parameters)
 
     static void AddReference(IndexRows rows, string key, Base value)
     {
+        // Reference.identifier (a logical reference, e.g. MHD's referenceIdList in context.related) is a
+        // token row under the same parameter, for the :identifier modifier.
+        if (value is ResourceReference { Identifier: { Value: not null } id })
+            rows.Tokens.Add(new(key, id.System, id.Value, null));
         var reference = value switch
         {
             ResourceReference r => r.Reference,

@@ -193,7 +193,8 @@ public sealed class SearchQuery
         var alternatives = SplitEscaped(value, ',').Select(v => Condition(p, modifier, v, name)).ToList();
         if (modifier == "not")
             return $"{keyColumn} not in (select rkey from fhir.ix_token where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))";
-        return $"{keyColumn} in (select rkey from fhir.{Table(p.Type)} where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))";
+        var table = p.Type == SearchParamType.Reference && modifier == "identifier" ? "ix_token" : Table(p.Type);
+        return $"{keyColumn} in (select rkey from fhir.{table} where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))";
     }
 
     static string Table(SearchParamType t) => t switch
@@ -236,14 +237,10 @@ public sealed class SearchQuery
                     if (parts.Count != 3) throw FhirError.BadRequest($"{name} takes 'typeSystem|typeCode|value'.", name);
                     return $"(type_system = ${Arg(parts[0])} and type_code = ${Arg(parts[1])} and code = ${Arg(parts[2])})";
                 }
-                var bar = IndexOfUnescaped(value, '|');
-                if (bar < 0) return $"code = ${Arg(Unescape(value))}";
-                var system = Unescape(value[..bar]);
-                var codeValue = Unescape(value[(bar + 1)..]);
-                if (system.Length == 0) return $"(system is null and code = ${Arg(codeValue)})";
-                if (codeValue.Length == 0) return $"system = ${Arg(system)}";
-                return $"(system = ${Arg(system)} and code = ${Arg(codeValue)})";
+                return TokenCondition(value);
             case SearchParamType.Reference:
+                // :identifier matches Reference.identifier, indexed as a token row (R4 search.html#reference).
+                if (modifier == "identifier") return TokenCondition(value);
                 if (modifier is not null && !ReferenceTarget.IsResourceType(modifier)) Allow([null]);
                 value = Unescape(value);
                 if (modifier is not null) return $"target = ${Arg(modifier + "/" + value)}";
@@ -269,6 +266,18 @@ public sealed class SearchQuery
             default:
                 throw FhirError.NotSupported($"Parameter '{p.Code}' of type {p.Type} is not searchable here.", name);
         }
+    }
+
+    /// <summary>system|code, |code, system| or code against the token columns.</summary>
+    string TokenCondition(string value)
+    {
+        var bar = IndexOfUnescaped(value, '|');
+        if (bar < 0) return $"code = ${Arg(Unescape(value))}";
+        var system = Unescape(value[..bar]);
+        var codeValue = Unescape(value[(bar + 1)..]);
+        if (system.Length == 0) return $"(system is null and code = ${Arg(codeValue)})";
+        if (codeValue.Length == 0) return $"system = ${Arg(system)}";
+        return $"(system = ${Arg(system)} and code = ${Arg(codeValue)})";
     }
 
     static readonly string[] Prefixes = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"];

@@ -93,6 +93,21 @@ public sealed class ValidationEndpointTests(ServerFixture server)
     }
 
     [SkippableFact]
+    public async System.Threading.Tasks.Task An_invalid_document_inside_a_transaction_is_located_by_its_entry()
+    {
+        var bad = Hs037();
+        BreakProfile(bad);
+        var transaction = new JsonObject
+        {
+            ["resourceType"] = "Bundle", ["type"] = "transaction",
+            ["entry"] = new JsonArray(new JsonObject { ["resource"] = bad, ["request"] = new JsonObject { ["method"] = "POST", ["url"] = "Bundle" } }),
+        };
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("", Json(transaction)), HttpStatusCode.UnprocessableEntity);
+        Assert.Equal("Bundle.entry[0].resource", oo.Issue[0].Expression.Single());
+        Assert.Equal(0, await StoredCopiesAsync(bad));
+    }
+
+    [SkippableFact]
     public async System.Threading.Tasks.Task An_invalid_HS037_pushed_through_ITI_65_is_refused_with_nothing_stored()
     {
         Mhd.MhdExamples.SkipIfAbsent();
@@ -100,28 +115,20 @@ public sealed class ValidationEndpointTests(ServerFixture server)
         BreakProfile(bad);
         var bytes = Encoding.UTF8.GetBytes(bad.ToJsonString());
 
-        var patient = await Fhir.ExpectAsync<Patient>(await _http.PostAsync("Patient", Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("健診") }] })), HttpStatusCode.Created);
-        var uid = "urn:oid:1.2.392.200119.6.102." + Random.Shared.NextInt64(1, long.MaxValue);
-        var bundle = new Bundle
-        {
-            Type = Bundle.BundleType.Transaction,
-            Meta = new Meta { Profile = ["https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Minimal.ProvideBundle"] },
-            Entry =
-            [
-                new() { FullUrl = "urn:uuid:11111111-0000-0000-0000-000000000001", Request = new() { Method = Bundle.HTTPVerb.POST, Url = "List" },
-                    Resource = new List { Status = List.ListStatus.Current, Mode = ListMode.Working, Subject = new ResourceReference($"Patient/{patient.Id}"),
-                        Code = new CodeableConcept("https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes", "submissionset"),
-                        Entry = [new List.EntryComponent { Item = new ResourceReference("urn:uuid:11111111-0000-0000-0000-000000000002") }] } },
-                new() { FullUrl = "urn:uuid:11111111-0000-0000-0000-000000000002", Request = new() { Method = Bundle.HTTPVerb.POST, Url = "DocumentReference" },
-                    Resource = new DocumentReference { Status = DocumentReferenceStatus.Current, Subject = new ResourceReference($"Patient/{patient.Id}"),
-                        MasterIdentifier = new Identifier("urn:ietf:rfc:3986", uid),
-                        Content = [new DocumentReference.ContentComponent { Attachment = new Attachment { ContentType = "application/fhir+json", Url = "urn:uuid:11111111-0000-0000-0000-000000000003", SizeUnsignedInt = bytes.Length } }] } },
-                new() { FullUrl = "urn:uuid:11111111-0000-0000-0000-000000000003", Request = new() { Method = Bundle.HTTPVerb.POST, Url = "Binary" },
-                    Resource = new Binary { ContentType = "application/fhir+json", Data = bytes } },
-            ],
-        };
+        // The official Minimal ITI-65 example, carrying the broken HS037 as its document.
+        var bundle = Mhd.MhdExamples.Load<Bundle>("Bundle-ex-minimalProvideDocumentBundleSimple.json");
+        Mhd.MhdExamples.MakeUniqueIds(bundle);
+        var doc = bundle.Entry.Select(e => e.Resource).OfType<DocumentReference>().Single();
+        var binary = (Binary)bundle.Entry.Single(e => e.FullUrl == doc.Content[0].Attachment.Url).Resource;
+        binary.ContentType = doc.Content[0].Attachment.ContentType = "application/fhir+json";
+        binary.Data = bytes;
+        doc.Content[0].Attachment.SizeUnsignedInt = bytes.Length;
+        doc.Content[0].Attachment.Hash = System.Security.Cryptography.SHA1.HashData(bytes);
+        var uid = doc.MasterIdentifier.Value;
+        var binaryIndex = bundle.Entry.FindIndex(e => e.Resource == binary);
         var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("", Fhir.Json(bundle)), HttpStatusCode.UnprocessableEntity);
-        Assert.Equal("Bundle.entry[2].resource.data", oo.Issue[0].Expression.Single());
+        Assert.True($"Bundle.entry[{binaryIndex}].resource.data" == oo.Issue[0].Expression.Single(),
+            string.Join("\n", oo.Issue.Select(i => $"{i.Severity} {string.Join(",", i.Expression)} {i.Diagnostics}")));
         var docs = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"DocumentReference?identifier={Uri.EscapeDataString(uid)}"), HttpStatusCode.OK);
         Assert.Equal(0, docs.Total);
     }
