@@ -122,7 +122,8 @@ if [ "${#collections[@]}" -gt 0 ]; then
 
     echo "test.sh: starting the server on ${base_url} (data ${data_dir}, log ${server_log})"
     # Run from the output directory so that the server finds its appsettings.json.
-    (cd "${server_dir}" && exec dotnet PhrFhir.Server.dll --urls "${base_url}" "--Storage:DataDirectory=${data_dir}") \
+    (cd "${server_dir}" && PHRFHIR_CLIENTS="${repo_root}/examples/auth/clients.dev.json" \
+        exec dotnet PhrFhir.Server.dll --urls "${base_url}" "--Storage:DataDirectory=${data_dir}" "--Auth:SigningKeyFile=${work_dir}/signing-key.pem") \
         >"${server_log}" 2>&1 </dev/null &
     server_pid=$!
 
@@ -153,6 +154,8 @@ if [ "${#collections[@]}" -gt 0 ]; then
             echo "test.sh: newman run ${collection}"
             if ! npx newman run "${collection}" \
                 --env-var "baseUrl=${base_url}" \
+                --env-var "clientId=dev-operator" \
+                --env-var "clientSecret=dev-operator-secret-change-me" \
                 --reporters cli,json \
                 --reporter-json-export "${report}"; then
                 failures=$((failures + 1))

@@ -72,6 +72,7 @@ try
 {
     var startup = await server.WaitForMetadataAsync(http, clock, TimeSpan.FromMinutes(5), ct);
     Console.WriteLine($"start-up: {startup.TotalMilliseconds:0} ms from process start to the first 200 from GET /metadata (pid {server.Pid}, port {server.Port})");
+    http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await Token.GetAsync(http, ct));
     if (!server.PidIsServer())
         Console.WriteLine($"  warning: pid {server.Pid} is not the PhrFhir.Server process; RSS and CPU figures below are not the server's");
 

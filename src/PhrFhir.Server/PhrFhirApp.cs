@@ -49,11 +49,15 @@ public static class PhrFhirApp
         builder.Services.AddSingleton(validator);
         builder.Services.AddSingleton<Validation.ProfileEnforcement>();
 
+        Security.AuthorizationServer.Add(builder);
+
         var app = builder.Build();
         ErrorHandling.Use(app);
-        app.MapGet("/healthz", () => Results.Text("ok"));
+        Security.AccessControl.Use(app);
+        app.MapGet("/healthz", () => Results.Text("ok")).AllowAnonymous();
         app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
-            await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503));
+            await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503)).AllowAnonymous();
+        Security.AuthorizationServer.Map(app, embedded: app.Configuration["Auth:Authority"] is null);
         Validation.ValidateOperation.Map(app);
         Validation.ConformanceEndpoints.Map(app);
         Mhd.GenerateMetadata.Map(app);

@@ -20,14 +20,41 @@ public sealed class ServerFixture : IAsyncLifetime
     WebApplication? _app;
     readonly string _dataDir = Path.Combine(Path.GetTempPath(), "phrfhir-tests-" + Guid.NewGuid().ToString("N")[..8]);
 
+    /// <summary>Carries a token of <see cref="OperatorClient"/> (system/*.cruds): what most tests need.</summary>
     public HttpClient Http { get; private set; } = null!;
+    /// <summary>No token at all.</summary>
+    public HttpClient Anonymous { get; private set; } = null!;
+
+    public const string OperatorClient = "test-operator";
+    public const string Secret = "test-secret-0123456789";
+    /// <summary>The private key of the "test-jwt" client (private_key_jwt); its public half is registered.</summary>
+    public System.Security.Cryptography.RSA JwtClientKey { get; } = System.Security.Cryptography.RSA.Create(2048);
     public Uri BaseUrl { get; private set; } = null!;
     public IServiceProvider Services => _app!.Services;
 
     public async System.Threading.Tasks.Task InitializeAsync()
     {
+        Directory.CreateDirectory(_dataDir);
+        var clientsFile = Path.Combine(_dataDir, "clients.json");
+        var jwk = Microsoft.IdentityModel.Tokens.JsonWebKeyConverter.ConvertFromRSASecurityKey(
+            new Microsoft.IdentityModel.Tokens.RsaSecurityKey(JwtClientKey.ExportParameters(false)) { KeyId = "test-jwt-key" });
+        await File.WriteAllTextAsync(clientsFile, System.Text.Json.JsonSerializer.Serialize(new
+        {
+            clients = new object[]
+            {
+                new { clientId = OperatorClient, clientSecret = Secret, role = "operator", scopes = "system/*.cruds" },
+                new { clientId = "test-institution-reader", clientSecret = Secret, role = "institution", scopes = "system/Patient.rs system/Observation.rs",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "1312345678" } },
+                new { clientId = "test-person", clientSecret = Secret, role = "person", scopes = "patient/*.rs",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00012345" } },
+                new { clientId = "test-jwt", role = "institution", scopes = "system/Patient.cruds",
+                      jwks = new { keys = new[] { new { kty = jwk.Kty, kid = jwk.Kid, n = jwk.N, e = jwk.E, alg = "RS384", use = "sig" } } } },
+            },
+        }));
         _app = await PhrFhirApp.BuildAsync(
         [
+            "--Auth:ClientsFile", clientsFile,
+            "--Auth:SigningKeyFile", Path.Combine(_dataDir, "signing-key.pem"),
             "--urls", "http://127.0.0.1:0",
             "--Storage:DataDirectory", Path.Combine(_dataDir, "pg"),
             "--Logging:LogLevel:Default", "Warning",
@@ -41,13 +68,36 @@ public sealed class ServerFixture : IAsyncLifetime
         await _app.StartAsync();
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         BaseUrl = new Uri(address.TrimEnd('/') + "/");
-        Http = new HttpClient { BaseAddress = BaseUrl };
-        Http.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/fhir+json"));
+        Anonymous = new HttpClient { BaseAddress = BaseUrl };
+        Anonymous.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/fhir+json"));
+        Http = await ClientAsync(OperatorClient);
+    }
+
+    /// <summary>An HttpClient carrying a fresh token of a registered client (client_credentials, HTTP Basic).</summary>
+    public async Task<HttpClient> ClientAsync(string clientId, string? scope = null)
+    {
+        var client = new HttpClient { BaseAddress = BaseUrl };
+        client.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/fhir+json"));
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await TokenAsync(clientId, scope));
+        return client;
+    }
+
+    public async Task<string> TokenAsync(string clientId, string? scope = null)
+    {
+        var form = new Dictionary<string, string> { ["grant_type"] = "client_credentials" };
+        if (scope is not null) form["scope"] = scope;
+        var request = new HttpRequestMessage(HttpMethod.Post, "auth/token") { Content = new FormUrlEncodedContent(form) };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{clientId}:{Secret}")));
+        var response = await Anonymous.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, $"token for {clientId}: {(int)response.StatusCode} {body}");
+        return System.Text.Json.JsonDocument.Parse(body).RootElement.GetProperty("access_token").GetString()!;
     }
 
     public async System.Threading.Tasks.Task DisposeAsync()
     {
         Http.Dispose();
+        Anonymous.Dispose();
         if (_app is not null)
         {
             await _app.StopAsync();

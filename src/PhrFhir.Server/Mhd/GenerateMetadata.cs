@@ -21,7 +21,7 @@ public static class GenerateMetadata
     public const string Url = "https://profiles.ihe.net/ITI/MHD/OperationDefinition/generate-metadata";
 
     public static void Map(IEndpointRouteBuilder app) =>
-        app.MapPost("/DocumentReference/$generate-metadata", HandleAsync);
+        app.MapPost("/DocumentReference/$generate-metadata", HandleAsync).WithMetadata(new Security.FhirAccess(null)); // entries checked as they are written
 
     static async Task HandleAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, IOptions<MhdOptions> options,
         Validation.ProfileEnforcement enforcement)

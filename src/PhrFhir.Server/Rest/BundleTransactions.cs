@@ -60,6 +60,7 @@ public static class BundleTransactions
         foreach (var e in entries.OrderBy(e => e.Method switch { Bundle.HTTPVerb.DELETE => 0, Bundle.HTTPVerb.POST => 1, Bundle.HTTPVerb.PUT or Bundle.HTTPVerb.PATCH => 2, _ => 3 }))
         {
             if (e.Method == Bundle.HTTPVerb.GET) await tx.FlushAsync(ctx.RequestAborted);
+            await Run(e, () => { Security.AccessControl.Demand(ctx.User, Security.AccessControl.ForMethod(e.Method, e.Id is not null), e.Type); return Task.CompletedTask; });
             await Run(e, async () => await ExecuteAsync(tx, writes, e, FhirResponse.BaseUrl(ctx.Request), ctx.RequestAborted));
         }
         await tx.CommitAsync(ctx.RequestAborted);
@@ -76,6 +77,7 @@ public static class BundleTransactions
                 await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
                 await Run(e, async () =>
                 {
+                    Security.AccessControl.Demand(ctx.User, Security.AccessControl.ForMethod(e.Method, e.Id is not null), e.Type);
                     if (e.Method == Bundle.HTTPVerb.POST) e.AssignedId = Guid.NewGuid().ToString();
                     await ExecuteAsync(tx, writes, e, FhirResponse.BaseUrl(ctx.Request), ctx.RequestAborted);
                 });

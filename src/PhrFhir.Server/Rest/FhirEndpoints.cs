@@ -5,6 +5,7 @@ using Task = System.Threading.Tasks.Task;
 using Microsoft.Extensions.Options;
 using PhrFhir.Storage;
 using PhrFhir.Storage.Search;
+using PhrFhir.Server.Security;
 
 namespace PhrFhir.Server.Rest;
 
@@ -16,23 +17,24 @@ public static class FhirEndpoints
 {
     public static void Map(IEndpointRouteBuilder app)
     {
-        app.MapGet("/metadata", (HttpContext ctx, CapabilityStatementBuilder cs) => FhirResponse.ResourceAsync(ctx, cs.Build(FhirResponse.BaseUrl(ctx.Request)), 200));
-        app.MapPost("/", BundleTransactions.HandleAsync);
-        app.MapGet("/_history", (HttpContext ctx, FhirStore store) => HistoryAsync(ctx, store, null, null));
+        app.MapGet("/metadata", (HttpContext ctx, CapabilityStatementBuilder cs) => FhirResponse.ResourceAsync(ctx, cs.Build(FhirResponse.BaseUrl(ctx.Request)), 200))
+            .AllowAnonymous(); // the CapabilityStatement is how a client learns where to get a token
+        app.MapPost("/", BundleTransactions.HandleAsync).WithMetadata(new FhirAccess(null)); // each entry is checked
+        app.MapGet("/_history", (HttpContext ctx, FhirStore store) => HistoryAsync(ctx, store, null, null)).WithMetadata(new FhirAccess(Interaction.Search, "*"));
 
-        app.MapGet("/{type}", SearchAsync);
-        app.MapPost("/{type}/_search", SearchAsync);
-        app.MapPost("/{type}", CreateAsync);
-        app.MapPut("/{type}", ConditionalUpdateAsync);
-        app.MapDelete("/{type}", ConditionalDeleteAsync);
-        app.MapGet("/{type}/_history", (HttpContext ctx, FhirStore store, string type) => HistoryAsync(ctx, store, Served(type), null));
+        app.MapGet("/{type}", SearchAsync).WithMetadata(new FhirAccess(Interaction.Search));
+        app.MapPost("/{type}/_search", SearchAsync).WithMetadata(new FhirAccess(Interaction.Search));
+        app.MapPost("/{type}", CreateAsync).WithMetadata(new FhirAccess(Interaction.Create));
+        app.MapPut("/{type}", ConditionalUpdateAsync).WithMetadata(new FhirAccess(Interaction.Update));
+        app.MapDelete("/{type}", ConditionalDeleteAsync).WithMetadata(new FhirAccess(Interaction.Delete));
+        app.MapGet("/{type}/_history", (HttpContext ctx, FhirStore store, string type) => HistoryAsync(ctx, store, Served(type), null)).WithMetadata(new FhirAccess(Interaction.Search));
 
-        app.MapGet("/{type}/{id}", ReadAsync);
-        app.MapPut("/{type}/{id}", UpdateAsync);
-        app.MapDelete("/{type}/{id}", DeleteAsync);
-        app.MapPatch("/{type}/{id}", PatchAsync);
-        app.MapGet("/{type}/{id}/_history", (HttpContext ctx, FhirStore store, string type, string id) => HistoryAsync(ctx, store, Served(type), id));
-        app.MapGet("/{type}/{id}/_history/{vid}", VReadAsync);
+        app.MapGet("/{type}/{id}", ReadAsync).WithMetadata(new FhirAccess(Interaction.Read));
+        app.MapPut("/{type}/{id}", UpdateAsync).WithMetadata(new FhirAccess(Interaction.Update));
+        app.MapDelete("/{type}/{id}", DeleteAsync).WithMetadata(new FhirAccess(Interaction.Delete));
+        app.MapPatch("/{type}/{id}", PatchAsync).WithMetadata(new FhirAccess(Interaction.Update));
+        app.MapGet("/{type}/{id}/_history", (HttpContext ctx, FhirStore store, string type, string id) => HistoryAsync(ctx, store, Served(type), id)).WithMetadata(new FhirAccess(Interaction.Read));
+        app.MapGet("/{type}/{id}/_history/{vid}", VReadAsync).WithMetadata(new FhirAccess(Interaction.Read));
     }
 
     static string Served(string type) =>

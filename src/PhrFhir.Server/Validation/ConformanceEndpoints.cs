@@ -24,10 +24,11 @@ public static class ConformanceEndpoints
     {
         foreach (var type in Types)
         {
-            app.MapGet("/" + type, (HttpContext ctx, DocumentValidator v) => SearchAsync(ctx, v, type));
-            app.MapGet("/" + type + "/{id}", (HttpContext ctx, DocumentValidator v, string id) => ReadAsync(ctx, v, type, id));
-            app.MapMethods("/" + type, ["POST", "PUT", "DELETE"], () => ReadOnly(type));
-            app.MapMethods("/" + type + "/{id}", ["PUT", "DELETE", "PATCH"], () => ReadOnly(type));
+            // Published conformance material, like /metadata: readable without a token.
+            app.MapGet("/" + type, (HttpContext ctx, DocumentValidator v) => SearchAsync(ctx, v, type)).AllowAnonymous();
+            app.MapGet("/" + type + "/{id}", (HttpContext ctx, DocumentValidator v, string id) => ReadAsync(ctx, v, type, id)).AllowAnonymous();
+            app.MapMethods("/" + type, ["POST", "PUT", "DELETE"], () => ReadOnly(type)).AllowAnonymous();
+            app.MapMethods("/" + type + "/{id}", ["PUT", "DELETE", "PATCH"], () => ReadOnly(type)).AllowAnonymous();
         }
     }
 

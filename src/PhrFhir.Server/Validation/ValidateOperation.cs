@@ -4,6 +4,7 @@ using Hl7.Fhir.Serialization;
 using Microsoft.Extensions.Options;
 using PhrFhir.Server.Rest;
 using PhrFhir.Storage;
+using PhrFhir.Server.Security;
 using PhrFhir.Validation;
 using Task = System.Threading.Tasks.Task;
 
@@ -19,10 +20,11 @@ public static class ValidateOperation
 {
     public static void Map(IEndpointRouteBuilder app)
     {
-        app.MapPost("/$validate", (HttpContext ctx, DocumentValidator v, IOptions<ServerLimits> l) => PostAsync(ctx, v, l.Value, null));
-        app.MapPost("/{type}/$validate", (HttpContext ctx, DocumentValidator v, IOptions<ServerLimits> l, string type) => PostAsync(ctx, v, l.Value, type));
-        app.MapPost("/{type}/{id}/$validate", (HttpContext ctx, DocumentValidator v, IOptions<ServerLimits> l, string type) => PostAsync(ctx, v, l.Value, type));
-        app.MapGet("/{type}/{id}/$validate", StoredAsync);
+        // Validating a posted resource touches no stored data: any authenticated client may.
+        app.MapPost("/$validate", (HttpContext ctx, DocumentValidator v, IOptions<ServerLimits> l) => PostAsync(ctx, v, l.Value, null)).WithMetadata(new FhirAccess(null));
+        app.MapPost("/{type}/$validate", (HttpContext ctx, DocumentValidator v, IOptions<ServerLimits> l, string type) => PostAsync(ctx, v, l.Value, type)).WithMetadata(new FhirAccess(null));
+        app.MapPost("/{type}/{id}/$validate", (HttpContext ctx, DocumentValidator v, IOptions<ServerLimits> l, string type) => PostAsync(ctx, v, l.Value, type)).WithMetadata(new FhirAccess(null));
+        app.MapGet("/{type}/{id}/$validate", StoredAsync).WithMetadata(new FhirAccess(Interaction.Read));
     }
 
     static async Task PostAsync(HttpContext ctx, DocumentValidator validator, ServerLimits limits, string? type)

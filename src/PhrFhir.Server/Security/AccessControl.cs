@@ -1,0 +1,80 @@
+using System.Net;
+using System.Security.Claims;
+using Hl7.Fhir.Model;
+using Microsoft.AspNetCore.Authorization;
+using PhrFhir.Server.Rest;
+using PhrFhir.Storage;
+using Task = System.Threading.Tasks.Task;
+
+namespace PhrFhir.Server.Security;
+
+/// <summary>
+/// What an endpoint does, declared where it is mapped: the interaction and the resource type (null:
+/// the route's {type}). A null interaction means "any authenticated client; the handler checks each
+/// resource it touches" (transaction Bundles, $validate of a posted resource).
+/// </summary>
+public sealed record FhirAccess(Interaction? Interaction, string? Type = null);
+
+/// <summary>
+/// Every request is authorised here, after routing and before its endpoint runs: an endpoint that is
+/// neither anonymous nor declares its <see cref="FhirAccess"/> is refused (fail closed). A request
+/// without a valid token gets 401; a token whose scopes or role do not cover the interaction gets 403,
+/// each with an OperationOutcome that names what was missing and nothing else.
+/// </summary>
+public static class AccessControl
+{
+    public static void Use(WebApplication app)
+    {
+        app.UseRouting();
+        app.UseAuthentication();
+        app.Use(async (ctx, next) =>
+        {
+            var endpoint = ctx.GetEndpoint();
+            // No endpoint (404) or routing's own 405 endpoint: nothing runs, the status pages answer.
+            if (endpoint is null || endpoint.Metadata.GetMetadata<IAllowAnonymous>() is not null
+                || endpoint.DisplayName == "405 HTTP Method Not Supported")
+            {
+                await next(ctx);
+                return;
+            }
+            if (ctx.User.Identity?.IsAuthenticated != true)
+            {
+                ctx.Response.Headers.WWWAuthenticate = "Bearer";
+                await FhirResponse.WriteBytes(ctx, 401, FhirFormat.JsonMime, FhirFormat.Serialize(FhirResponse.Outcome(
+                    OperationOutcome.IssueSeverity.Error, OperationOutcome.IssueType.Login,
+                    "A valid bearer token is required: get one from the token_endpoint in /.well-known/smart-configuration. (アクセストークンが必要です)"), WireFormat.Json));
+                return;
+            }
+            var access = endpoint.Metadata.GetMetadata<FhirAccess>()
+                ?? throw Denied("This endpoint declares no access rule, so it is closed. (アクセス規則のないエンドポイントです)");
+            if (access.Interaction is { } interaction)
+                Demand(ctx.User, interaction, access.Type ?? ctx.GetRouteValue("type") as string ?? "*");
+            await next(ctx);
+        });
+    }
+
+    /// <summary>Refuses (403) unless the token allows this interaction on this type. Also called per Bundle entry.</summary>
+    public static void Demand(ClaimsPrincipal user, Interaction interaction, string type)
+    {
+        var scopes = SmartScopes.Parse(user.FindFirst("scope")?.Value);
+        var role = user.FindFirst(AuthorizationServer.RoleClaim)?.Value;
+        var verb = interaction.ToString().ToLowerInvariant();
+        if (!scopes.Any(s => s.Allows(interaction, type)))
+            throw Denied($"The token's scopes do not allow {verb} on {type}. (スコープが不足しています: {type} の {verb})");
+        // Until the person's consent decides (issue #7, next step), only system-level access by the PHR
+        // operator and the checkup institutions is served: patient/ and user/ scopes grant nothing yet,
+        // so no one reads another person's data.
+        if (role is not ("operator" or "institution") || !scopes.Any(s => s.Context == "system" && s.Allows(interaction, type)))
+            throw Denied($"{verb} on {type} for role '{role}' needs the person's consent rules, which this server does not apply yet: only system-level clients of operators and institutions are served. (本人同意の判定が未実装のため許可できません)");
+    }
+
+    static FhirError Denied(string message) => new(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden, message);
+
+    public static Interaction ForMethod(Bundle.HTTPVerb method, bool hasId) => method switch
+    {
+        Bundle.HTTPVerb.POST => Interaction.Create,
+        Bundle.HTTPVerb.PUT or Bundle.HTTPVerb.PATCH => Interaction.Update,
+        Bundle.HTTPVerb.DELETE => Interaction.Delete,
+        _ => hasId ? Interaction.Read : Interaction.Search,
+    };
+}
