@@ -65,17 +65,6 @@ public static class PhrFhirApp
         return app;
     }
 
-    /// <summary>The project's reference folder: `shared/ref` beside the checkout (or any folder above the working directory).</summary>
-    static string? FindSharedRef()
-    {
-        for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
-        {
-            var candidate = Path.Combine(dir.FullName, "shared", "ref");
-            if (Directory.Exists(candidate)) return candidate;
-        }
-        return null;
-    }
-
     // The IG packages whose SearchParameters the server offers, relative to the reference folder.
     static readonly string[] IgPackages =
     [
@@ -89,7 +78,7 @@ public static class PhrFhirApp
     /// </summary>
     static IEnumerable<SearchParameter> IgSearchParameters(IConfiguration config, ILogger log)
     {
-        var refDir = config["Conformance:ReferenceDirectory"] ?? FindSharedRef();
+        var refDir = config["Conformance:ReferenceDirectory"] ?? ValidationOptions.FindSharedRef(Directory.GetCurrentDirectory());
         if (refDir is null)
         {
             log.LogInformation("No reference folder (shared/ref) found: only R4 core search parameters are offered");
