@@ -50,9 +50,12 @@ public static class PhrFhirApp
         builder.Services.AddSingleton<Validation.ProfileEnforcement>();
 
         Security.AuthorizationServer.Add(builder);
+        builder.Services.AddSingleton<Audit.AuditTrail>();
+        builder.Services.AddHostedService<Audit.AuditWriter>();
 
         var app = builder.Build();
         ErrorHandling.Use(app);
+        app.Services.GetRequiredService<Audit.AuditTrail>().Use(app); // records every request, refused ones too
         Security.AccessControl.Use(app);
         app.MapGet("/healthz", () => Results.Text("ok")).AllowAnonymous();
         app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
@@ -61,6 +64,7 @@ public static class PhrFhirApp
         Validation.ValidateOperation.Map(app);
         Validation.ConformanceEndpoints.Map(app);
         Mhd.GenerateMetadata.Map(app);
+        Audit.AuditEndpoints.Map(app);
         FhirEndpoints.Map(app);
         return app;
     }

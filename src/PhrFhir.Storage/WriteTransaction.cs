@@ -84,6 +84,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// </summary>
     public void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows)
     {
+        Written.Add((doc.Id, doc.Person));
         if (previousVersion == 0) _session.Insert(doc);
         else _session.UpdateRevision(doc, doc.Version);
 
@@ -162,6 +163,11 @@ public sealed partial class WriteTransaction : IAsyncDisposable
 
     public async Task CommitAsync(CancellationToken ct)
     {
+        if (BeforeCommit is { } hook)
+        {
+            BeforeCommit = null;
+            await hook(this, ct);
+        }
         await FlushAsync(ct);
         await _tx.CommitAsync(ct);
     }

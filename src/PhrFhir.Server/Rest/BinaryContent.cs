@@ -3,6 +3,7 @@ using System.Net;
 using System.Text;
 using Hl7.Fhir.Model;
 using Microsoft.Extensions.Options;
+using PhrFhir.Server.Audit;
 using PhrFhir.Storage;
 using Task = System.Threading.Tasks.Task;
 
@@ -134,7 +135,7 @@ public static class BinaryContent
                 $"The Binary exceeds {limits.Value.MaxBinaryBytes / 1024 / 1024} MB. (バイナリが大きすぎます)");
         if (id is not null && !ResourceWrites.IdPattern().IsMatch(id))
             throw FhirError.BadRequest($"'{id}' is not a valid FHIR id.", "Binary.id");
-        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        await using var tx = await ctx.BeginAuditedWriteAsync();
         var outcome = await writes.CreateRawBinaryAsync(tx, contentType, ctx.Request.Body, id, ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: outcome.Created);

@@ -3,6 +3,7 @@ using System.Net;
 using Hl7.Fhir.Model;
 using Task = System.Threading.Tasks.Task;
 using Microsoft.Extensions.Options;
+using PhrFhir.Server.Audit;
 using PhrFhir.Storage;
 
 namespace PhrFhir.Server.Rest;
@@ -51,7 +52,7 @@ public static class BundleTransactions
         Func<WriteTransaction, IReadOnlySet<string>, Task>? beforeWrites)
     {
         var entries = bundle.Entry.Select(Parse).ToList();
-        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        await using var tx = await ctx.BeginAuditedWriteAsync();
         await AssignIdsAsync(tx, writes, entries, store, ctx.RequestAborted);
         RewriteReferences(entries, FhirResponse.BaseUrl(ctx.Request));
         if (beforeWrites is not null)
@@ -74,7 +75,7 @@ public static class BundleTransactions
         {
             try
             {
-                await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+                await using var tx = await ctx.BeginAuditedWriteAsync();
                 await Run(e, async () =>
                 {
                     Security.AccessControl.Demand(ctx.User, Security.AccessControl.ForMethod(e.Method, e.Id is not null), e.Type);

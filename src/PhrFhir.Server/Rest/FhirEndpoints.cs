@@ -3,6 +3,7 @@ using System.Net;
 using Hl7.Fhir.Model;
 using Task = System.Threading.Tasks.Task;
 using Microsoft.Extensions.Options;
+using PhrFhir.Server.Audit;
 using PhrFhir.Storage;
 using PhrFhir.Storage.Search;
 using PhrFhir.Server.Security;
@@ -91,7 +92,7 @@ public static class FhirEndpoints
             return;
         }
         var ifNoneExist = ctx.Request.Headers["If-None-Exist"].ToString();
-        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        await using var tx = await ctx.BeginAuditedWriteAsync();
         var outcome = await writes.CreateAsync(tx, resource, ifNoneExist, ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: true);
@@ -107,7 +108,7 @@ public static class FhirEndpoints
         }
         var resource = await BodyAsync(ctx, type, limits.Value);
         var ifMatch = IfMatch(ctx.Request);
-        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        await using var tx = await ctx.BeginAuditedWriteAsync();
         var outcome = await writes.UpdateAsync(tx, type, id, resource, ifMatch, ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: outcome.Created);
@@ -117,7 +118,7 @@ public static class FhirEndpoints
     {
         Served(type);
         var resource = await BodyAsync(ctx, type, limits.Value);
-        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        await using var tx = await ctx.BeginAuditedWriteAsync();
         var outcome = await writes.ConditionalUpdateAsync(tx, type, ctx.Request.QueryString.Value ?? "", resource, ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: outcome.Created);
@@ -131,7 +132,7 @@ public static class FhirEndpoints
                 "JSON Patch is not supported: send a FHIRPath Patch (a Parameters resource, R4 fhirpatch.html). (JSON Patch は未対応です)");
         if (await FhirFormat.ReadResourceAsync(ctx.Request, limits.Value, ctx.RequestAborted) is not Parameters patch)
             throw FhirError.BadRequest("A PATCH body is a FHIRPath Patch: a Parameters resource (R4 fhirpatch.html).", "resourceType");
-        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        await using var tx = await ctx.BeginAuditedWriteAsync();
         var outcome = await writes.PatchAsync(tx, type, id, patch, IfMatch(ctx.Request), ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: false);
@@ -140,7 +141,7 @@ public static class FhirEndpoints
     static async Task DeleteAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, string type, string id)
     {
         Served(type);
-        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        await using var tx = await ctx.BeginAuditedWriteAsync();
         var deleted = await writes.DeleteAsync(tx, type, id, ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         if (deleted is not null) ctx.Response.Headers.ETag = $"W/\"{deleted.Version}\"";
@@ -150,7 +151,7 @@ public static class FhirEndpoints
     static async Task ConditionalDeleteAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, string type)
     {
         Served(type);
-        await using var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        await using var tx = await ctx.BeginAuditedWriteAsync();
         await writes.ConditionalDeleteAsync(tx, type, ctx.Request.QueryString.Value ?? "", ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         ctx.Response.StatusCode = 204;

@@ -57,6 +57,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
 
     public async Task<WriteOutcome> UpdateAsync(WriteTransaction tx, string type, string id, Resource resource, int? ifMatch, CancellationToken ct)
     {
+        AppendOnly(type);
         if (resource.Id is null)
             throw FhirError.BadRequest($"The resource has no id: an update must carry id '{id}' (R4 http.html#update). (id がありません)", $"{type}.id");
         if (resource.Id != id)
@@ -89,9 +90,18 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         return await UpdateAsync(tx, type, resource.Id, resource, null, ct);
     }
 
+    /// <summary>The audit trail is append-only (ATNA): an AuditEvent is never changed or deleted.</summary>
+    static void AppendOnly(string type)
+    {
+        if (type == "AuditEvent")
+            throw new FhirError(System.Net.HttpStatusCode.MethodNotAllowed, OperationOutcome.IssueType.NotSupported,
+                "AuditEvents are append-only: they cannot be updated, patched or deleted. (監査ログは変更・削除できません)");
+    }
+
     /// <summary>FHIRPath Patch of the current version; the result is stored like an update.</summary>
     public async Task<WriteOutcome> PatchAsync(WriteTransaction tx, string type, string id, Parameters patch, int? ifMatch, CancellationToken ct)
     {
+        AppendOnly(type);
         var current = await tx.ReadAsync(type, id, ct);
         if (current is null || current.Deleted)
             throw FhirError.NotFound($"{type}/{id} is not known: there is nothing to patch. (リソースがありません)");
@@ -105,6 +115,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
     /// <summary>Soft delete: a new version marked deleted; the index rows go, history keeps everything.</summary>
     public async Task<StoredResource?> DeleteAsync(WriteTransaction tx, string type, string id, CancellationToken ct)
     {
+        AppendOnly(type);
         var current = await tx.ReadAsync(type, id, ct);
         if (current is null || current.Deleted) return null; // deleting nothing is still a success (R4 http.html#delete)
         var doc = new ResourceDocument

@@ -1,0 +1,115 @@
+using System.Net;
+using Hl7.Fhir.Model;
+using Microsoft.Extensions.DependencyInjection;
+using PhrFhir.Storage;
+
+namespace PhrFhir.Server.Tests.Security;
+
+/// <summary>Every access leaves an AuditEvent; the trail is append-only and tamper-evident.</summary>
+[Collection("server")]
+public sealed class AuditTests(ServerFixture server)
+{
+    readonly HttpClient _http = server.Http;
+
+    async Task<Bundle> AuditsAsync(string query) =>
+        await Fhir.ExpectAsync<Bundle>(await _http.GetAsync("AuditEvent?" + query + "&_count=50"), HttpStatusCode.OK);
+
+    /// <summary>Reads are audited asynchronously (a batch every ~200 ms): wait a little for them.</summary>
+    async Task<Bundle> EventuallyAsync(string query)
+    {
+        for (var i = 0; i < 50; i++)
+        {
+            var found = await AuditsAsync(query);
+            if (found.Total > 0) return found;
+            await System.Threading.Tasks.Task.Delay(100);
+        }
+        return await AuditsAsync(query);
+    }
+
+    async Task<Patient> PatientAsync() => await Fhir.ExpectAsync<Patient>(
+        await _http.PostAsync("Patient", Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("監査") }] })), HttpStatusCode.Created);
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_write_is_audited_in_its_own_transaction()
+    {
+        var patient = await PatientAsync();
+        // No waiting: the AuditEvent committed with the Patient.
+        var audits = await AuditsAsync($"entity=Patient/{patient.Id}&action=C");
+        var audit = (AuditEvent)Assert.Single(audits.Entry).Resource;
+        Assert.Equal(AuditEvent.AuditEventOutcome.N0, audit.Outcome);
+        Assert.Equal("create", audit.Subtype.Single().Code);
+        Assert.Equal(ServerFixture.OperatorClient, audit.Agent.First(a => a.Requestor == true).Who.Identifier.Value);
+        Assert.Equal(TimeSpan.Zero, audit.Recorded!.Value.Offset); // UTC
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_read_and_a_refused_request_are_audited()
+    {
+        var patient = await PatientAsync();
+        await _http.GetAsync($"Patient/{patient.Id}");
+        var read = await EventuallyAsync($"entity=Patient/{patient.Id}&action=R");
+        Assert.Equal("read", ((AuditEvent)read.Entry[0].Resource).Subtype.Single().Code);
+
+        using var reader = await server.ClientAsync("test-institution-reader");
+        Assert.Equal(HttpStatusCode.Forbidden, (await reader.DeleteAsync($"Patient/{patient.Id}")).StatusCode);
+        var refused = await EventuallyAsync($"entity=Patient/{patient.Id}&action=D");
+        var audit = (AuditEvent)refused.Entry[0].Resource;
+        Assert.Equal(AuditEvent.AuditEventOutcome.N4, audit.Outcome);
+        Assert.Equal("test-institution-reader", audit.Agent.First(a => a.Requestor == true).Who.Identifier.Value);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_login_is_audited_without_the_secret()
+    {
+        await server.TokenAsync("test-institution-reader");
+        var logins = await EventuallyAsync("type=http://dicom.nema.org/resources/ontology/DCM|110114");
+        Assert.NotEqual(0, logins.Total);
+        var json = await (await _http.GetAsync("AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM|110114&_count=50")).Content.ReadAsStringAsync();
+        Assert.Contains("test-institution-reader", json);
+        Assert.DoesNotContain(ServerFixture.Secret, json);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task AuditEvents_cannot_be_changed_or_deleted()
+    {
+        var patient = await PatientAsync();
+        var audit = (AuditEvent)(await AuditsAsync($"entity=Patient/{patient.Id}&action=C")).Entry[0].Resource;
+        await Fhir.ExpectAsync<OperationOutcome>(await _http.DeleteAsync($"AuditEvent/{audit.Id}"), HttpStatusCode.MethodNotAllowed);
+        audit.OutcomeDesc = "changed";
+        await Fhir.ExpectAsync<OperationOutcome>(await _http.PutAsync($"AuditEvent/{audit.Id}", Fhir.Json(audit)), HttpStatusCode.MethodNotAllowed);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task Tampering_with_a_stored_AuditEvent_is_found_at_that_row()
+    {
+        var patient = await PatientAsync();
+        var audit = (AuditEvent)(await AuditsAsync($"entity=Patient/{patient.Id}&action=C")).Entry[0].Resource;
+        var intact = await Fhir.ExpectAsync<OperationOutcome>(await _http.GetAsync("AuditEvent/$verify-chain"), HttpStatusCode.OK);
+        Assert.Equal(OperationOutcome.IssueSeverity.Information, intact.Issue[0].Severity);
+
+        // Someone with database access rewrites who did it.
+        var store = server.Services.GetRequiredService<FhirStore>();
+        await using (var cmd = store.DataSource.CreateCommand(
+            "update fhir.mt_doc_resourcedocument set data = jsonb_set(data, '{json}', to_jsonb(replace(data->>'json', $2, 'someone-else'))) where id = $1"))
+        {
+            cmd.Parameters.Add(new() { Value = "AuditEvent/" + audit.Id });
+            cmd.Parameters.Add(new() { Value = ServerFixture.OperatorClient });
+            Assert.Equal(1, await cmd.ExecuteNonQueryAsync());
+        }
+        try
+        {
+            var broken = await Fhir.ExpectAsync<OperationOutcome>(await _http.GetAsync("AuditEvent/$verify-chain"), HttpStatusCode.OK);
+            Assert.Equal(OperationOutcome.IssueSeverity.Error, broken.Issue[0].Severity);
+            Assert.Equal("AuditEvent/" + audit.Id, broken.Issue[0].Expression.Single());
+        }
+        finally
+        {
+            // Put it back, so the shared trail stays verifiable for the other tests.
+            await using var undo = store.DataSource.CreateCommand(
+                "update fhir.mt_doc_resourcedocument set data = jsonb_set(data, '{json}', to_jsonb(replace(data->>'json', 'someone-else', $2))) where id = $1");
+            undo.Parameters.Add(new() { Value = "AuditEvent/" + audit.Id });
+            undo.Parameters.Add(new() { Value = ServerFixture.OperatorClient });
+            await undo.ExecuteNonQueryAsync();
+        }
+    }
+}
