@@ -26,6 +26,9 @@ public static class GenerateMetadata
     static async Task HandleAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, IOptions<MhdOptions> options,
         Validation.ProfileEnforcement enforcement)
     {
+        // What the operation will write, authorised before anything (the patient lookup included) is read.
+        foreach (var type in (string[])["DocumentReference", "List", "Binary"])
+            Security.AccessControl.Demand(ctx.User, Security.Interaction.Create, type);
         var body = await FhirFormat.ReadResourceAsync(ctx.Request, limits.Value, ctx.RequestAborted);
         var input = body is Parameters p
             ? p.Parameter.FirstOrDefault(x => x.Name == "document")?.Resource
