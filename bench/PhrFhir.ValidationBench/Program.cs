@@ -1,5 +1,6 @@
 // Validation benchmark (issue 6): cold start, warm HS037 throughput on 1 and 2 threads, latency, memory.
 // Usage: dotnet run -c Release --project bench/PhrFhir.ValidationBench [-- --seconds 20 --cache data/conformance-cache --ref ../shared/ref]
+//        [--document examples/documents/HS037-checkup-report.json]   (default: the official HS037 Sample-01)
 // Cold start is measured from process start to the first HS037 validation answered, with the
 // conformance cache already built (run once first); the first run after a package change also
 // prints the cache build time.
@@ -13,8 +14,9 @@ var seconds = Arg("--seconds", 15);
 var cache = ArgS("--cache", Path.Combine(RepoRoot(), "data", "conformance-cache"));
 var reference = ArgS("--ref", ValidationOptions.FindSharedRef(Directory.GetCurrentDirectory()) ?? "");
 using var loggerFactory = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning));
-var sample = Path.Combine(reference, "jp-documents/echeckup/package/Bundle-Bundle-eCheckupReport-Sample-01.json");
-if (!File.Exists(sample)) { Console.Error.WriteLine($"HS037 sample not found under {reference}: pass --ref"); return 2; }
+var sample = ArgS("--document", Path.Combine(reference, "jp-documents/echeckup/package/Bundle-Bundle-eCheckupReport-Sample-01.json"));
+if (!File.Exists(sample)) { Console.Error.WriteLine($"HS037 document not found: {sample} (pass --ref or --document)"); return 2; }
+Console.WriteLine($"document: {sample}");
 
 var processStart = Process.GetCurrentProcess().StartTime.ToUniversalTime();
 var created = Stopwatch.StartNew();

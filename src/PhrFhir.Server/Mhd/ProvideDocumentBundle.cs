@@ -55,7 +55,15 @@ public static class ProvideDocumentBundle
         var enforcement = ctx.RequestServices.GetRequiredService<Validation.ProfileEnforcement>();
         // The whole submission against its declared ProvideBundle profile: the profile slices the entries
         // by their own MHD profiles (SubmissionSet uniqueId, Comprehensive metadata, …).
-        if (Declares(bundle)) await enforcement.CheckAsync(bundle, "Bundle", ctx.RequestAborted);
+        if (Declares(bundle))
+        {
+            await enforcement.CheckAsync(bundle, "Bundle", ctx.RequestAborted);
+            // The ProvideBundle profile's slices validated the MHD metadata (SubmissionSet, Folders,
+            // DocumentReferences) against their MHD profiles; documents (Bundles, Binaries) still get their own.
+            foreach (var entry in bundle.Entry)
+                if (entry.Resource is List or DocumentReference && entry.Resource.Meta?.Profile?.All(p => p?.StartsWith(Profiles, StringComparison.Ordinal) == true) != false)
+                    Validation.ProfileEnforcement.MarkValidated(entry.Resource);
+        }
         if (!documentsValidated)
             await CheckFhirDocumentsAsync(bundle, enforcement, ctx.RequestAborted);
         var response = await BundleTransactions.TransactionAsync(ctx, bundle, store, writes,

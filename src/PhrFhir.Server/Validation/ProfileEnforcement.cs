@@ -15,8 +15,14 @@ namespace PhrFhir.Server.Validation;
 /// </summary>
 public sealed class ProfileEnforcement(DocumentValidator validator, ILogger<ProfileEnforcement> log)
 {
+    // Resources already validated as part of an enclosing Bundle's profile (ITI-65 entries): not again.
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Resource, object> Validated = new();
+
+    public static void MarkValidated(Resource resource) => Validated.AddOrUpdate(resource, true);
+
     public async Task CheckAsync(Resource resource, string where, CancellationToken ct)
     {
+        if (Validated.TryGetValue(resource, out _)) return;
         if (validator.FamilyFor(resource).Id == DocumentFamilies.Core.Id) return;
         var policy = validator.PolicyFor(resource);
         if (policy == ProfilePolicy.Off) return;
