@@ -17,7 +17,7 @@ public sealed partial class WriteTransaction
     /// </summary>
     public void AppendAudit(ResourceDocument doc, Search.IndexRows rows)
     {
-        Write(doc, 0, "POST", rows);
+        Write(doc, 0, "POST", rows, history: false);
         Add("insert into fhir.audit_chain (rkey, person, content_hash) values ($1, $2, $3)",
             doc.Id, (object?)doc.Person ?? DBNull.Value, SHA256.HashData(Encoding.UTF8.GetBytes(doc.Json)));
     }

@@ -128,7 +128,9 @@ public sealed partial class FhirStore : IAsyncDisposable
     public async Task<StoredResource?> ReadVersionAsync(string type, string id, int version, CancellationToken ct)
     {
         await using var cmd = DataSource.CreateCommand(
-            "select resource_type, rkey, version, last_updated, deleted, json from fhir.resource_history where rkey = $1 and version = $2");
+            "select resource_type, rkey, version, last_updated, deleted, json from fhir.resource_history where rkey = $1 and version = $2 " +
+            // AuditEvents keep no history copy (append-only, one version): their document is that version.
+            $"union all select {DocColumns} from {Docs} d where d.id = $1 and d.mt_version = $2 and d.resource_type = 'AuditEvent' limit 1");
         cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
         cmd.Parameters.Add(new() { Value = version });
         return (await ReadAll(cmd, ct)).FirstOrDefault();

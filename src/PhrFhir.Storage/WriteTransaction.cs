@@ -82,13 +82,21 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// Queues a new version. <paramref name="previousVersion"/> is the version this write replaces
     /// (0 for a create): Marten refuses the write at commit if another writer got there first.
     /// </summary>
-    public void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows)
+    public void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows) =>
+        Write(doc, previousVersion, method, rows, history: true);
+
+    /// <summary>
+    /// <paramref name="history"/> false is for resources that only ever have one version (AuditEvents,
+    /// append-only): their current document is their history, so no copy is written.
+    /// </summary>
+    internal void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows, bool history)
     {
         Written.Add((doc.Id, doc.Person));
         if (previousVersion == 0) _session.Insert(doc);
         else _session.UpdateRevision(doc, doc.Version);
 
-        Add("insert into fhir.resource_history (rkey, version, resource_type, person, last_updated, deleted, method, json) values ($1,$2,$3,$4,$5,$6,$7,$8)",
+        if (history)
+            Add("insert into fhir.resource_history (rkey, version, resource_type, person, last_updated, deleted, method, json) values ($1,$2,$3,$4,$5,$6,$7,$8)",
             doc.Id, doc.Version, doc.ResourceType, (object?)doc.Person ?? DBNull.Value, doc.LastUpdated, doc.Deleted, method, doc.Json);
 
         if (previousVersion != 0)

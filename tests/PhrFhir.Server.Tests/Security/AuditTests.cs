@@ -40,6 +40,8 @@ public sealed class AuditTests(ServerFixture server)
         Assert.Equal("create", audit.Subtype.Single().Code);
         Assert.Equal(ServerFixture.OperatorClient, audit.Agent.First(a => a.Requestor == true).Who.Identifier.Value);
         Assert.Equal(TimeSpan.Zero, audit.Recorded!.Value.Offset); // UTC
+        // One version only, and it can be read as that version.
+        await Fhir.ExpectAsync<AuditEvent>(await _http.GetAsync($"AuditEvent/{audit.Id}/_history/1"), HttpStatusCode.OK);
     }
 
     [Fact]
