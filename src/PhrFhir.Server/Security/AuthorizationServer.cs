@@ -84,6 +84,13 @@ public static class AuthorizationServer
                 // SMART Backend Services fixes the client assertion's typ header to "JWT"; OpenIddict 7 accepts
                 // only the newer "client-authentication+jwt" (draft-ietf-oauth-rfc7523bis, openiddict-core#2473).
                 // Accept both, so SMART-conformant institutions can authenticate; every other check stays.
+                // Clients are registered in the background so the server listens sooner; a token request
+                // that arrives before that has finished waits for it.
+                o.AddEventHandler<OpenIddictServerEvents.ProcessRequestContext>(h => h
+                    .UseInlineHandler(async context =>
+                        await context.Transaction.GetHttpRequest()!.HttpContext.RequestServices.GetRequiredService<ClientSeeding>().Completed)
+                    .SetOrder(int.MinValue)
+                    .SetType(OpenIddictServerHandlerType.Custom));
                 o.AddEventHandler<OpenIddictServerEvents.ValidateTokenContext>(h => h
                     .UseInlineHandler(context =>
                     {
@@ -116,7 +123,8 @@ public static class AuthorizationServer
                     .EnableTokenEndpointPassthrough()
                     .DisableTransportSecurityRequirement(); // the embedded default listens on loopback HTTP; put TLS in front otherwise
             });
-        builder.Services.AddHostedService<ClientSeeding>();
+        builder.Services.AddSingleton<ClientSeeding>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ClientSeeding>());
     }
 
     /// <summary>The embedded server's RSA key, created once (by the runtime's RSA, PEM in a 0600 file) and reused so tokens survive restarts.</summary>
@@ -187,9 +195,31 @@ public static class AuthorizationServer
         [OpenIddictServerAspNetCoreDefaults.AuthenticationScheme]);
 
     /// <summary>Registers every PHRFHIR_CLIENTS client with OpenIddict at start (secret hashed by OpenIddict, or its JWKS).</summary>
-    sealed class ClientSeeding(IServiceProvider services, ClientRegistry clients) : IHostedService
+    sealed class ClientSeeding(IServiceProvider services, ClientRegistry clients, ILogger<ClientSeeding> log) : IHostedService
     {
-        public async Task StartAsync(CancellationToken ct)
+        readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task Completed => _done.Task;
+
+        public Task StartAsync(CancellationToken ct)
+        {
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await SeedAsync(CancellationToken.None);
+                    _done.TrySetResult();
+                }
+                catch (Exception e)
+                {
+                    log.LogError(e, "Registering the clients of PHRFHIR_CLIENTS failed: no token can be issued");
+                    _done.TrySetException(e);
+                }
+            }, CancellationToken.None);
+            return Task.CompletedTask;
+        }
+
+        async Task SeedAsync(CancellationToken ct)
         {
             await using var scope = services.CreateAsyncScope();
             var manager = scope.ServiceProvider.GetRequiredService<IOpenIddictApplicationManager>();
