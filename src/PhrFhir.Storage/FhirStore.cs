@@ -17,7 +17,7 @@ public sealed partial class FhirStore : IAsyncDisposable
 {
     public const string Schema = "fhir";
     const string Docs = "fhir.mt_doc_resourcedocument";
-    const string DocColumns = "d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json'";
+    internal const string DocColumns = "d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json', d.person";
 
     public NpgsqlDataSource DataSource { get; }
     public DocumentStore Marten { get; }
@@ -128,7 +128,7 @@ public sealed partial class FhirStore : IAsyncDisposable
     public async Task<StoredResource?> ReadVersionAsync(string type, string id, int version, CancellationToken ct)
     {
         await using var cmd = DataSource.CreateCommand(
-            "select resource_type, rkey, version, last_updated, deleted, json from fhir.resource_history where rkey = $1 and version = $2 " +
+            "select resource_type, rkey, version, last_updated, deleted, json, person from fhir.resource_history where rkey = $1 and version = $2 " +
             // AuditEvents keep no history copy (append-only, one version): their document is that version.
             $"union all select {DocColumns} from {Docs} d where d.id = $1 and d.mt_version = $2 and d.resource_type = 'AuditEvent' limit 1");
         cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
@@ -138,10 +138,11 @@ public sealed partial class FhirStore : IAsyncDisposable
 
     /// <summary>History newest first: of one resource, of a type, or of everything (type and id null).</summary>
     public async Task<(List<StoredResource> Page, int Total)> HistoryAsync(
-        string? type, string? id, DateTimeOffset? since, int count, int offset, CancellationToken ct)
+        string? type, string? id, DateTimeOffset? since, int count, int offset, CancellationToken ct, string? person = null)
     {
         var where = new List<string>();
         var args = new List<object>();
+        if (person is not null) { args.Add(person); where.Add($"person = ${args.Count}"); }
         if (id is not null) { args.Add(ResourceDocument.Key(type!, id)); where.Add($"rkey = ${args.Count}"); }
         else if (type is not null) { args.Add(type); where.Add($"resource_type = ${args.Count}"); }
         if (since is { } s) { args.Add(s.ToUniversalTime()); where.Add($"last_updated >= ${args.Count}"); }
@@ -152,7 +153,7 @@ public sealed partial class FhirStore : IAsyncDisposable
         var total = Convert.ToInt32(await countCmd.ExecuteScalarAsync(ct));
 
         await using var cmd = DataSource.CreateCommand(
-            $"select resource_type, rkey, version, last_updated, deleted, json from fhir.resource_history{filter} order by last_updated desc, rkey, version desc limit {count} offset {offset}");
+            $"select resource_type, rkey, version, last_updated, deleted, json, person from fhir.resource_history{filter} order by last_updated desc, rkey, version desc limit {count} offset {offset}");
         foreach (var a in args) cmd.Parameters.Add(new() { Value = a });
         return (await ReadAll(cmd, ct), total);
     }
@@ -183,7 +184,7 @@ public sealed partial class FhirStore : IAsyncDisposable
             while (await reader.ReadAsync(ct))
             {
                 page.Add(Read(reader));
-                counted = (int)reader.GetInt64(6);
+                counted = (int)reader.GetInt64(7);
             }
         }
         else if (q.Count > 0)
@@ -226,19 +227,22 @@ public sealed partial class FhirStore : IAsyncDisposable
             var sql = $"select {DocColumns} from {Docs} d where not d.deleted and d.id in " +
                       "(select target from fhir.ix_reference where rkey = any($1) and param = $2)" +
                       (inc.TargetType is null ? "" : " and d.resource_type = $3");
+            if (q.Person is not null) sql += $" and d.person = ${(inc.TargetType is null ? 3 : 4)}";
             await using var cmd = DataSource.CreateCommand(sql);
             cmd.Parameters.Add(new() { Value = inc.Iterate ? keys.Concat(found.Select(f => f.Key)).ToArray() : keys });
             cmd.Parameters.Add(new() { Value = inc.SourceType + "." + inc.ParamCode });
             if (inc.TargetType is not null) cmd.Parameters.Add(new() { Value = inc.TargetType });
+            if (q.Person is not null) cmd.Parameters.Add(new() { Value = q.Person });
             found.AddRange((await ReadAll(cmd, ct)).Where(r => seen.Add(r.Key)));
         }
         foreach (var inc in q.RevIncludes)
         {
             await using var cmd = DataSource.CreateCommand(
                 $"select {DocColumns} from {Docs} d where not d.deleted and d.id in " +
-                "(select rkey from fhir.ix_reference where target = any($1) and param = $2)");
+                "(select rkey from fhir.ix_reference where target = any($1) and param = $2)" + (q.Person is null ? "" : " and d.person = $3"));
             cmd.Parameters.Add(new() { Value = keys });
             cmd.Parameters.Add(new() { Value = inc.SourceType + "." + inc.ParamCode });
+            if (q.Person is not null) cmd.Parameters.Add(new() { Value = q.Person });
             found.AddRange((await ReadAll(cmd, ct)).Where(r => seen.Add(r.Key)));
         }
         return found;
@@ -263,7 +267,7 @@ public sealed partial class FhirStore : IAsyncDisposable
         var type = reader.GetString(0);
         var key = reader.GetString(1);
         return new StoredResource(type, key[(type.Length + 1)..], reader.GetInt32(2),
-            reader.GetFieldValue<DateTimeOffset>(3), reader.GetBoolean(4), reader.GetString(5));
+            reader.GetFieldValue<DateTimeOffset>(3), reader.GetBoolean(4), reader.GetString(5), reader.IsDBNull(6) ? null : reader.GetString(6));
     }
 
     public async ValueTask DisposeAsync()

@@ -25,7 +25,7 @@ public sealed class ResourceDocument : IRevisioned
 }
 
 /// <summary>A stored version as reads return it.</summary>
-public sealed record StoredResource(string Type, string Id, int Version, DateTimeOffset LastUpdated, bool Deleted, string Json)
+public sealed record StoredResource(string Type, string Id, int Version, DateTimeOffset LastUpdated, bool Deleted, string Json, string? Person = null)
 {
     public string Key => Type + "/" + Id;
 }

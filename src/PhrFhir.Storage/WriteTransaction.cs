@@ -61,7 +61,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     {
         await FlushAsync(ct);
         await using var cmd = new NpgsqlCommand(
-            "select d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json' from fhir.mt_doc_resourcedocument d where d.id = $1",
+            $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d where d.id = $1",
             _conn, _tx);
         cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
         return (await FhirStore.ReadAll(cmd, ct)).FirstOrDefault();
@@ -72,7 +72,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     {
         await FlushAsync(ct);
         await using var cmd = new NpgsqlCommand(
-            $"select d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json' from fhir.mt_doc_resourcedocument d " +
+            $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d " +
             $"where d.resource_type = $1 and not d.deleted{q.WhereSql} order by d.id limit {limit}", _conn, _tx);
         FhirStore.Bind(cmd, q);
         return await FhirStore.ReadAll(cmd, ct);

@@ -52,6 +52,11 @@ public static class ProvideDocumentBundle
     {
         var options = ctx.RequestServices.GetRequiredService<IOptions<MhdOptions>>().Value;
         var submission = CheckShape(bundle);
+        // A document's bytes belong to the document's patient (PersonCompartment reads securityContext).
+        foreach (var (_, doc) in submission.Documents)
+            foreach (var content in doc.Content)
+                if (bundle.Entry.FirstOrDefault(e => e.FullUrl == content.Attachment?.Url)?.Resource is Binary { SecurityContext: null } binary && doc.Subject?.Reference is { } subject)
+                    binary.SecurityContext = new ResourceReference(subject);
         var enforcement = ctx.RequestServices.GetRequiredService<Validation.ProfileEnforcement>();
         // The whole submission against its declared ProvideBundle profile: the profile slices the entries
         // by their own MHD profiles (SubmissionSet uniqueId, Comprehensive metadata, …).

@@ -54,7 +54,7 @@ public static class BundleTransactions
         var entries = bundle.Entry.Select(Parse).ToList();
         // Every entry is authorised before anything is read: a refused client learns nothing from the registry.
         foreach (var e in entries)
-            await Run(e, () => { Security.AccessControl.Demand(ctx.User, Security.AccessControl.ForMethod(e.Method, e.Id is not null), e.Type); return Task.CompletedTask; });
+            await Run(e, () => { Security.AccessControl.Demand(ctx.User, Security.AccessControl.ForMethod(e.Method, e.Id is not null), e.Type, inBundle: true); return Task.CompletedTask; });
         await using var tx = await ctx.BeginAuditedWriteAsync();
         await AssignIdsAsync(tx, writes, entries, store, ctx.RequestAborted);
         RewriteReferences(entries, FhirResponse.BaseUrl(ctx.Request));
@@ -80,7 +80,7 @@ public static class BundleTransactions
                 await using var tx = await ctx.BeginAuditedWriteAsync();
                 await Run(e, async () =>
                 {
-                    Security.AccessControl.Demand(ctx.User, Security.AccessControl.ForMethod(e.Method, e.Id is not null), e.Type);
+                    Security.AccessControl.Demand(ctx.User, Security.AccessControl.ForMethod(e.Method, e.Id is not null), e.Type, inBundle: true);
                     if (e.Method == Bundle.HTTPVerb.POST) e.AssignedId = Guid.NewGuid().ToString();
                     await ExecuteAsync(tx, writes, e, FhirResponse.BaseUrl(ctx.Request), ctx.RequestAborted);
                 });

@@ -53,19 +53,28 @@ public static class AccessControl
         });
     }
 
-    /// <summary>Refuses (403) unless the token allows this interaction on this type. Also called per Bundle entry.</summary>
-    public static void Demand(ClaimsPrincipal user, Interaction interaction, string type)
+    /// <summary>
+    /// Refuses (403) unless the token allows this interaction on this type. Also called per Bundle entry
+    /// (<paramref name="inBundle"/>): a person's token does not reach inside Bundles, whose entries are not
+    /// confined to a compartment.
+    /// </summary>
+    public static void Demand(ClaimsPrincipal user, Interaction interaction, string type, bool inBundle = false)
     {
         var scopes = SmartScopes.Parse(user.FindFirst("scope")?.Value);
         var role = user.FindFirst(AuthorizationServer.RoleClaim)?.Value;
         var verb = interaction.ToString().ToLowerInvariant();
         if (!scopes.Any(s => s.Allows(interaction, type)))
             throw Denied($"The token's scopes do not allow {verb} on {type}. (スコープが不足しています: {type} の {verb})");
-        // Until the person's consent decides (issue #7, next step), only system-level access by the PHR
-        // operator and the checkup institutions is served: patient/ and user/ scopes grant nothing yet,
-        // so no one reads another person's data.
-        if (role is not ("operator" or "institution") || !scopes.Any(s => s.Context == "system" && s.Allows(interaction, type)))
-            throw Denied($"{verb} on {type} for role '{role}' needs the person's consent rules, which this server does not apply yet: only system-level clients of operators and institutions are served. (本人同意の判定が未実装のため許可できません)");
+        // System-level access: the PHR operator and the checkup institutions.
+        if (role is "operator" or "institution" && scopes.Any(s => s.Context == "system" && s.Allows(interaction, type)))
+            return;
+        // The person reads and searches their own compartment (PersonCompartment confines every such request).
+        if (role == "person" && !inBundle && interaction is Interaction.Read or Interaction.Search
+            && scopes.Any(s => s.Context == "patient" && s.Allows(interaction, type)))
+            return;
+        // Physicians, employers, and the person's writes need the person's consent rules, which this
+        // server does not apply yet (issue #7): refused rather than guessed.
+        throw Denied($"{verb} on {type} for role '{role}' needs the person's consent rules, which this server does not apply yet: served today are system-level clients of operators and institutions, and the person reading their own records. (本人同意の判定が未実装のため許可できません)");
     }
 
     static FhirError Denied(string message) => new(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden, message);

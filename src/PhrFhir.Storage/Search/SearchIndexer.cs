@@ -44,6 +44,9 @@ public sealed class SearchIndexer(SearchParameters parameters)
     public static string? PersonOf(Resource resource, IndexRows rows)
     {
         if (resource is Patient) return resource.Id;
+        // A Binary (a document's bytes) belongs to whoever its securityContext names (R4 Binary).
+        if (resource is Binary { SecurityContext.Reference: { } context } && ReferenceTarget.Local(context) is { Type: "Patient" } owner)
+            return owner.Id;
         foreach (var code in (string[])[".patient", ".subject", ".beneficiary", ".individual"])
             foreach (var r in rows.References)
                 if (r.Param.EndsWith(code, StringComparison.Ordinal) && r.Target.StartsWith("Patient/", StringComparison.Ordinal))

@@ -65,6 +65,16 @@ public sealed class SearchQuery
         }
     }
 
+    /// <summary>The Patient compartment the results are confined to (the person's own data), or null.</summary>
+    public string? Person { get; private set; }
+
+    /// <summary>Confines matches (and what _include/_revinclude add) to one person's compartment.</summary>
+    public void RestrictToPerson(string person)
+    {
+        Person = person;
+        _where.Add($"d.person = ${Arg(person)}");
+    }
+
     // $1 is always the searched resource type; criteria arguments follow it.
     int Arg(object value)
     {

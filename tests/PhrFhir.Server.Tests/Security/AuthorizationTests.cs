@@ -119,11 +119,11 @@ public sealed class AuthorizationTests(ServerFixture server)
     }
 
     [Fact]
-    public async System.Threading.Tasks.Task A_person_token_is_refused_until_consent_rules_apply()
+    public async System.Threading.Tasks.Task A_person_token_writes_nothing_its_scopes_do_not_name()
     {
-        using var person = await server.ClientAsync("test-person");
-        var oo = await Fhir.ExpectAsync<OperationOutcome>(await person.GetAsync("Patient"), HttpStatusCode.Forbidden);
-        Assert.Contains("consent", oo.Issue[0].Diagnostics);
+        using var person = await server.ClientAsync("test-person"); // patient/*.rs
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await person.PostAsync("Patient", Fhir.Json(new Patient())), HttpStatusCode.Forbidden);
+        Assert.Equal(OperationOutcome.IssueType.Forbidden, oo.Issue[0].Code);
     }
 
     // ---- the token endpoint ---------------------------------------------------------------------

@@ -1,0 +1,41 @@
+using System.Net;
+using Hl7.Fhir.Model;
+using PhrFhir.Storage;
+using PhrFhir.Storage.Search;
+
+namespace PhrFhir.Server.Security;
+
+/// <summary>
+/// The person (本人) sees their own compartment: every resource whose `person` key is their Patient.
+/// Their token names them by identifier (phr_actor); the Patient it resolves to confines every read,
+/// search, history and _include of the request. Anything else answers 404, as if it did not exist.
+/// </summary>
+public static class PersonCompartment
+{
+    const string Key = "phrfhir.person";
+
+    /// <summary>The requesting person's Patient id, or null when the client is not a person.</summary>
+    public static async Task<string?> OfAsync(HttpContext ctx, FhirStore store)
+    {
+        if (ctx.User.FindFirst(AuthorizationServer.RoleClaim)?.Value != "person") return null;
+        if (ctx.Items[Key] is string known) return known;
+        var actor = ctx.User.FindFirst(AuthorizationServer.ActorClaim)?.Value
+            ?? throw Denied("A person's token must name the person (the client's actor identifier). (本人の識別子がありません)");
+        var query = new SearchQuery(store.SearchParameters, "Patient",
+            [new("identifier", actor), new("_count", "2")], lenient: false);
+        var found = await store.SearchAsync(query, ctx.RequestAborted);
+        if (found.Matches.Count != 1)
+            throw Denied("The person this token names is not registered here (or not uniquely): register the Patient with that identifier first. (本人の患者情報が登録されていません)");
+        ctx.Items[Key] = found.Matches[0].Id;
+        return found.Matches[0].Id;
+    }
+
+    /// <summary>Refuses, as not found, a resource outside the person's compartment.</summary>
+    public static void Check(string? person, StoredResource s)
+    {
+        if (person is not null && s.Person != person)
+            throw FhirError.NotFound($"{s.Type}/{s.Id} is not known. (リソースがありません)");
+    }
+
+    static FhirError Denied(string message) => new(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden, message);
+}

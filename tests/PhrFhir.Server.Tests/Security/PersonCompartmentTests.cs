@@ -1,0 +1,120 @@
+using System.Net;
+using Hl7.Fhir.Model;
+
+namespace PhrFhir.Server.Tests.Security;
+
+/// <summary>
+/// The person (client "test-person", patient/*.rs, actor = the identifier below) sees only their own
+/// compartment; everyone else's data answers as if it did not exist.
+/// </summary>
+[Collection("server")]
+public sealed class PersonCompartmentTests(ServerFixture server)
+{
+    const string PersonSystem = "urn:oid:1.2.392.100495.20.3.51.11312345678";
+    const string PersonValue = "00012345";
+    readonly HttpClient _http = server.Http;
+
+    async Task<Patient> ThePersonAsync()
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, "Patient")
+        {
+            Content = Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, PersonValue)], Name = [new HumanName { Family = "本人", Given = ["花子"] }] }),
+        };
+        request.Headers.TryAddWithoutValidation("If-None-Exist", $"identifier={PersonSystem}|{PersonValue}");
+        var response = await _http.SendAsync(request);
+        Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+        return await Fhir.ReadAsync<Patient>(response);
+    }
+
+    async Task<Patient> SomeoneElseAsync() => await Fhir.ExpectAsync<Patient>(await _http.PostAsync("Patient",
+        Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("他人") }] })), HttpStatusCode.Created);
+
+    async Task<Observation> ObservationAsync(Patient p, string tag) => await Fhir.ExpectAsync<Observation>(await _http.PostAsync("Observation",
+        Fhir.Json(new Observation
+        {
+            Status = ObservationStatus.Final, Code = new CodeableConcept("http://loinc.org", "8480-6", "収縮期血圧"),
+            Subject = new ResourceReference($"Patient/{p.Id}"), Value = new Quantity(142, "mm[Hg]"),
+            Meta = new Meta { Tag = [new Coding("urn:phrfhir:test", tag)] },
+        })), HttpStatusCode.Created);
+
+    [Fact]
+    public async System.Threading.Tasks.Task The_person_reads_their_own_records_and_nobody_elses()
+    {
+        var me = await ThePersonAsync();
+        var other = await SomeoneElseAsync();
+        var tag = Fhir.Unique("pc");
+        var mine = await ObservationAsync(me, tag);
+        var theirs = await ObservationAsync(other, tag);
+        using var person = await server.ClientAsync("test-person");
+
+        Assert.Equal(HttpStatusCode.OK, (await person.GetAsync($"Patient/{me.Id}")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await person.GetAsync($"Observation/{mine.Id}")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await person.GetAsync($"Observation/{mine.Id}/_history/1")).StatusCode);
+        foreach (var url in new[] { $"Patient/{other.Id}", $"Observation/{theirs.Id}", $"Observation/{theirs.Id}/_history/1", $"Observation/{theirs.Id}/_history" })
+        {
+            var response = await person.GetAsync(url);
+            Assert.True(response.StatusCode == HttpStatusCode.NotFound, $"{url}: {(int)response.StatusCode}");
+        }
+
+        var search = await Fhir.ExpectAsync<Bundle>(await person.GetAsync($"Observation?_tag=urn:phrfhir:test|{tag}"), HttpStatusCode.OK);
+        Assert.Equal(1, search.Total);
+        Assert.Equal(mine.Id, search.Entry.Single().Resource.Id);
+
+        // _revinclude and _include add nothing from outside the compartment.
+        var withRev = await Fhir.ExpectAsync<Bundle>(await person.GetAsync($"Patient?_id={me.Id},{other.Id}&_revinclude=Observation:patient"), HttpStatusCode.OK);
+        Assert.All(withRev.Entry, e => Assert.True(e.Resource.Id == me.Id || e.Resource.Id == mine.Id || e.Resource is Observation o && o.Subject.Reference == $"Patient/{me.Id}",
+            $"{e.Resource.TypeName}/{e.Resource.Id} leaked"));
+        var history = await Fhir.ExpectAsync<Bundle>(await person.GetAsync("Observation/_history?_count=1000"), HttpStatusCode.OK);
+        Assert.DoesNotContain(history.Entry, e => e.FullUrl.EndsWith($"/Observation/{theirs.Id}"));
+        Assert.Contains(history.Entry, e => e.FullUrl.EndsWith($"/Observation/{mine.Id}"));
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task The_person_cannot_write_or_use_Bundles_yet()
+    {
+        var me = await ThePersonAsync();
+        using var person = await server.ClientAsync("test-person");
+        Assert.Equal(HttpStatusCode.Forbidden, (await person.PostAsync("Observation", Fhir.Json(new Observation
+        {
+            Status = ObservationStatus.Final, Code = new CodeableConcept { Text = "x" }, Subject = new ResourceReference($"Patient/{me.Id}"),
+        }))).StatusCode);
+        var batch = new Bundle
+        {
+            Type = Bundle.BundleType.Batch,
+            Entry = [new Bundle.EntryComponent { Request = new Bundle.RequestComponent { Method = Bundle.HTTPVerb.GET, Url = $"Patient/{me.Id}" } }],
+        };
+        var response = await Fhir.ExpectAsync<Bundle>(await person.PostAsync("", Fhir.Json(batch)), HttpStatusCode.OK);
+        Assert.StartsWith("403", response.Entry[0].Response.Status);
+    }
+
+    async Task<DocumentReference> PublishAsync(Patient p, byte[] pdf) => await Fhir.ExpectAsync<DocumentReference>(await _http.PostAsync("DocumentReference",
+        Fhir.Json(new DocumentReference
+        {
+            Status = DocumentReferenceStatus.Current, Subject = new ResourceReference($"Patient/{p.Id}"),
+            MasterIdentifier = new Identifier("urn:ietf:rfc:3986", "urn:oid:2.999." + Random.Shared.NextInt64(1, long.MaxValue)),
+            Content = [new DocumentReference.ContentComponent { Attachment = new Attachment { ContentType = "application/pdf", Data = pdf } }],
+        })), HttpStatusCode.Created); // ITI-105: the bytes become a Binary of the document's patient
+
+    [Fact]
+    public async System.Threading.Tasks.Task The_person_retrieves_their_own_documents_bytes_only()
+    {
+        var me = await ThePersonAsync();
+        var other = await SomeoneElseAsync();
+        var mine = await PublishAsync(me, "%PDF 本人の健診結果"u8.ToArray());
+        var theirs = await PublishAsync(other, "%PDF 他人の健診結果"u8.ToArray());
+        using var person = await server.ClientAsync("test-person");
+
+        HttpRequestMessage Raw(string url)
+        {
+            var r = new HttpRequestMessage(HttpMethod.Get, url);
+            r.Headers.Accept.Clear();
+            r.Headers.TryAddWithoutValidation("Accept", "*/*");
+            return r;
+        }
+        var own = await person.SendAsync(Raw(mine.Content[0].Attachment.Url));
+        Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+        Assert.Equal("%PDF 本人の健診結果"u8.ToArray(), await own.Content.ReadAsByteArrayAsync());
+        Assert.Equal(HttpStatusCode.NotFound, (await person.SendAsync(Raw(theirs.Content[0].Attachment.Url))).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"DocumentReference/{theirs.Id}")).StatusCode);
+    }
+}
