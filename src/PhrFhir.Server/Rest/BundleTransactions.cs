@@ -56,7 +56,7 @@ public static class BundleTransactions
         foreach (var e in entries)
             await Run(e, () => { Security.AccessControl.Demand(ctx.User, Security.AccessControl.ForMethod(e.Method, e.Id is not null), e.Type, inBundle: true); return Task.CompletedTask; });
         await using var tx = await ctx.BeginAuditedWriteAsync();
-        await AssignIdsAsync(tx, writes, entries, store, ctx.RequestAborted);
+        await AssignIdsAsync(tx, writes, entries, ctx.RequestAborted);
         RewriteReferences(entries, FhirResponse.BaseUrl(ctx.Request));
         if (beforeWrites is not null)
             await beforeWrites(tx, entries.Where(e => e.AssignedId is not null && e.Existing is null).Select(e => e.Type + "/" + e.AssignedId).ToHashSet());
@@ -154,7 +154,7 @@ public static class BundleTransactions
         return new Entry(index, source, method, parts[0], id, query);
     }
 
-    static async Task AssignIdsAsync(WriteTransaction tx, ResourceWrites writes, List<Entry> entries, FhirStore store, CancellationToken ct)
+    static async Task AssignIdsAsync(WriteTransaction tx, ResourceWrites writes, List<Entry> entries, CancellationToken ct)
     {
         foreach (var e in entries.Where(e => e.Method == Bundle.HTTPVerb.POST))
         {

@@ -51,10 +51,7 @@ public static class FhirEndpoints
         var s = await store.ReadAsync(type, id, ctx.RequestAborted) ?? throw FhirError.NotFound($"{type}/{id} is not known. (リソースがありません)");
         PersonCompartment.Check(await PersonCompartment.OfAsync(ctx, store), s);
         if (s.Deleted)
-        {
-            FhirResponse.VersionHeaders(ctx.Response, s, false, "");
             throw new FhirError(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, $"{type}/{id} was deleted (version {s.Version}). (削除済みです)");
-        }
         FhirResponse.VersionHeaders(ctx.Response, s, false, "");
         if (ctx.Request.Headers.IfNoneMatch.ToString() is { Length: > 0 } inm && inm.Contains($"\"{s.Version}\"", StringComparison.Ordinal))
         {

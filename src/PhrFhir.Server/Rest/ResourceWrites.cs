@@ -7,7 +7,7 @@ using PhrFhir.Storage.Search;
 
 namespace PhrFhir.Server.Rest;
 
-public sealed record WriteOutcome(StoredResource Stored, bool Created, bool Unchanged = false)
+public sealed record WriteOutcome(StoredResource Stored, bool Created)
 {
     public int Status => Created ? 201 : 200;
 }
@@ -26,7 +26,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
     public async Task<WriteOutcome> CreateAsync(WriteTransaction tx, Resource resource, string? ifNoneExist, CancellationToken ct, string? assignedId = null)
     {
         if (!string.IsNullOrEmpty(ifNoneExist) && await FindConditionalAsync(tx, resource.TypeName, ifNoneExist, ct) is { } existing)
-            return new WriteOutcome(existing, Created: false, Unchanged: true);
+            return new WriteOutcome(existing, Created: false);
         resource.Id = assignedId ?? Guid.NewGuid().ToString();
         var stored = await StageAsync(tx, resource, 1, "POST", ct);
         return new WriteOutcome(stored, Created: true);

@@ -35,7 +35,8 @@ public static class ConformanceEndpoints
     static Task ReadOnly(string type) => throw new FhirError(HttpStatusCode.MethodNotAllowed, OperationOutcome.IssueType.NotSupported,
         $"{type} resources are read-only here: they come from the conformance packages the server loads. (読み取り専用です)");
 
-    static List<Resource>? _served;
+    // Built once per validator (a test process may host several servers).
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<DocumentValidator, List<Resource>> Served = new();
 
     /// <summary>
     /// Copies of the loaded resources with ids unique per type: packages reuse ids across versions
@@ -44,8 +45,7 @@ public static class ConformanceEndpoints
     /// </summary>
     static IEnumerable<Resource> OfType(DocumentValidator validator, string type)
     {
-        _served ??= Distinct(validator.ConformanceResources);
-        return _served.Where(r => r.TypeName == type);
+        return Served.GetValue(validator, v => Distinct(v.ConformanceResources)).Where(r => r.TypeName == type);
     }
 
     static List<Resource> Distinct(IEnumerable<Resource> loaded)

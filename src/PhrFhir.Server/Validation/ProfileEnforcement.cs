@@ -39,5 +39,4 @@ public sealed class ProfileEnforcement(DocumentValidator validator, ILogger<Prof
             $"{where} does not conform to its declared profile ({profiles}): {errors} error(s), listed below with paths inside that resource; nothing was stored. (宣言されたプロファイルに適合しません)", where)
         { MoreIssues = outcome.Issue };
     }
-
 }
