@@ -32,7 +32,8 @@ public sealed class PatientSearchTests(ServerFixture server)
             {
                 Meta = SearchHttp.Tag(run),
                 Name = family is null ? [] : [new HumanName { Family = family, Given = given is null ? [] : [given] }],
-                BirthDate = birth, Gender = gender,
+                BirthDate = birth,
+                Gender = gender,
             };
             var muller = P("Müller", "Hans", "1980-05-10", AdministrativeGender.Male);
             muller.Active = true;
@@ -198,7 +199,8 @@ public sealed class PeriodSearchTests(ServerFixture server)
             var labels = new SearchHttp.Labels();
             Encounter E(string? start, string? end) => new()
             {
-                Meta = SearchHttp.Tag(run), Status = Encounter.EncounterStatus.Finished,
+                Meta = SearchHttp.Tag(run),
+                Status = Encounter.EncounterStatus.Finished,
                 Class = new Coding("http://terminology.hl7.org/CodeSystem/v3-ActCode", "AMB"),
                 Period = new Period { Start = start, End = end },
             };
@@ -270,7 +272,8 @@ public sealed class QuantitySearchTests(ServerFixture server)
             var labels = new SearchHttp.Labels();
             Observation O(decimal value, string unit, string? system) => new()
             {
-                Meta = SearchHttp.Tag(run), Status = ObservationStatus.Final,
+                Meta = SearchHttp.Tag(run),
+                Status = ObservationStatus.Final,
                 Code = new CodeableConcept("http://loinc.org", "2339-0", "Glucose [Mass/volume] in Blood", "血糖値"),
                 Value = new Quantity { Value = value, Unit = unit, System = system, Code = system is null ? null : unit },
             };

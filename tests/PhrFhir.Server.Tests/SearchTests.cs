@@ -33,22 +33,28 @@ public sealed class ReferenceSearchTests(ServerFixture server)
             var meta = () => SearchHttp.Tag(run);
             var pa = await labels.CreateAsync(http, "pa", new Patient
             {
-                Meta = meta(), Name = [new HumanName { Family = "Alpha" + run }],
+                Meta = meta(),
+                Name = [new HumanName { Family = "Alpha" + run }],
                 Identifier = [new Identifier("urn:test:" + run, "A")],
             });
             var pb = await labels.CreateAsync(http, "pb", new Patient
             {
-                Meta = meta(), Name = [new HumanName { Family = "Beta" + run }],
+                Meta = meta(),
+                Name = [new HumanName { Family = "Beta" + run }],
                 Identifier = [new Identifier("urn:test:" + run, "B")],
             });
             await labels.CreateAsync(http, "pc", new Patient { Meta = meta(), Name = [new HumanName { Family = "Gamma" + run }] });
             await labels.PutAsync(http, "group", new Group
             {
-                Id = pa, Meta = meta(), Type = Group.GroupType.Person, Actual = true,
+                Id = pa,
+                Meta = meta(),
+                Type = Group.GroupType.Person,
+                Actual = true,
             });
             Observation Obs(string code, string? subject) => new()
             {
-                Meta = meta(), Status = ObservationStatus.Final,
+                Meta = meta(),
+                Status = ObservationStatus.Final,
                 Code = new CodeableConcept("http://loinc.org", code),
                 Subject = subject is null ? null : new ResourceReference(subject),
             };
@@ -58,7 +64,8 @@ public sealed class ReferenceSearchTests(ServerFixture server)
             await labels.CreateAsync(http, "ono", Obs("8480-6", null));
             DocumentReference Doc(string patient) => new()
             {
-                Meta = meta(), Status = DocumentReferenceStatus.Current,
+                Meta = meta(),
+                Status = DocumentReferenceStatus.Current,
                 Subject = new ResourceReference("Patient/" + patient),
                 Content = [new DocumentReference.ContentComponent { Attachment = new Attachment { ContentType = "text/plain", Url = "Binary/x" } }],
             };
@@ -178,8 +185,11 @@ public sealed class SortSearchTests(ServerFixture server)
             {
                 var stored = await labels.PutAsync(http, label, new Patient
                 {
-                    Id = run + label, Meta = SearchHttp.Tag(run), Name = [new HumanName { Family = family }],
-                    BirthDate = birth, Gender = gender,
+                    Id = run + label,
+                    Meta = SearchHttp.Tag(run),
+                    Name = [new HumanName { Family = family }],
+                    BirthDate = birth,
+                    Gender = gender,
                 });
                 updated[label] = stored.Meta!.LastUpdated!.Value;
                 await Task.Delay(5); // distinct milliseconds
@@ -258,7 +268,8 @@ public sealed class PagedSearchTests(ServerFixture server)
                 {
                     var p = new Patient
                     {
-                        Meta = SearchHttp.Tag(run), Name = [new HumanName { Family = Families[i % Families.Length] }],
+                        Meta = SearchHttp.Tag(run),
+                        Name = [new HumanName { Family = Families[i % Families.Length] }],
                         BirthDate = $"19{50 + i % 7}-0{1 + i % 9}",
                     };
                     var created = await Fhir.ExpectAsync<Patient>(await http.PostAsync("Patient", Fhir.Json(p)), HttpStatusCode.Created);
@@ -446,12 +457,16 @@ public sealed class SearchIndexLifecycleTests(ServerFixture server)
         var labels = new SearchHttp.Labels();
         var id = await labels.CreateAsync(server.Http, "p", new Patient
         {
-            Meta = SearchHttp.Tag(run), Name = [new HumanName { Family = "Gone" + run }],
-            Identifier = [new Identifier("urn:test:" + run, "1")], BirthDate = "1999-09-09",
+            Meta = SearchHttp.Tag(run),
+            Name = [new HumanName { Family = "Gone" + run }],
+            Identifier = [new Identifier("urn:test:" + run, "1")],
+            BirthDate = "1999-09-09",
         });
         await labels.CreateAsync(server.Http, "o", new Observation
         {
-            Meta = SearchHttp.Tag(run), Status = ObservationStatus.Final, Code = new CodeableConcept("http://loinc.org", "8480-6"),
+            Meta = SearchHttp.Tag(run),
+            Status = ObservationStatus.Final,
+            Code = new CodeableConcept("http://loinc.org", "8480-6"),
             Subject = new ResourceReference("Patient/" + id),
         });
         string[] queries =
@@ -478,13 +493,18 @@ public sealed class SearchIndexLifecycleTests(ServerFixture server)
         var labels = new SearchHttp.Labels();
         var id = await labels.CreateAsync(server.Http, "p", new Patient
         {
-            Meta = SearchHttp.Tag(run), Name = [new HumanName { Family = "Before" + run }],
-            Identifier = [new Identifier("urn:test:" + run, "old")], BirthDate = "1960-01-01",
+            Meta = SearchHttp.Tag(run),
+            Name = [new HumanName { Family = "Before" + run }],
+            Identifier = [new Identifier("urn:test:" + run, "old")],
+            BirthDate = "1960-01-01",
         });
         await labels.PutAsync(server.Http, "p", new Patient
         {
-            Id = id, Meta = SearchHttp.Tag(run), Name = [new HumanName { Family = "After" + run }],
-            Identifier = [new Identifier("urn:test:" + run, "new")], BirthDate = "1961-02-02",
+            Id = id,
+            Meta = SearchHttp.Tag(run),
+            Name = [new HumanName { Family = "After" + run }],
+            Identifier = [new Identifier("urn:test:" + run, "new")],
+            BirthDate = "1961-02-02",
         });
         var cells = new (string Query, string Expected)[]
         {

@@ -10,7 +10,8 @@ public sealed class TransactionTests(ServerFixture server)
 
     static Bundle.EntryComponent Post(Resource r, string fullUrl, string? ifNoneExist = null) => new()
     {
-        FullUrl = fullUrl, Resource = r,
+        FullUrl = fullUrl,
+        Resource = r,
         Request = new Bundle.RequestComponent { Method = Bundle.HTTPVerb.POST, Url = r.TypeName, IfNoneExist = ifNoneExist },
     };
 

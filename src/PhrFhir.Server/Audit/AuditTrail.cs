@@ -47,8 +47,12 @@ public sealed class AuditTrail(FhirStore store)
         audit.Meta = new Meta { VersionId = "1", LastUpdated = new DateTimeOffset(now.Ticks - now.Ticks % TimeSpan.TicksPerMillisecond, TimeSpan.Zero) };
         return new ResourceDocument
         {
-            Id = ResourceDocument.Key("AuditEvent", audit.Id), ResourceType = "AuditEvent", Person = person,
-            LastUpdated = audit.Meta.LastUpdated.Value, Version = 1, Json = FhirFormat.ToJson(audit),
+            Id = ResourceDocument.Key("AuditEvent", audit.Id),
+            ResourceType = "AuditEvent",
+            Person = person,
+            LastUpdated = audit.Meta.LastUpdated.Value,
+            Version = 1,
+            Json = FhirFormat.ToJson(audit),
         };
     }
 

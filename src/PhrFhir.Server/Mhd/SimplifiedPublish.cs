@@ -46,7 +46,8 @@ public static class SimplifiedPublish
         }
         bundle.Entry.Insert(0, new Bundle.EntryComponent
         {
-            FullUrl = docUrl, Resource = doc,
+            FullUrl = docUrl,
+            Resource = doc,
             Request = new Bundle.RequestComponent { Method = Bundle.HTTPVerb.POST, Url = "DocumentReference" },
         });
         bundle.Entry.Insert(0, new Bundle.EntryComponent

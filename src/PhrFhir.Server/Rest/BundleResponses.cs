@@ -60,7 +60,9 @@ public static class BundleResponses
         }
         var bundle = new Bundle
         {
-            Id = Guid.NewGuid().ToString(), Type = type, Total = total,
+            Id = Guid.NewGuid().ToString(),
+            Type = type,
+            Total = total,
             Meta = new Meta { LastUpdated = DateTimeOffset.UtcNow },
             Link = links.Select(l => new Bundle.LinkComponent { Relation = l.Rel, Url = l.Url }).ToList(),
         };

@@ -59,7 +59,9 @@ public sealed class CapabilityStatementBuilder(FhirStore store)
                 SearchRevInclude = ["*"],
                 SearchParam = parameters.Select(p => new CapabilityStatement.SearchParamComponent
                 {
-                    Name = p.Code, Definition = p.Url.Length > 0 ? p.Url : null, Type = p.Type,
+                    Name = p.Code,
+                    Definition = p.Url.Length > 0 ? p.Url : null,
+                    Type = p.Type,
                     Documentation = string.IsNullOrWhiteSpace(p.Description) ? null : p.Description,
                 }).ToList(),
             });

@@ -120,8 +120,12 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         if (current is null || current.Deleted) return null; // deleting nothing is still a success (R4 http.html#delete)
         var doc = new ResourceDocument
         {
-            Id = ResourceDocument.Key(type, id), ResourceType = type, Version = current.Version + 1,
-            LastUpdated = Now(), Deleted = true, Json = "",
+            Id = ResourceDocument.Key(type, id),
+            ResourceType = type,
+            Version = current.Version + 1,
+            LastUpdated = Now(),
+            Deleted = true,
+            Json = "",
         };
         tx.Write(doc, current.Version, "DELETE", rows: null);
         return new StoredResource(type, id, doc.Version, doc.LastUpdated, true, "");

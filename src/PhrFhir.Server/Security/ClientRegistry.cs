@@ -25,7 +25,8 @@ public sealed class ClientRegistration
     public required string Scopes { get; init; }
     public string[] GrantTypes { get; init; } = ["client_credentials"];
 
-    [JsonIgnore] public PhrRole ParsedRole => Role switch
+    [JsonIgnore]
+    public PhrRole ParsedRole => Role switch
     {
         "person" => PhrRole.Person,
         "institution" => PhrRole.Institution,

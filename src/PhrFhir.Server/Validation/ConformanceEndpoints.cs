@@ -99,11 +99,15 @@ public static class ConformanceEndpoints
         var baseUrl = FhirResponse.BaseUrl(ctx.Request);
         var bundle = new Bundle
         {
-            Id = Guid.NewGuid().ToString(), Type = Bundle.BundleType.Searchset, Total = all.Count,
+            Id = Guid.NewGuid().ToString(),
+            Type = Bundle.BundleType.Searchset,
+            Total = all.Count,
             Link = [new Bundle.LinkComponent { Relation = "self", Url = $"{baseUrl}{ctx.Request.Path}{ctx.Request.QueryString}" }],
             Entry = all.Take(count).Select(r => new Bundle.EntryComponent
             {
-                FullUrl = $"{baseUrl}/{type}/{r.Id}", Resource = r, Search = new Bundle.SearchComponent { Mode = Bundle.SearchEntryMode.Match },
+                FullUrl = $"{baseUrl}/{type}/{r.Id}",
+                Resource = r,
+                Search = new Bundle.SearchComponent { Mode = Bundle.SearchEntryMode.Match },
             }).ToList(),
         };
         await FhirResponse.ResourceAsync(ctx, bundle, 200);

@@ -76,7 +76,8 @@ public static class ValidateOperation
         if (outcome.Issue.Count == 0)
             outcome.Issue.Add(new OperationOutcome.IssueComponent
             {
-                Severity = OperationOutcome.IssueSeverity.Information, Code = OperationOutcome.IssueType.Informational,
+                Severity = OperationOutcome.IssueSeverity.Information,
+                Code = OperationOutcome.IssueType.Informational,
                 Diagnostics = "No issues: the resource conforms. (問題はありません)",
             });
         return FhirResponse.ResourceAsync(ctx, outcome, (int)HttpStatusCode.OK);

@@ -100,7 +100,9 @@ public sealed class SearchQuery
             case "_total":
                 Total = value switch
                 {
-                    "none" => TotalMode.None, "estimate" => TotalMode.Estimate, "accurate" => TotalMode.Accurate,
+                    "none" => TotalMode.None,
+                    "estimate" => TotalMode.Estimate,
+                    "accurate" => TotalMode.Accurate,
                     _ => throw FhirError.BadRequest($"_total must be none, estimate or accurate, got '{value}'.", "_total"),
                 };
                 Applied.Add(new(name, value));

@@ -65,7 +65,9 @@ public sealed class AuthorizationTests(ServerFixture server)
         using var rsa = System.Security.Cryptography.RSA.Create(2048);
         var forged = new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
         {
-            Issuer = "https://phrfhir.invalid/", Audience = "phrfhir", Expires = DateTime.UtcNow.AddMinutes(5),
+            Issuer = "https://phrfhir.invalid/",
+            Audience = "phrfhir",
+            Expires = DateTime.UtcNow.AddMinutes(5),
             Claims = new Dictionary<string, object> { ["scope"] = "system/*.cruds", ["phr_role"] = "operator", ["sub"] = "forger" },
             SigningCredentials = new SigningCredentials(new RsaSecurityKey(rsa), SecurityAlgorithms.RsaSha256),
         });
@@ -163,13 +165,16 @@ public sealed class AuthorizationTests(ServerFixture server)
         var tokenUrl = new Uri(server.BaseUrl, "auth/token").ToString();
         string Assertion(System.Security.Cryptography.RSA key) => new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
         {
-            Issuer = "test-jwt", Audience = tokenUrl, Expires = DateTime.UtcNow.AddMinutes(4),
+            Issuer = "test-jwt",
+            Audience = tokenUrl,
+            Expires = DateTime.UtcNow.AddMinutes(4),
             Claims = new Dictionary<string, object> { ["sub"] = "test-jwt", ["jti"] = Guid.NewGuid().ToString() },
             SigningCredentials = new SigningCredentials(new RsaSecurityKey(key) { KeyId = "test-jwt-key" }, SecurityAlgorithms.RsaSha384),
         });
         async Task<HttpResponseMessage> Ask(string assertion) => await server.Anonymous.PostAsync("auth/token", new FormUrlEncodedContent(new Dictionary<string, string>
         {
-            ["grant_type"] = "client_credentials", ["scope"] = "system/Patient.rs",
+            ["grant_type"] = "client_credentials",
+            ["scope"] = "system/Patient.rs",
             ["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             ["client_assertion"] = assertion,
         }));

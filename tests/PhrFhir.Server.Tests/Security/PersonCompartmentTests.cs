@@ -32,8 +32,10 @@ public sealed class PersonCompartmentTests(ServerFixture server)
     async Task<Observation> ObservationAsync(Patient p, string tag) => await Fhir.ExpectAsync<Observation>(await _http.PostAsync("Observation",
         Fhir.Json(new Observation
         {
-            Status = ObservationStatus.Final, Code = new CodeableConcept("http://loinc.org", "8480-6", "収縮期血圧"),
-            Subject = new ResourceReference($"Patient/{p.Id}"), Value = new Quantity(142, "mm[Hg]"),
+            Status = ObservationStatus.Final,
+            Code = new CodeableConcept("http://loinc.org", "8480-6", "収縮期血圧"),
+            Subject = new ResourceReference($"Patient/{p.Id}"),
+            Value = new Quantity(142, "mm[Hg]"),
             Meta = new Meta { Tag = [new Coding("urn:phrfhir:test", tag)] },
         })), HttpStatusCode.Created);
 
@@ -76,7 +78,9 @@ public sealed class PersonCompartmentTests(ServerFixture server)
         using var person = await server.ClientAsync("test-person");
         Assert.Equal(HttpStatusCode.Forbidden, (await person.PostAsync("Observation", Fhir.Json(new Observation
         {
-            Status = ObservationStatus.Final, Code = new CodeableConcept { Text = "x" }, Subject = new ResourceReference($"Patient/{me.Id}"),
+            Status = ObservationStatus.Final,
+            Code = new CodeableConcept { Text = "x" },
+            Subject = new ResourceReference($"Patient/{me.Id}"),
         }))).StatusCode);
         var batch = new Bundle
         {
@@ -90,7 +94,8 @@ public sealed class PersonCompartmentTests(ServerFixture server)
     async Task<DocumentReference> PublishAsync(Patient p, byte[] pdf) => await Fhir.ExpectAsync<DocumentReference>(await _http.PostAsync("DocumentReference",
         Fhir.Json(new DocumentReference
         {
-            Status = DocumentReferenceStatus.Current, Subject = new ResourceReference($"Patient/{p.Id}"),
+            Status = DocumentReferenceStatus.Current,
+            Subject = new ResourceReference($"Patient/{p.Id}"),
             MasterIdentifier = new Identifier("urn:ietf:rfc:3986", "urn:oid:2.999." + Random.Shared.NextInt64(1, long.MaxValue)),
             Content = [new DocumentReference.ContentComponent { Attachment = new Attachment { ContentType = "application/pdf", Data = pdf } }],
         })), HttpStatusCode.Created); // ITI-105: the bytes become a Binary of the document's patient

@@ -28,11 +28,14 @@ public sealed class RoleMatrixTests(ServerFixture server)
         var other = await Fhir.ExpectAsync<Patient>(await http.PostAsync("Patient", Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("他") }] })), HttpStatusCode.Created);
         async Task<Observation> Obs(Patient p) => await Fhir.ExpectAsync<Observation>(await http.PostAsync("Observation", Fhir.Json(new Observation
         {
-            Status = ObservationStatus.Final, Code = new CodeableConcept("http://loinc.org", "2339-0"), Subject = new ResourceReference($"Patient/{p.Id}"),
+            Status = ObservationStatus.Final,
+            Code = new CodeableConcept("http://loinc.org", "2339-0"),
+            Subject = new ResourceReference($"Patient/{p.Id}"),
         })), HttpStatusCode.Created);
         async Task<DocumentReference> Doc(Patient p) => await Fhir.ExpectAsync<DocumentReference>(await http.PostAsync("DocumentReference", Fhir.Json(new DocumentReference
         {
-            Status = DocumentReferenceStatus.Current, Subject = new ResourceReference($"Patient/{p.Id}"),
+            Status = DocumentReferenceStatus.Current,
+            Subject = new ResourceReference($"Patient/{p.Id}"),
             MasterIdentifier = new Identifier("urn:ietf:rfc:3986", "urn:oid:2.999." + Random.Shared.NextInt64(1, long.MaxValue)),
             Content = [new DocumentReference.ContentComponent { Attachment = new Attachment { ContentType = "text/plain", Data = "健診"u8.ToArray() } }],
         })), HttpStatusCode.Created);

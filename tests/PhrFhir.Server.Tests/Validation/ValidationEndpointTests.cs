@@ -99,7 +99,8 @@ public sealed class ValidationEndpointTests(ServerFixture server)
         BreakProfile(bad);
         var transaction = new JsonObject
         {
-            ["resourceType"] = "Bundle", ["type"] = "transaction",
+            ["resourceType"] = "Bundle",
+            ["type"] = "transaction",
             ["entry"] = new JsonArray(new JsonObject { ["resource"] = bad, ["request"] = new JsonObject { ["method"] = "POST", ["url"] = "Bundle" } }),
         };
         var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("", Json(transaction)), HttpStatusCode.UnprocessableEntity);
