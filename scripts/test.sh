@@ -154,8 +154,8 @@ if [ "${#collections[@]}" -gt 0 ]; then
             echo "test.sh: newman run ${collection}"
             if ! npx newman run "${collection}" \
                 --env-var "baseUrl=${base_url}" \
-                --env-var "clientId=dev-operator" \
-                --env-var "clientSecret=dev-operator-secret-change-me" \
+                --env-var "clientId=kenshin-a" \
+                --env-var "clientSecret=kenshin-a-secret-change-me" \
                 --reporters cli,json \
                 --reporter-json-export "${report}"; then
                 failures=$((failures + 1))

@@ -55,7 +55,7 @@ public sealed class ServerProcess
             psi.ArgumentList.Add(a);
         // The server must use its embedded PostgreSQL in DIR, whatever the caller's shell has set.
         psi.Environment.Remove("PHRFHIR_DB");
-        // Tokens for the load come from the development clients (client_credentials, dev-operator).
+        // Tokens for the load come from the development clients (client_credentials, kenshin-a: a checkup institution reads what it wrote).
         psi.Environment["PHRFHIR_CLIENTS"] = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../../examples/auth/clients.dev.json"));
         psi.Environment.Remove("ConnectionStrings__Fhir");
         var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start the server");

@@ -12,7 +12,7 @@ static class Token
             Content = new FormUrlEncodedContent(new Dictionary<string, string> { ["grant_type"] = "client_credentials" }),
         };
         request.Headers.Authorization = new AuthenticationHeaderValue("Basic",
-            Convert.ToBase64String(Encoding.UTF8.GetBytes("dev-operator:dev-operator-secret-change-me")));
+            Convert.ToBase64String(Encoding.UTF8.GetBytes("kenshin-a:kenshin-a-secret-change-me")));
         var response = await http.SendAsync(request, ct);
         var body = await response.Content.ReadAsStringAsync(ct);
         if (!response.IsSuccessStatusCode) throw new InvalidOperationException($"token request failed: {(int)response.StatusCode} {body}");

@@ -50,7 +50,7 @@ public sealed class ServerProcess
             psi.ArgumentList.Add(a);
         psi.Environment.Remove("PHRFHIR_DB"); // the embedded PostgreSQL, whatever the caller's shell has set
         psi.Environment.Remove("ConnectionStrings__Fhir");
-        // Tokens come from the development clients (client_credentials, dev-operator), as in bench/PhrFhir.Bench.
+        // Tokens come from the development clients (client_credentials, kenshin-a: a checkup institution reads what it wrote), as in bench/PhrFhir.Bench.
         psi.Environment["PHRFHIR_CLIENTS"] = Path.Combine(repoRoot, "examples", "auth", "clients.dev.json");
         foreach (var (name, value) in environment) psi.Environment[name] = value; // --server-env, for experiments
         var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start the server");

@@ -17,7 +17,7 @@ public sealed partial class FhirStore : IAsyncDisposable
 {
     public const string Schema = "fhir";
     const string Docs = "fhir.mt_doc_resourcedocument";
-    internal const string DocColumns = "d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json', d.person";
+    internal const string DocColumns = "d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json', d.person, d.writer";
 
     public NpgsqlDataSource DataSource { get; }
     public DocumentStore Marten { get; }
@@ -58,6 +58,7 @@ public sealed partial class FhirStore : IAsyncDisposable
             .UseNumericRevisions(true)
             .Duplicate(x => x.ResourceType, "text", NpgsqlDbType.Text, notNull: true)
             .Duplicate(x => x.Person!)
+            .Duplicate(x => x.Writer!)
             .Duplicate(x => x.LastUpdated, "timestamptz", NpgsqlDbType.TimestampTz, notNull: true)
             .Duplicate(x => x.Deleted, "boolean", NpgsqlDbType.Boolean, notNull: true);
     }
@@ -128,7 +129,7 @@ public sealed partial class FhirStore : IAsyncDisposable
     public async Task<StoredResource?> ReadVersionAsync(string type, string id, int version, CancellationToken ct)
     {
         await using var cmd = DataSource.CreateCommand(
-            "select resource_type, rkey, version, last_updated, deleted, json, person from fhir.resource_history where rkey = $1 and version = $2 " +
+            "select resource_type, rkey, version, last_updated, deleted, json, person, null from fhir.resource_history where rkey = $1 and version = $2 " +
             // AuditEvents keep no history copy (append-only, one version): their document is that version.
             $"union all select {DocColumns} from {Docs} d where d.id = $1 and d.mt_version = $2 and d.resource_type = 'AuditEvent' limit 1");
         cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
@@ -136,24 +137,69 @@ public sealed partial class FhirStore : IAsyncDisposable
         return (await ReadAll(cmd, ct)).FirstOrDefault();
     }
 
-    /// <summary>History newest first: of one resource, of a type, or of everything (type and id null).</summary>
+    /// <summary>
+    /// The local keys of the Practitioner, PractitionerRole and Organization resources an actor
+    /// identifier ("system|value") names, and of the Groups that have one of them as a member.
+    /// </summary>
+    public async Task<List<string>> ActorKeysAsync(string actor, CancellationToken ct)
+    {
+        var bar = actor.IndexOf('|');
+        await using var cmd = DataSource.CreateCommand(
+            "with me as (select rkey from fhir.ix_token where param in ('Practitioner.identifier', 'PractitionerRole.identifier', 'Organization.identifier') " +
+            "and system = $1 and code = $2) " +
+            "select rkey from me union select rkey from fhir.ix_reference where param = 'Group.member' and target in (select rkey from me)");
+        cmd.Parameters.Add(new() { Value = bar < 0 ? "" : actor[..bar] });
+        cmd.Parameters.Add(new() { Value = bar < 0 ? actor : actor[(bar + 1)..] });
+        var keys = new List<string>();
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct)) keys.Add(reader.GetString(0));
+        return keys;
+    }
+
+    /// <summary>Current, undeleted resources of one type (of one person when given), at most <paramref name="limit"/>.</summary>
+    public async Task<List<StoredResource>> CurrentOfTypeAsync(string type, string? person, int limit, CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand(
+            $"select {DocColumns} from {Docs} d where d.resource_type = $1 and not d.deleted" + (person is null ? "" : " and d.person = $2") + $" limit {limit}");
+        cmd.Parameters.Add(new() { Value = type });
+        if (person is not null) cmd.Parameters.Add(new() { Value = person });
+        return await ReadAll(cmd, ct);
+    }
+
+    /// <summary>True when the resource's current row passes the request's access filter.</summary>
+    public async Task<bool> VisibleAsync(string key, AccessFilter filter, CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand($"select exists(select 1 from {Docs} d where d.id = $1 and ({filter.Render(2)}))");
+        cmd.Parameters.Add(new() { Value = key });
+        foreach (var a in filter.Args) cmd.Parameters.Add(new() { Value = a });
+        return await cmd.ExecuteScalarAsync(ct) is true;
+    }
+
+    /// <summary>
+    /// History newest first: of one resource, of a type, or of everything (type and id null). With a
+    /// filter, only versions of resources whose current row passes it.
+    /// </summary>
     public async Task<(List<StoredResource> Page, int Total)> HistoryAsync(
-        string? type, string? id, DateTimeOffset? since, int count, int offset, CancellationToken ct, string? person = null)
+        string? type, string? id, DateTimeOffset? since, int count, int offset, CancellationToken ct, AccessFilter? filter = null)
     {
         var where = new List<string>();
         var args = new List<object>();
-        if (person is not null) { args.Add(person); where.Add($"person = ${args.Count}"); }
+        if (filter is not null)
+        {
+            where.Add($"exists(select 1 from {Docs} d where d.id = h.rkey and ({filter.Render(args.Count + 1)}))");
+            args.AddRange(filter.Args);
+        }
         if (id is not null) { args.Add(ResourceDocument.Key(type!, id)); where.Add($"rkey = ${args.Count}"); }
         else if (type is not null) { args.Add(type); where.Add($"resource_type = ${args.Count}"); }
         if (since is { } s) { args.Add(s.ToUniversalTime()); where.Add($"last_updated >= ${args.Count}"); }
-        var filter = where.Count == 0 ? "" : " where " + string.Join(" and ", where);
+        var condition = where.Count == 0 ? "" : " where " + string.Join(" and ", where);
 
-        await using var countCmd = DataSource.CreateCommand("select count(*) from fhir.resource_history" + filter);
+        await using var countCmd = DataSource.CreateCommand("select count(*) from fhir.resource_history h" + condition);
         foreach (var a in args) countCmd.Parameters.Add(new() { Value = a });
         var total = Convert.ToInt32(await countCmd.ExecuteScalarAsync(ct));
 
         await using var cmd = DataSource.CreateCommand(
-            $"select resource_type, rkey, version, last_updated, deleted, json, person from fhir.resource_history{filter} order by last_updated desc, rkey, version desc limit {count} offset {offset}");
+            $"select resource_type, rkey, version, last_updated, deleted, json, person, null from fhir.resource_history h{condition} order by last_updated desc, rkey, version desc limit {count} offset {offset}");
         foreach (var a in args) cmd.Parameters.Add(new() { Value = a });
         return (await ReadAll(cmd, ct), total);
     }
@@ -184,7 +230,7 @@ public sealed partial class FhirStore : IAsyncDisposable
             while (await reader.ReadAsync(ct))
             {
                 page.Add(Read(reader));
-                counted = (int)reader.GetInt64(7);
+                counted = (int)reader.GetInt64(8);
             }
         }
         else if (q.Count > 0)
@@ -227,22 +273,22 @@ public sealed partial class FhirStore : IAsyncDisposable
             var sql = $"select {DocColumns} from {Docs} d where not d.deleted and d.id in " +
                       "(select target from fhir.ix_reference where rkey = any($1) and param = $2)" +
                       (inc.TargetType is null ? "" : " and d.resource_type = $3");
-            if (q.Person is not null) sql += $" and d.person = ${(inc.TargetType is null ? 3 : 4)}";
+            if (q.Filter is { } f) sql += $" and ({f.Render(inc.TargetType is null ? 3 : 4)})";
             await using var cmd = DataSource.CreateCommand(sql);
             cmd.Parameters.Add(new() { Value = inc.Iterate ? keys.Concat(found.Select(f => f.Key)).ToArray() : keys });
             cmd.Parameters.Add(new() { Value = inc.SourceType + "." + inc.ParamCode });
             if (inc.TargetType is not null) cmd.Parameters.Add(new() { Value = inc.TargetType });
-            if (q.Person is not null) cmd.Parameters.Add(new() { Value = q.Person });
+            foreach (var a in q.Filter?.Args ?? []) cmd.Parameters.Add(new() { Value = a });
             found.AddRange((await ReadAll(cmd, ct)).Where(r => seen.Add(r.Key)));
         }
         foreach (var inc in q.RevIncludes)
         {
             await using var cmd = DataSource.CreateCommand(
                 $"select {DocColumns} from {Docs} d where not d.deleted and d.id in " +
-                "(select rkey from fhir.ix_reference where target = any($1) and param = $2)" + (q.Person is null ? "" : " and d.person = $3"));
+                "(select rkey from fhir.ix_reference where target = any($1) and param = $2)" + (q.Filter is { } f ? $" and ({f.Render(3)})" : ""));
             cmd.Parameters.Add(new() { Value = keys });
             cmd.Parameters.Add(new() { Value = inc.SourceType + "." + inc.ParamCode });
-            if (q.Person is not null) cmd.Parameters.Add(new() { Value = q.Person });
+            foreach (var a in q.Filter?.Args ?? []) cmd.Parameters.Add(new() { Value = a });
             found.AddRange((await ReadAll(cmd, ct)).Where(r => seen.Add(r.Key)));
         }
         return found;
@@ -267,7 +313,8 @@ public sealed partial class FhirStore : IAsyncDisposable
         var type = reader.GetString(0);
         var key = reader.GetString(1);
         return new StoredResource(type, key[(type.Length + 1)..], reader.GetInt32(2),
-            reader.GetFieldValue<DateTimeOffset>(3), reader.GetBoolean(4), reader.GetString(5), reader.IsDBNull(6) ? null : reader.GetString(6));
+            reader.GetFieldValue<DateTimeOffset>(3), reader.GetBoolean(4), reader.GetString(5), reader.IsDBNull(6) ? null : reader.GetString(6),
+            reader.IsDBNull(7) ? null : reader.GetString(7));
     }
 
     public async ValueTask DisposeAsync()

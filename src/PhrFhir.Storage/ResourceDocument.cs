@@ -15,6 +15,11 @@ public sealed class ResourceDocument : IRevisioned
     public string ResourceType { get; set; } = "";
     /// <summary>The Patient this resource belongs to (its compartment): the key to distribute by.</summary>
     public string? Person { get; set; }
+    /// <summary>
+    /// Who first wrote the resource (the writing client's actor, "system|value", or "client:{id}"); kept
+    /// across versions. Institutions read what they wrote (Security/AccessPolicy).
+    /// </summary>
+    public string? Writer { get; set; }
     public DateTimeOffset LastUpdated { get; set; }
     public bool Deleted { get; set; }
     /// <summary>Marten's numeric revision = FHIR meta.versionId.</summary>
@@ -25,7 +30,7 @@ public sealed class ResourceDocument : IRevisioned
 }
 
 /// <summary>A stored version as reads return it.</summary>
-public sealed record StoredResource(string Type, string Id, int Version, DateTimeOffset LastUpdated, bool Deleted, string Json, string? Person = null)
+public sealed record StoredResource(string Type, string Id, int Version, DateTimeOffset LastUpdated, bool Deleted, string Json, string? Person = null, string? Writer = null)
 {
     public string Key => Type + "/" + Id;
 }

@@ -44,6 +44,22 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         }
     }
 
+    /// <summary>Who writes (the requesting client's actor key): recorded on what it creates (ResourceDocument.Writer).</summary>
+    public string? Writer { get; set; }
+
+    /// <summary>
+    /// The request's write rule (Security/AccessPolicy): called with the current version (null for a
+    /// create) and the version about to be written, before anything is queued; it throws to refuse.
+    /// Every write path (REST, Bundles, MHD) goes through ResourceWrites, which calls it.
+    /// </summary>
+    public Action<StoredResource?, ResourceDocument>? Guard { get; set; }
+
+    /// <summary>
+    /// What the requester may see: conditional create/update/delete match only within it, so that
+    /// If-None-Exist never answers with (or reveals) a resource the requester could not read.
+    /// </summary>
+    public AccessFilter? ReadFilter { get; set; }
+
     /// <summary>
     /// Serialises writers that must not interleave (conditional create/update with the same criteria),
     /// until this transaction ends. Without it, 16 identical conditional creates racing each other
@@ -67,9 +83,22 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         return (await FhirStore.ReadAll(cmd, ct)).FirstOrDefault();
     }
 
+    /// <summary>True when the requester may see the resource (<see cref="ReadFilter"/>), inside this transaction.</summary>
+    public async Task<bool> VisibleAsync(string key, CancellationToken ct)
+    {
+        if (ReadFilter is not { } filter) return true;
+        await FlushAsync(ct);
+        await using var cmd = new NpgsqlCommand(
+            $"select exists(select 1 from fhir.mt_doc_resourcedocument d where d.id = $1 and ({filter.Render(2)}))", _conn, _tx);
+        cmd.Parameters.Add(new() { Value = key });
+        foreach (var a in filter.Args) cmd.Parameters.Add(new() { Value = a });
+        return await cmd.ExecuteScalarAsync(ct) is true;
+    }
+
     /// <summary>The keys a search matches, inside this transaction (conditional create/update/delete).</summary>
     public async Task<List<StoredResource>> SearchAsync(SearchQuery q, int limit, CancellationToken ct)
     {
+        if (ReadFilter is { } filter && q.Filter is null) q.Restrict(filter);
         await FlushAsync(ct);
         await using var cmd = new NpgsqlCommand(
             $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d " +

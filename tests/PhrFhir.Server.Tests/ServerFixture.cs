@@ -20,12 +20,18 @@ public sealed class ServerFixture : IAsyncLifetime
     WebApplication? _app;
     readonly string _dataDir = Path.Combine(Path.GetTempPath(), "phrfhir-tests-" + Guid.NewGuid().ToString("N")[..8]);
 
-    /// <summary>Carries a token of <see cref="OperatorClient"/> (system/*.cruds): what most tests need.</summary>
+    /// <summary>
+    /// Carries a token of <see cref="InstitutionClient"/> (a checkup institution with system/*.cruds): it
+    /// reads what it wrote, which is what most tests need.
+    /// </summary>
     public HttpClient Http { get; private set; } = null!;
+    /// <summary>Carries a token of <see cref="OperatorClient"/>: administrative resources and the audit trail.</summary>
+    public HttpClient Operator { get; private set; } = null!;
     /// <summary>No token at all.</summary>
     public HttpClient Anonymous { get; private set; } = null!;
 
     public const string OperatorClient = "test-operator";
+    public const string InstitutionClient = "test-institution";
     public const string Secret = "test-secret-0123456789";
     /// <summary>The private key of the "test-jwt" client (private_key_jwt); its public half is registered.</summary>
     public System.Security.Cryptography.RSA JwtClientKey { get; } = System.Security.Cryptography.RSA.Create(2048);
@@ -43,13 +49,17 @@ public sealed class ServerFixture : IAsyncLifetime
             clients = new object[]
             {
                 new { clientId = OperatorClient, clientSecret = Secret, role = "operator", scopes = "system/*.cruds" },
+                new { clientId = InstitutionClient, clientSecret = Secret, role = "institution", scopes = "system/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "1310000001" } },
                 new { clientId = "test-institution-reader", clientSecret = Secret, role = "institution", scopes = "system/Patient.rs system/Observation.rs",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "1312345678" } },
-                new { clientId = "test-person", clientSecret = Secret, role = "person", scopes = "patient/*.rs",
+                new { clientId = "test-institution-writer", clientSecret = Secret, role = "institution", scopes = "system/Patient.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "1310000002" } },
+                new { clientId = "test-person", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00012345" } },
                 new { clientId = "test-physician", clientSecret = Secret, role = "physician", scopes = "user/*.rs",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.41", value = "1234567" } },
-                new { clientId = "test-employer", clientSecret = Secret, role = "employer", scopes = "user/DocumentReference.rs user/Patient.rs",
+                new { clientId = "test-employer", clientSecret = Secret, role = "employer", scopes = "user/DocumentReference.rs user/Binary.rs user/Patient.rs",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "9912345678" } },
                 new { clientId = "test-jwt", role = "institution", scopes = "system/Patient.cruds",
                       jwks = new { keys = new[] { new { kty = jwk.Kty, kid = jwk.Kid, n = jwk.N, e = jwk.E, alg = "RS384", use = "sig" } } } },
@@ -74,7 +84,8 @@ public sealed class ServerFixture : IAsyncLifetime
         BaseUrl = new Uri(address.TrimEnd('/') + "/");
         Anonymous = new HttpClient { BaseAddress = BaseUrl };
         Anonymous.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/fhir+json"));
-        Http = await ClientAsync(OperatorClient);
+        Http = await ClientAsync(InstitutionClient);
+        Operator = await ClientAsync(OperatorClient);
     }
 
     /// <summary>An HttpClient carrying a fresh token of a registered client (client_credentials, HTTP Basic).</summary>
@@ -101,6 +112,7 @@ public sealed class ServerFixture : IAsyncLifetime
     public async System.Threading.Tasks.Task DisposeAsync()
     {
         Http.Dispose();
+        Operator.Dispose();
         Anonymous.Dispose();
         if (_app is not null)
         {

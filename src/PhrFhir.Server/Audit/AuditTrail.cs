@@ -138,6 +138,13 @@ public sealed class AuditTrail(FhirStore store)
                 Role = new Coding("http://terminology.hl7.org/CodeSystem/object-role", "24", "Query"),
                 Query = Encoding.UTF8.GetBytes(request.Path + request.QueryString),
             });
+        // Break-glass (Security/AccessPolicy): the purpose of use, and the reason as the requester gave it.
+        if (request.Headers[AccessPolicy.BreakGlassHeader].ToString() is { Length: > 0 } reason)
+        {
+            var btg = new CodeableConcept("http://terminology.hl7.org/CodeSystem/v3-ActReason", "BTG", "break the glass") { Text = Truncate(reason, 500) };
+            audit.PurposeOfEvent.Add(btg);
+            audit.Agent[0].PurposeOfUse.Add(btg);
+        }
         return audit;
     }
 
@@ -173,8 +180,17 @@ public sealed class AuditTrail(FhirStore store)
 public static class AuditedWrites
 {
     /// <summary>The request's write transaction; its commit stores the request's AuditEvent too.</summary>
-    public static Task<WriteTransaction> BeginAuditedWriteAsync(this HttpContext ctx) =>
-        ctx.RequestServices.GetRequiredService<AuditTrail>().BeginWriteAsync(ctx);
+    /// It carries the requester's write rule and writer key (Security/AccessPolicy) to every write.
+    public static async Task<WriteTransaction> BeginAuditedWriteAsync(this HttpContext ctx)
+    {
+        var policy = await Security.AccessPolicy.OfAsync(ctx, ctx.RequestServices.GetRequiredService<FhirStore>());
+        var filter = await policy.FilterAsync();
+        var tx = await ctx.RequestServices.GetRequiredService<AuditTrail>().BeginWriteAsync(ctx);
+        tx.Writer = policy.WriterKey;
+        tx.Guard = policy.CheckWrite;
+        tx.ReadFilter = filter;
+        return tx;
+    }
 }
 
 /// <summary>Stores queued AuditEvents in batches (one transaction each) and seals the hash chain.</summary>

@@ -49,7 +49,7 @@ public static class FhirEndpoints
     {
         Served(type);
         var s = await store.ReadAsync(type, id, ctx.RequestAborted) ?? throw FhirError.NotFound($"{type}/{id} is not known. (リソースがありません)");
-        PersonCompartment.Check(await PersonCompartment.OfAsync(ctx, store), s);
+        await (await AccessPolicy.OfAsync(ctx, store)).CheckReadAsync(s);
         if (s.Deleted)
             throw new FhirError(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, $"{type}/{id} was deleted (version {s.Version}). (削除済みです)");
         FhirResponse.VersionHeaders(ctx.Response, s, false, "");
@@ -69,7 +69,7 @@ public static class FhirEndpoints
             throw FhirError.NotFound($"{type}/{id}/_history/{vid}: '{vid}' is not a version of this server.");
         var s = await store.ReadVersionAsync(type, id, version, ctx.RequestAborted)
             ?? throw FhirError.NotFound($"{type}/{id} has no version {vid}. (その版はありません)");
-        PersonCompartment.Check(await PersonCompartment.OfAsync(ctx, store), s);
+        await (await AccessPolicy.OfAsync(ctx, store)).CheckReadAsync(s);
         FhirResponse.VersionHeaders(ctx.Response, s, false, "");
         if (s.Deleted) throw new FhirError(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, $"Version {vid} of {type}/{id} is its deletion. (削除された版です)");
         if (type == "Binary") await BinaryContent.WriteAsync(ctx, store, s);
@@ -168,7 +168,7 @@ public static class FhirEndpoints
         if (pairs.Any(p => p.Key == "_summary" && p.Value == "count"))
             pairs = [.. pairs.Where(p => p.Key is not ("_count" or "_total")), new("_count", "0"), new("_total", "accurate")];
         var query = new SearchQuery(store.SearchParameters, type, pairs, Lenient(ctx.Request));
-        if (await PersonCompartment.OfAsync(ctx, store) is { } person) query.RestrictToPerson(person);
+        if (await (await AccessPolicy.OfAsync(ctx, store)).FilterAsync() is { } filter) query.Restrict(filter);
         var result = await store.SearchAsync(query, ctx.RequestAborted);
         await BundleResponses.SearchsetAsync(ctx, query, result);
     }
@@ -182,7 +182,7 @@ public static class FhirEndpoints
         if (q["_since"].ToString() is { Length: > 0 } s)
             since = DateRange.TryParse(s, out var low, out _) ? low
                 : throw FhirError.BadRequest($"_since '{s}' is not a FHIR instant. (日時の形式が不正です)", "_since");
-        var (page, total) = await store.HistoryAsync(type, id, since, count, offset, ctx.RequestAborted, await PersonCompartment.OfAsync(ctx, store));
+        var (page, total) = await store.HistoryAsync(type, id, since, count, offset, ctx.RequestAborted, await (await AccessPolicy.OfAsync(ctx, store)).FilterAsync());
         if (id is not null && total == 0) throw FhirError.NotFound($"{type}/{id} is not known. (リソースがありません)");
         var path = id is not null ? $"{type}/{id}/_history" : type is not null ? $"{type}/_history" : "_history";
         await BundleResponses.HistoryAsync(ctx, path, page, total, offset, count);

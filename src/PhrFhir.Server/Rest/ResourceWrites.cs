@@ -28,7 +28,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         if (!string.IsNullOrEmpty(ifNoneExist) && await FindConditionalAsync(tx, resource.TypeName, ifNoneExist, ct) is { } existing)
             return new WriteOutcome(existing, Created: false);
         resource.Id = assignedId ?? Guid.NewGuid().ToString();
-        var stored = await StageAsync(tx, resource, 1, "POST", ct);
+        var stored = await StageAsync(tx, resource, null, "POST", ct);
         return new WriteOutcome(stored, Created: true);
     }
 
@@ -37,7 +37,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
     {
         var binary = new Binary { Id = id ?? Guid.NewGuid().ToString(), ContentType = contentType };
         var current = id is null ? null : await tx.ReadAsync("Binary", id, ct);
-        var stored = await StageAsync(tx, binary, (current?.Version ?? 0) + 1, id is null ? "POST" : "PUT", ct, content);
+        var stored = await StageAsync(tx, binary, current, id is null ? "POST" : "PUT", ct, content);
         return new WriteOutcome(stored, Created: current is null || current.Deleted);
     }
 
@@ -68,7 +68,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         var current = await tx.ReadAsync(type, id, ct);
         if (ifMatch is { } expected && (current is null || current.Deleted || current.Version != expected))
             throw FhirError.PreconditionFailed($"If-Match W/\"{expected}\" does not match the current version of {type}/{id}{(current is null ? " (it does not exist)" : $" (W/\"{current.Version}\")")}. (版が一致しません)");
-        var stored = await StageAsync(tx, resource, (current?.Version ?? 0) + 1, "PUT", ct);
+        var stored = await StageAsync(tx, resource, current, "PUT", ct);
         return new WriteOutcome(stored, Created: current is null || current.Deleted);
     }
 
@@ -126,7 +126,10 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
             LastUpdated = Now(),
             Deleted = true,
             Json = "",
+            Person = current.Person,
+            Writer = current.Writer,
         };
+        tx.Guard?.Invoke(current, doc);
         tx.Write(doc, current.Version, "DELETE", rows: null);
         return new StoredResource(type, id, doc.Version, doc.LastUpdated, true, "");
     }
@@ -156,33 +159,36 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
             .ToList();
 
     /// <summary>Sets id/meta, serialises and indexes one version, and queues it on the transaction.</summary>
-    async Task<StoredResource> StageAsync(WriteTransaction tx, Resource resource, int version, string method, CancellationToken ct, Stream? rawContent = null)
+    async Task<StoredResource> StageAsync(WriteTransaction tx, Resource resource, StoredResource? current, string method, CancellationToken ct, Stream? rawContent = null)
     {
+        var version = (current?.Version ?? 0) + 1;
         await enforcement.CheckAsync(resource, resource.TypeName, ct);
         var now = Now();
         resource.Meta ??= new Meta();
         resource.Meta.VersionId = version.ToString(System.Globalization.CultureInfo.InvariantCulture);
         resource.Meta.LastUpdated = now;
         var rows = store.Indexer.Extract(resource);
+        var doc = new ResourceDocument
+        {
+            Id = ResourceDocument.Key(resource.TypeName, resource.Id!),
+            ResourceType = resource.TypeName,
+            Person = SearchIndexer.PersonOf(resource, rows),
+            Writer = current is { Deleted: false } ? current.Writer : tx.Writer,
+            LastUpdated = now,
+            Version = version,
+        };
+        tx.Guard?.Invoke(current, doc); // before any bytes are streamed to storage
         if (resource is Binary binary)
         {
             // The bytes go to chunk rows, not into the JSON: reads stream them (BinaryContent).
             var content = rawContent ?? new MemoryStream(binary.Data ?? []);
             binary.Data = null;
             binary.ContentType ??= "application/octet-stream";
-            await tx.WriteBinaryAsync(resource.Id!, version, SearchIndexer.PersonOf(resource, rows), binary.ContentType, content, limits.Value.MaxBinaryBytes, ct);
+            await tx.WriteBinaryAsync(resource.Id!, version, doc.Person, binary.ContentType, content, limits.Value.MaxBinaryBytes, ct);
         }
-        var doc = new ResourceDocument
-        {
-            Id = ResourceDocument.Key(resource.TypeName, resource.Id!),
-            ResourceType = resource.TypeName,
-            Person = SearchIndexer.PersonOf(resource, rows),
-            LastUpdated = now,
-            Version = version,
-            Json = FhirFormat.ToJson(resource),
-        };
+        doc.Json = FhirFormat.ToJson(resource);
         tx.Write(doc, version - 1, method, rows);
-        return new StoredResource(doc.ResourceType, resource.Id!, version, now, false, doc.Json);
+        return new StoredResource(doc.ResourceType, resource.Id!, version, now, false, doc.Json, doc.Person, doc.Writer);
     }
 
     // Milliseconds: what meta.lastUpdated shows is exactly what PostgreSQL keeps and compares.

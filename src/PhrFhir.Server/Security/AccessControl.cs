@@ -54,27 +54,26 @@ public static class AccessControl
     }
 
     /// <summary>
-    /// Refuses (403) unless the token allows this interaction on this type. Also called per Bundle entry
-    /// (<paramref name="inBundle"/>): a person's token does not reach inside Bundles, whose entries are not
-    /// confined to a compartment.
+    /// Refuses (403) unless the token's scopes allow this interaction on this type, in the context its
+    /// role acts in: the person with patient/ scopes, everyone else with system/ (backend services) or
+    /// user/ scopes. Which rows it then sees or changes is <see cref="AccessPolicy"/>'s. Also called per
+    /// Bundle entry, before anything in the Bundle is read or written.
     /// </summary>
     public static void Demand(ClaimsPrincipal user, Interaction interaction, string type, bool inBundle = false)
     {
         var scopes = SmartScopes.Parse(user.FindFirst("scope")?.Value);
         var role = user.FindFirst(AuthorizationServer.RoleClaim)?.Value;
         var verb = interaction.ToString().ToLowerInvariant();
-        if (!scopes.Any(s => s.Allows(interaction, type)))
-            throw Denied($"The token's scopes do not allow {verb} on {type}. (スコープが不足しています: {type} の {verb})");
-        // System-level access: the PHR operator and the checkup institutions.
-        if (role is "operator" or "institution" && scopes.Any(s => s.Context == "system" && s.Allows(interaction, type)))
-            return;
-        // The person reads and searches their own compartment (PersonCompartment confines every such request).
-        if (role == "person" && !inBundle && interaction is Interaction.Read or Interaction.Search
-            && scopes.Any(s => s.Context == "patient" && s.Allows(interaction, type)))
-            return;
-        // Physicians, employers, and the person's writes need the person's consent rules, which this
-        // server does not apply yet (issue #7): refused rather than guessed.
-        throw Denied($"{verb} on {type} for role '{role}' needs the person's consent rules, which this server does not apply yet: served today are system-level clients of operators and institutions, and the person reading their own records. (本人同意の判定が未実装のため許可できません)");
+        string[] contexts = role switch
+        {
+            "person" => ["patient"],
+            "operator" or "institution" or "physician" or "occupational-physician" or "employer" => ["system", "user"],
+            _ => [],
+        };
+        if (contexts.Length == 0)
+            throw Denied($"The token's role '{role}' is not one this server knows. (不明な役割です)");
+        if (!scopes.Any(s => contexts.Contains(s.Context) && s.Allows(interaction, type)))
+            throw Denied($"The token's scopes do not allow {verb} on {type} for role '{role}' (needs {string.Join(" or ", contexts.Select(c => c + "/"))} scopes). (スコープが不足しています: {type} の {verb})");
     }
 
     static FhirError Denied(string message) => new(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden, message);

@@ -60,7 +60,7 @@ public static class ValidateOperation
         CheckMode(ctx.Request.Query["mode"].FirstOrDefault());
         var s = await store.ReadAsync(type, id, ctx.RequestAborted);
         if (s is null || s.Deleted) throw FhirError.NotFound($"{type}/{id} is not known. (リソースがありません)");
-        PersonCompartment.Check(await PersonCompartment.OfAsync(ctx, store), s);
+        await (await AccessPolicy.OfAsync(ctx, store)).CheckReadAsync(s);
         var outcome = await validator.ValidateAsync(FhirFormat.ParseStored(s.Json), ctx.Request.Query["profile"].FirstOrDefault(), ctx.RequestAborted);
         await RespondAsync(ctx, outcome);
     }

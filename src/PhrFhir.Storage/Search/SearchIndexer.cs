@@ -7,7 +7,7 @@ namespace PhrFhir.Storage.Search;
 /// Extracts index values from a resource by evaluating each search parameter's FhirPath expression
 /// (the definition is the source of truth) and turning what it selects into rows by the element's type.
 /// </summary>
-public sealed class SearchIndexer(SearchParameters parameters)
+public sealed partial class SearchIndexer(SearchParameters parameters)
 {
     // `resolve() is Patient` in R4 expressions only needs the type of the target: give it an empty
     // resource of the type the reference names, without reading the database.
@@ -37,8 +37,17 @@ public sealed class SearchIndexer(SearchParameters parameters)
             var key = p.Key(type);
             foreach (var v in values) Add(rows, p, key, v);
         }
+        // Not a search parameter: which Binary holds a document's bytes, so that access to the
+        // document can reach its Binary (Security/AccessPolicy). Relative or our own absolute URLs.
+        if (resource is DocumentReference doc)
+            foreach (var content in doc.Content)
+                if (content.Attachment?.Url is { } url && BinaryUrl().Match(url) is { Success: true } m)
+                    rows.References.Add(new("DocumentReference._binary", "Binary/" + m.Groups[1].Value, m.Groups[1].Value));
         return rows;
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"(?:^|/)Binary/([A-Za-z0-9\-\.]{1,64})$")]
+    private static partial System.Text.RegularExpressions.Regex BinaryUrl();
 
     /// <summary>The Patient whose compartment the resource is in (the distribution key), or null.</summary>
     public static string? PersonOf(Resource resource, IndexRows rows)

@@ -65,14 +65,16 @@ public sealed class SearchQuery
         }
     }
 
-    /// <summary>The Patient compartment the results are confined to (the person's own data), or null.</summary>
-    public string? Person { get; private set; }
+    /// <summary>What the requester may see (Security/AccessPolicy), or null for everything.</summary>
+    public AccessFilter? Filter { get; private set; }
 
-    /// <summary>Confines matches (and what _include/_revinclude add) to one person's compartment.</summary>
-    public void RestrictToPerson(string person)
+    /// <summary>Confines matches, totals and what _include/_revinclude add to what the requester may see.</summary>
+    public void Restrict(AccessFilter filter)
     {
-        Person = person;
-        _where.Add($"d.person = ${Arg(person)}");
+        if (Filter is not null) throw new InvalidOperationException("A search is restricted once.");
+        Filter = filter;
+        _where.Add("(" + filter.Render(_args.Count + 2) + ")");
+        _args.AddRange(filter.Args);
     }
 
     // $1 is always the searched resource type; criteria arguments follow it.

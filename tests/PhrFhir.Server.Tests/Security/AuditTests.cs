@@ -9,7 +9,7 @@ namespace PhrFhir.Server.Tests.Security;
 [Collection("server")]
 public sealed class AuditTests(ServerFixture server)
 {
-    readonly HttpClient _http = server.Http;
+    readonly HttpClient _http = server.Operator;
 
     async Task<Bundle> AuditsAsync(string query) =>
         await Fhir.ExpectAsync<Bundle>(await _http.GetAsync("AuditEvent?" + query + "&_count=50"), HttpStatusCode.OK);

@@ -123,8 +123,8 @@ public sealed class AuthorizationTests(ServerFixture server)
     [Fact]
     public async System.Threading.Tasks.Task A_person_token_writes_nothing_its_scopes_do_not_name()
     {
-        using var person = await server.ClientAsync("test-person"); // patient/*.rs
-        var oo = await Fhir.ExpectAsync<OperationOutcome>(await person.PostAsync("Patient", Fhir.Json(new Patient())), HttpStatusCode.Forbidden);
+        using var person = await server.ClientAsync("test-person", "patient/*.rs"); // registered for cruds, asked for less
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await person.PostAsync("Patient", Fhir.Json(new Patient { Gender = AdministrativeGender.Female })), HttpStatusCode.Forbidden);
         Assert.Equal(OperationOutcome.IssueType.Forbidden, oo.Issue[0].Code);
     }
 

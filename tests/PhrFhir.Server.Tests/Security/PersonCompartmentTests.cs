@@ -4,7 +4,7 @@ using Hl7.Fhir.Model;
 namespace PhrFhir.Server.Tests.Security;
 
 /// <summary>
-/// The person (client "test-person", patient/*.rs, actor = the identifier below) sees only their own
+/// The person (client "test-person", patient/*.cruds, actor = the identifier below) sees only their own
 /// compartment; everyone else's data answers as if it did not exist.
 /// </summary>
 [Collection("server")]
@@ -72,23 +72,62 @@ public sealed class PersonCompartmentTests(ServerFixture server)
     }
 
     [Fact]
-    public async System.Threading.Tasks.Task The_person_cannot_write_or_use_Bundles_yet()
+    public async System.Threading.Tasks.Task The_person_writes_their_own_records_and_nothing_else()
     {
         var me = await ThePersonAsync();
+        var other = await SomeoneElseAsync();
         using var person = await server.ClientAsync("test-person");
-        Assert.Equal(HttpStatusCode.Forbidden, (await person.PostAsync("Observation", Fhir.Json(new Observation
+        Observation Reading(Patient p) => new()
         {
             Status = ObservationStatus.Final,
-            Code = new CodeableConcept { Text = "x" },
-            Subject = new ResourceReference($"Patient/{me.Id}"),
-        }))).StatusCode);
+            Code = new CodeableConcept("http://loinc.org", "29463-7", "体重"),
+            Subject = new ResourceReference($"Patient/{p.Id}"),
+            Value = new Quantity(61.5m, "kg"),
+        };
+        // An app pushes the person's own reading; it is theirs to read, change and delete.
+        var mine = await Fhir.ExpectAsync<Observation>(await person.PostAsync("Observation", Fhir.Json(Reading(me))), HttpStatusCode.Created);
+        mine.Value = new Quantity(61.0m, "kg");
+        Assert.Equal(HttpStatusCode.OK, (await person.PutAsync($"Observation/{mine.Id}", Fhir.Json(mine))).StatusCode);
+        // Not for someone else, not by moving their own record to someone else, not by touching someone else's.
+        var refused = await person.PostAsync("Observation", Fhir.Json(Reading(other)));
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.DoesNotContain(other.Id, await refused.Content.ReadAsStringAsync());
+        mine.Subject = new ResourceReference($"Patient/{other.Id}");
+        Assert.Equal(HttpStatusCode.Forbidden, (await person.PutAsync($"Observation/{mine.Id}", Fhir.Json(mine))).StatusCode);
+        var theirs = await ObservationAsync(other, "theirs");
+        Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"Observation/{theirs.Id}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await person.DeleteAsync($"Observation/{theirs.Id}")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync($"Observation/{theirs.Id}")).StatusCode); // still there
+
+        // A transaction of the person's own entries is one unit; one foreign entry refuses all of it.
+        Bundle Tx(params Patient[] subjects) => new()
+        {
+            Type = Bundle.BundleType.Transaction,
+            Entry = subjects.Select(p => new Bundle.EntryComponent
+            {
+                Resource = Reading(p),
+                Request = new Bundle.RequestComponent { Method = Bundle.HTTPVerb.POST, Url = "Observation" },
+            }).ToList(),
+        };
+        Assert.Equal(HttpStatusCode.OK, (await person.PostAsync("", Fhir.Json(Tx(me, me)))).StatusCode);
+        var before = await Fhir.ReadAsync<Bundle>(await _http.GetAsync($"Observation?subject=Patient/{other.Id}&_total=accurate"));
+        Assert.Equal(HttpStatusCode.Forbidden, (await person.PostAsync("", Fhir.Json(Tx(me, other)))).StatusCode);
+        var after = await Fhir.ReadAsync<Bundle>(await _http.GetAsync($"Observation?subject=Patient/{other.Id}&_total=accurate"));
+        Assert.Equal(before.Total, after.Total);
+
+        // Reads inside a batch are confined like any read.
         var batch = new Bundle
         {
             Type = Bundle.BundleType.Batch,
-            Entry = [new Bundle.EntryComponent { Request = new Bundle.RequestComponent { Method = Bundle.HTTPVerb.GET, Url = $"Patient/{me.Id}" } }],
+            Entry =
+            [
+                new Bundle.EntryComponent { Request = new Bundle.RequestComponent { Method = Bundle.HTTPVerb.GET, Url = $"Patient/{me.Id}" } },
+                new Bundle.EntryComponent { Request = new Bundle.RequestComponent { Method = Bundle.HTTPVerb.GET, Url = $"Patient/{other.Id}" } },
+            ],
         };
         var response = await Fhir.ExpectAsync<Bundle>(await person.PostAsync("", Fhir.Json(batch)), HttpStatusCode.OK);
-        Assert.StartsWith("403", response.Entry[0].Response.Status);
+        Assert.StartsWith("200", response.Entry[0].Response.Status);
+        Assert.StartsWith("404", response.Entry[1].Response.Status);
     }
 
     async Task<DocumentReference> PublishAsync(Patient p, byte[] pdf) => await Fhir.ExpectAsync<DocumentReference>(await _http.PostAsync("DocumentReference",

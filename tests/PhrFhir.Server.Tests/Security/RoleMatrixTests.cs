@@ -4,9 +4,9 @@ using Hl7.Fhir.Model;
 namespace PhrFhir.Server.Tests.Security;
 
 /// <summary>
-/// Role × interaction, one cell per row: what each kind of client may do today. The person's rows are
-/// about their own records ("own") and someone else's ("other"); physicians and employers are refused
-/// everything until the consent rules exist (issue #7) — when those land, their cells change here.
+/// Role × interaction, one cell per row: what each kind of client may do (Security/AccessPolicy). The
+/// person's rows are about their own records ("own") and someone else's ("other"); "hidden" is a 404 or
+/// an answer that shows none of it, and no answer ever contains what the client may not see.
 /// </summary>
 [Collection("server")]
 public sealed class RoleMatrixTests(ServerFixture server)
@@ -46,6 +46,8 @@ public sealed class RoleMatrixTests(ServerFixture server)
     {
         var data = new TheoryData<string, string, string, string>();
         // (client, method, path with {own}/{other}/{ownObs}/{otherObs}/{ownDoc}/{otherDoc}/{ownBin}/{otherBin}, expected: allowed | denied | hidden)
+        // Everything in the world was written by the fixture's institution; no Consent names anyone here
+        // (ConsentTests and PcfConsentTests grant and revoke).
         string[] reads =
         [
             "GET Patient/{own}", "GET Patient/{other}", "GET Observation/{otherObs}", "GET Observation/{ownObs}/_history",
@@ -55,22 +57,35 @@ public sealed class RoleMatrixTests(ServerFixture server)
         ];
         foreach (var r in reads)
         {
-            data.Add("test-operator", r.Split(' ')[0], r.Split(' ')[1], "allowed");
-            data.Add("test-physician", r.Split(' ')[0], r.Split(' ')[1], "denied");
-            data.Add("test-employer", r.Split(' ')[0], r.Split(' ')[1], "denied");
-            var person = r.Contains("{other") ? "hidden" : "allowed";
-            data.Add("test-person", r.Split(' ')[0], r.Split(' ')[1], person);
+            var (method, path) = (r.Split(' ')[0], r.Split(' ')[1]);
+            var type = path.TrimStart('{').Split('/', '?', '}')[0] switch { "ownBin" or "otherBin" => "Binary", var t => t };
+            data.Add(ServerFixture.InstitutionClient, method, path, "allowed"); // the writer reads what it wrote
+            data.Add("test-person", method, path, path.Contains("{other") ? "hidden" : "allowed");
+            // The operator administers registrations; medical content only when breaking the glass.
+            data.Add("test-operator", method, path, type == "Patient" ? "allowed" : "hidden");
+            data.Add("test-operator+btg", method, path, "allowed");
+            // Without a Consent, a physician sees nothing; the employer and the other institution neither,
+            // and their scopes stop them first where they lack the type.
+            data.Add("test-physician", method, path, "hidden");
+            data.Add("test-employer", method, path, type is "Patient" or "DocumentReference" or "Binary" ? "hidden" : "denied");
+            data.Add("test-institution-reader", method, path, type is "Patient" or "Observation" ? "hidden" : "denied");
         }
-        // The reader institution's scopes are Patient and Observation search/read only.
-        data.Add("test-institution-reader", "GET", "Observation/{otherObs}", "allowed");
-        data.Add("test-institution-reader", "GET", "DocumentReference/{otherDoc}", "denied");
-        data.Add("test-institution-reader", "GET", "{otherBin}", "denied");
-        foreach (var client in new[] { "test-person", "test-physician", "test-employer", "test-institution-reader" })
+        // Writes: a new Observation of the person ("own"), alone or in a transaction; deleting someone's.
+        foreach (var write in new[] { "POST Observation", "POST " })
         {
-            data.Add(client, "POST", "Observation", "denied");
-            data.Add(client, "DELETE", "Observation/{ownObs}", "denied");
-            data.Add(client, "POST", "", "denied"); // a transaction
+            var (method, path) = (write.Split(' ')[0], write.Split(' ')[1]);
+            data.Add(ServerFixture.InstitutionClient, method, path, "allowed");
+            data.Add("test-person", method, path, "allowed");
+            data.Add("test-operator", method, path, "denied"); // medical content
+            data.Add("test-operator+btg", method, path, "allowed");
+            data.Add("test-physician", method, path, "denied"); // user/*.rs
+            data.Add("test-employer", method, path, "denied");
+            data.Add("test-institution-reader", method, path, "denied");
         }
+        data.Add("test-operator", "POST", "Patient", "allowed");
+        data.Add("test-person", "DELETE", "Observation/{otherObs}", "hidden");
+        data.Add("test-physician", "DELETE", "Observation/{otherObs}", "denied");
+        data.Add("test-institution-reader", "DELETE", "Observation/{otherObs}", "denied");
         return data;
     }
 
@@ -82,11 +97,13 @@ public sealed class RoleMatrixTests(ServerFixture server)
         var url = path.Replace("{own}", w.Own.Id).Replace("{other}", w.Other.Id).Replace("{ownObs}", w.OwnObs.Id).Replace("{otherObs}", w.OtherObs.Id)
             .Replace("{ownDoc}", w.OwnDoc.Id).Replace("{otherDoc}", w.OtherDoc.Id)
             .Replace("{ownBin}", w.OwnDoc.Content[0].Attachment.Url).Replace("{otherBin}", w.OtherDoc.Content[0].Attachment.Url);
-        using var http = await server.ClientAsync(client);
+        using var http = await server.ClientAsync(client.Replace("+btg", ""));
         var request = new HttpRequestMessage(new HttpMethod(method), url);
+        if (client.EndsWith("+btg", StringComparison.Ordinal)) request.Headers.Add("X-Break-Glass", "matrix test: emergency care");
         if (method == "POST")
-            request.Content = path == ""
-                ? Fhir.Json(new Bundle { Type = Bundle.BundleType.Transaction, Entry = [new Bundle.EntryComponent { Resource = new Observation { Status = ObservationStatus.Final, Code = new CodeableConcept { Text = "x" } }, Request = new Bundle.RequestComponent { Method = Bundle.HTTPVerb.POST, Url = "Observation" } }] })
+            request.Content = path == "Patient" ? Fhir.Json(new Patient { Name = [new HumanName { Family = "登録" }] })
+                : path == ""
+                ? Fhir.Json(new Bundle { Type = Bundle.BundleType.Transaction, Entry = [new Bundle.EntryComponent { Resource = new Observation { Status = ObservationStatus.Final, Code = new CodeableConcept { Text = "x" }, Subject = new ResourceReference($"Patient/{w.Own.Id}") }, Request = new Bundle.RequestComponent { Method = Bundle.HTTPVerb.POST, Url = "Observation" } }] })
                 : Fhir.Json(new Observation { Status = ObservationStatus.Final, Code = new CodeableConcept { Text = "x" }, Subject = new ResourceReference($"Patient/{w.Own.Id}") });
         var response = await http.SendAsync(request);
         var cell = $"[{client} {method} {path}]";
@@ -94,20 +111,28 @@ public sealed class RoleMatrixTests(ServerFixture server)
         // What the answer discloses: a searchset's entries (its links only echo the request), else the whole body.
         if (body.Contains("\"searchset\"", StringComparison.Ordinal))
             body = string.Join("\n", (await Fhir.ReadAsync<Bundle>(response)).Entry.Select(e => e.FullUrl + " " + e.Resource?.TypeName + "/" + e.Resource?.Id));
+        // What each client must never be shown, whatever the cell.
+        var bin = (DocumentReference d) => d.Content[0].Attachment.Url.Split('/')[^1];
+        string[] medical = [w.OwnObs.Id, w.OtherObs.Id, w.OwnDoc.Id, w.OtherDoc.Id, bin(w.OwnDoc), bin(w.OtherDoc)];
+        var forbidden = client switch
+        {
+            "test-person" => [w.Other.Id, w.OtherObs.Id, w.OtherDoc.Id, bin(w.OtherDoc)],
+            "test-operator" => medical,
+            "test-operator+btg" or ServerFixture.InstitutionClient => [],
+            _ => [w.Own.Id, w.Other.Id, .. medical],
+        };
+        // An error answer may echo the ids the request itself named; what a success shows must not leak.
+        foreach (var id in response.IsSuccessStatusCode ? forbidden : [])
+            Assert.False(body.Contains(id, StringComparison.Ordinal), $"{cell} leaked {id}");
         switch (expected)
         {
             case "allowed":
                 Assert.True(response.IsSuccessStatusCode, $"{cell} expected allowed, got {(int)response.StatusCode}");
-                // Nothing of the other person may appear in an allowed answer to the person.
-                if (client == "test-person")
-                    foreach (var foreign in new[] { w.Other.Id, w.OtherObs.Id, w.OtherDoc.Id })
-                        Assert.False(body.Contains(foreign, StringComparison.Ordinal), $"{cell} leaked {foreign}");
                 break;
             case "hidden":
-                if (response.StatusCode == HttpStatusCode.OK)
-                    foreach (var foreign in new[] { w.Other.Id, w.OtherObs.Id, w.OtherDoc.Id })
-                        Assert.False(body.Contains(foreign, StringComparison.Ordinal), $"{cell} leaked {foreign}");
-                else Assert.True(response.StatusCode == HttpStatusCode.NotFound, $"{cell} expected 404 or an answer without the other person, got {(int)response.StatusCode}");
+                // A 200 is a search or history answer: what it shows was checked above.
+                Assert.True(response.StatusCode is HttpStatusCode.OK or HttpStatusCode.NotFound,
+                    $"{cell} expected 404 or an answer without what is hidden, got {(int)response.StatusCode}");
                 break;
             default:
                 Assert.True(response.StatusCode == HttpStatusCode.Forbidden, $"{cell} expected 403, got {(int)response.StatusCode}");
