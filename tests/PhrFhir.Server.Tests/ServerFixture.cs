@@ -27,6 +27,13 @@ public sealed class ServerFixture : IAsyncLifetime
 
     public const string OperatorClient = "test-operator";
     public const string Secret = "test-secret-0123456789";
+    public const string AppClient = "test-app";
+    public const string PortalClient = "test-portal";
+    public const string AppRedirectUri = "http://127.0.0.1:9/callback";
+    public const string PersonUsername = "test-sato";
+    public const string PersonPassword = "test-sato-password";
+    /// <summary>The test person's Patient identifier value (system urn:oid:1.2.392.100495.20.3.51.11312345678).</summary>
+    public const string PersonIdentifier = "00077777";
     /// <summary>The private key of the "test-jwt" client (private_key_jwt); its public half is registered.</summary>
     public System.Security.Cryptography.RSA JwtClientKey { get; } = System.Security.Cryptography.RSA.Create(2048);
     public Uri BaseUrl { get; private set; } = null!;
@@ -53,6 +60,16 @@ public sealed class ServerFixture : IAsyncLifetime
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "9912345678" } },
                 new { clientId = "test-jwt", role = "institution", scopes = "system/Patient.cruds",
                       jwks = new { keys = new[] { new { kty = jwk.Kty, kid = jwk.Kid, n = jwk.N, e = jwk.E, alg = "RS384", use = "sig" } } } },
+                // The person's app (public, PKCE) and a portal (confidential): authorization code flow.
+                new { clientId = AppClient, role = "person", grantTypes = new[] { "authorization_code" }, redirectUris = new[] { AppRedirectUri },
+                      scopes = "patient/*.rs openid fhirUser launch/patient offline_access" },
+                new { clientId = PortalClient, clientSecret = Secret, role = "person", grantTypes = new[] { "authorization_code" },
+                      redirectUris = new[] { "https://portal.example.org/callback" }, scopes = "patient/*.rs" },
+            },
+            persons = new[]
+            {
+                new { username = PersonUsername, passwordHash = new Microsoft.AspNetCore.Identity.PasswordHasher<object>().HashPassword(null!, PersonPassword),
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = PersonIdentifier } },
             },
         }));
         _app = await PhrFhirApp.BuildAsync(
