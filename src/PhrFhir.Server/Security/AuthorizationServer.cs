@@ -138,6 +138,26 @@ public static class AuthorizationServer
                     })
                     .SetOrder(OpenIddictServerHandlers.Protection.ValidateIdentityModelToken.Descriptor.Order + 1)
                     .SetType(OpenIddictServerHandlerType.Custom));
+                // OpenIddict 7 refuses any TLS client certificate it was not configured to authenticate with
+                // (ID2205). Our institutions pin theirs per client and bind tokens themselves
+                // (CertificateBinding, checked in IssueTokenAsync), so its own check is replaced, not weakened.
+                o.RemoveEventHandler(OpenIddictServerHandlers.ValidateClientCertificate.Descriptor);
+                o.AddEventHandler<OpenIddictServerEvents.ProcessSignInContext>(h => h
+                    .UseInlineHandler(context =>
+                    {
+                        var http = context.Transaction.GetHttpRequest()!.HttpContext;
+                        if (context.AccessTokenPrincipal is { } principal && context.Request?.IsClientCredentialsGrantType() == true
+                            && http.RequestServices.GetRequiredService<ClientRegistry>().Find(context.ClientId ?? "") is { CertificateThumbprints.Length: > 0 }
+                            && http.Connection.ClientCertificate is { } certificate)
+                        {
+                            var cnf = CertificateBinding.Confirmation(certificate);
+                            cnf.SetDestinations(Destinations.AccessToken);
+                            ((ClaimsIdentity)principal.Identity!).AddClaim(cnf);
+                        }
+                        return default;
+                    })
+                    .SetOrder(OpenIddictServerHandlers.PrepareAccessTokenPrincipal.Descriptor.Order + 1)
+                    .SetType(OpenIddictServerHandlerType.Custom));
                 o.UseAspNetCore()
                     .EnableTokenEndpointPassthrough()
                     .EnableAuthorizationEndpointPassthrough()
@@ -230,6 +250,15 @@ public static class AuthorizationServer
         if (client.Actor is { } actor) identity.SetClaim(ActorClaim, actor.System + "|" + actor.Value);
         identity.SetScopes(requested.Split(' ', StringSplitOptions.RemoveEmptyEntries));
         identity.SetResources(Audience);
+        if (client.CertificateThumbprints.Length > 0)
+        {
+            // RFC 8705: this client authenticates its node with a registered certificate, and its token is bound to it.
+            var certificate = ctx.Connection.ClientCertificate;
+            if (certificate is null || !CertificateBinding.IsRegistered(certificate, client.CertificateThumbprints))
+                return Refuse(Errors.InvalidClient, $"{client.ClientId} must present its registered client certificate over TLS.");
+            // cnf itself is added to the access token by the ProcessSignInContext handler above: OpenIddict
+            // drops a cnf claim found on the principal, as it reserves the name for its own binding.
+        }
         identity.SetDestinations(_ => [Destinations.AccessToken]);
         SetAuditUser(ctx, client.ClientId, client.ClientId, authenticated: true);
         return Results.SignIn(new ClaimsPrincipal(identity), properties: null, OpenIddictServerAspNetCoreDefaults.AuthenticationScheme);

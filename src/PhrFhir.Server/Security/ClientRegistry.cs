@@ -26,6 +26,8 @@ public sealed class ClientRegistration
     public string[] GrantTypes { get; init; } = ["client_credentials"];
     /// <summary>authorization_code clients (the person's app, portals): the exact URIs the code may be sent to.</summary>
     public string[] RedirectUris { get; init; } = [];
+    /// <summary>SHA-256 thumbprints (hex) of the client certificates this client must present over TLS (CertificateBinding).</summary>
+    public string[] CertificateThumbprints { get; init; } = [];
 
     /// <summary>A browser-based or native app signs in a person (authorization code + PKCE); without a secret it is a public client.</summary>
     [JsonIgnore]
@@ -87,6 +89,8 @@ public sealed class ClientRegistry
             }
             else if (c.ClientSecret is null && c.Jwks is null)
                 throw new InvalidOperationException($"Client '{c.ClientId}' has neither clientSecret nor jwks: it could never authenticate.");
+            if (c.CertificateThumbprints.Any(t => t.Replace(":", "").Replace(" ", "") is var hex && (hex.Length != 64 || !hex.All(char.IsAsciiHexDigit))))
+                throw new InvalidOperationException($"Client '{c.ClientId}': certificateThumbprints are SHA-256 thumbprints, 64 hex digits.");
             if (!_clients.TryAdd(c.ClientId, c)) throw new InvalidOperationException($"Client '{c.ClientId}' is registered twice.");
         }
         _persons = new(StringComparer.Ordinal);

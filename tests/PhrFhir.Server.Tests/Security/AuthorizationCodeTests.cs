@@ -319,7 +319,10 @@ public sealed partial class AuthorizationCodeTests(ServerFixture server)
         {
             Content = new FormUrlEncodedContent(new Dictionary<string, string>
             {
-                ["grant_type"] = "authorization_code", ["code"] = code, ["redirect_uri"] = portalRedirect, ["code_verifier"] = verifier,
+                ["grant_type"] = "authorization_code",
+                ["code"] = code,
+                ["redirect_uri"] = portalRedirect,
+                ["code_verifier"] = verifier,
             }),
         };
         request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{ServerFixture.PortalClient}:{ServerFixture.Secret}")));
