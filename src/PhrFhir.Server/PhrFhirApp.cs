@@ -51,6 +51,7 @@ public static class PhrFhirApp
         builder.Services.AddSingleton<Validation.ProfileEnforcement>();
 
         Security.AuthorizationServer.Add(builder);
+        Security.CertificateBinding.AddHttps(builder);
         builder.Services.AddSingleton<Audit.AuditTrail>();
         builder.Services.AddHostedService<Audit.AuditWriter>();
 
@@ -58,6 +59,7 @@ public static class PhrFhirApp
         ErrorHandling.Use(app);
         app.Services.GetRequiredService<Audit.AuditTrail>().Use(app); // records every request, refused ones too
         Security.AccessControl.Use(app);
+        Security.CertificateBinding.Use(app); // after authentication, before any endpoint: cnf-bound tokens need their certificate
         app.MapGet("/healthz", () => Results.Text("ok")).AllowAnonymous();
         app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
             await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503)).AllowAnonymous();

@@ -1,4 +1,6 @@
 using System.Net.Http.Headers;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Hl7.Fhir.Model;
 using Hl7.Fhir.Serialization;
@@ -33,14 +35,29 @@ public sealed class ServerFixture : IAsyncLifetime
     public const string OperatorClient = "test-operator";
     public const string InstitutionClient = "test-institution";
     public const string Secret = "test-secret-0123456789";
+    public const string AppClient = "test-app";
+    public const string PortalClient = "test-portal";
+    public const string AppRedirectUri = "http://127.0.0.1:9/callback";
+    public const string PersonUsername = "test-sato";
+    public const string PersonPassword = "test-sato-password";
+    /// <summary>The test person's Patient identifier value (system urn:oid:1.2.392.100495.20.3.51.11312345678).</summary>
+    public const string PersonIdentifier = "00077777";
     /// <summary>The private key of the "test-jwt" client (private_key_jwt); its public half is registered.</summary>
     public System.Security.Cryptography.RSA JwtClientKey { get; } = System.Security.Cryptography.RSA.Create(2048);
     public Uri BaseUrl { get; private set; } = null!;
     public IServiceProvider Services => _app!.Services;
 
+    /// <summary>Throw-away PKI for mutual TLS: a CA, the server's certificate (127.0.0.1), and two client certificates.</summary>
+    public TestPki Pki { get; } = new();
+    /// <summary>The server's https address (mutual TLS optional), beside the http one.</summary>
+    public Uri HttpsUrl { get; private set; } = null!;
+    public const string MtlsClient = "test-mtls";
+
     public async System.Threading.Tasks.Task InitializeAsync()
     {
         Directory.CreateDirectory(_dataDir);
+        var serverPfx = Path.Combine(_dataDir, "server.pfx");
+        await File.WriteAllBytesAsync(serverPfx, Pki.Server.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pkcs12, "pfx-password"));
         var clientsFile = Path.Combine(_dataDir, "clients.json");
         var jwk = Microsoft.IdentityModel.Tokens.JsonWebKeyConverter.ConvertFromRSASecurityKey(
             new Microsoft.IdentityModel.Tokens.RsaSecurityKey(JwtClientKey.ExportParameters(false)) { KeyId = "test-jwt-key" });
@@ -63,13 +80,28 @@ public sealed class ServerFixture : IAsyncLifetime
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "9912345678" } },
                 new { clientId = "test-jwt", role = "institution", scopes = "system/Patient.cruds",
                       jwks = new { keys = new[] { new { kty = jwk.Kty, kid = jwk.Kid, n = jwk.N, e = jwk.E, alg = "RS384", use = "sig" } } } },
+                // An institution's node authenticated by its client certificate (RFC 8705), besides its secret.
+                new { clientId = MtlsClient, clientSecret = Secret, role = "institution", scopes = "system/Patient.rs",
+                      certificateThumbprints = new[] { Pki.ClientA.GetCertHashString(System.Security.Cryptography.HashAlgorithmName.SHA256) } },
+                // The person's app (public, PKCE) and a portal (confidential): authorization code flow.
+                new { clientId = AppClient, role = "person", grantTypes = new[] { "authorization_code" }, redirectUris = new[] { AppRedirectUri },
+                      scopes = "patient/*.rs openid fhirUser launch/patient offline_access" },
+                new { clientId = PortalClient, clientSecret = Secret, role = "person", grantTypes = new[] { "authorization_code" },
+                      redirectUris = new[] { "https://portal.example.org/callback" }, scopes = "patient/*.rs" },
+            },
+            persons = new[]
+            {
+                new { username = PersonUsername, passwordHash = new Microsoft.AspNetCore.Identity.PasswordHasher<object>().HashPassword(null!, PersonPassword),
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = PersonIdentifier } },
             },
         }));
         _app = await PhrFhirApp.BuildAsync(
         [
             "--Auth:ClientsFile", clientsFile,
             "--Auth:SigningKeyFile", Path.Combine(_dataDir, "signing-key.pem"),
-            "--urls", "http://127.0.0.1:0",
+            "--urls", "http://127.0.0.1:0;https://127.0.0.1:0",
+            "--Https:Certificate:Path", serverPfx,
+            "--Https:Certificate:Password", "pfx-password",
             "--Storage:DataDirectory", Path.Combine(_dataDir, "pg"),
             "--Logging:LogLevel:Default", "Warning",
             "--Limits:MaxBodyBytes", (2 * 1024 * 1024).ToString(),
@@ -80,8 +112,9 @@ public sealed class ServerFixture : IAsyncLifetime
             "--Validation:CacheFolder", Path.Combine(Path.GetTempPath(), "phrfhir-test-conformance-cache"),
         ]);
         await _app.StartAsync();
-        var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        BaseUrl = new Uri(address.TrimEnd('/') + "/");
+        var addresses = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
+        BaseUrl = new Uri(addresses.First(a => a.StartsWith("http://", StringComparison.Ordinal)).TrimEnd('/') + "/");
+        HttpsUrl = new Uri(addresses.First(a => a.StartsWith("https://", StringComparison.Ordinal)).TrimEnd('/') + "/");
         Anonymous = new HttpClient { BaseAddress = BaseUrl };
         Anonymous.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/fhir+json"));
         Http = await ClientAsync(InstitutionClient);
@@ -114,12 +147,81 @@ public sealed class ServerFixture : IAsyncLifetime
         Http.Dispose();
         Operator.Dispose();
         Anonymous.Dispose();
+        Pki.Dispose();
         if (_app is not null)
         {
             await _app.StopAsync();
             await _app.DisposeAsync(); // stops the embedded PostgreSQL
         }
         try { Directory.Delete(_dataDir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}
+
+/// <summary>
+/// A CA, a server certificate for 127.0.0.1 and two client certificates, made with CertificateRequest for
+/// this test run only. <see cref="ClientA"/> is registered for the "test-mtls" client; <see cref="ClientB"/> is not.
+/// </summary>
+public sealed class TestPki : IDisposable
+{
+    public X509Certificate2 Ca { get; }
+    public X509Certificate2 Server { get; }
+    public X509Certificate2 ClientA { get; }
+    public X509Certificate2 ClientB { get; }
+
+    public TestPki()
+    {
+        using var caKey = RSA.Create(2048);
+        var caRequest = new CertificateRequest("CN=PhrFhir test CA", caKey, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        caRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        caRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        Ca = caRequest.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-10), DateTimeOffset.UtcNow.AddDays(2));
+        var san = new SubjectAlternativeNameBuilder();
+        san.AddIpAddress(System.Net.IPAddress.Loopback);
+        Server = Issue("CN=127.0.0.1", "1.3.6.1.5.5.7.3.1", san.Build());
+        ClientA = Issue("CN=kenshin-node-a", "1.3.6.1.5.5.7.3.2", null);
+        ClientB = Issue("CN=kenshin-node-b", "1.3.6.1.5.5.7.3.2", null);
+    }
+
+    X509Certificate2 Issue(string subject, string usage, X509Extension? san)
+    {
+        using var key = RSA.Create(2048);
+        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new System.Security.Cryptography.Oid(usage)], false));
+        if (san is not null) request.CertificateExtensions.Add(san);
+        using var issued = request.Create(Ca, DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1), RandomNumberGenerator.GetBytes(16));
+        // Through PKCS#12 so the private key is usable by TLS on every platform.
+        return X509CertificateLoader.LoadPkcs12(issued.CopyWithPrivateKey(key).Export(X509ContentType.Pkcs12, ""), "");
+    }
+
+    /// <summary>An HttpClient to the https address that trusts only the test CA and presents <paramref name="certificate"/> (or none).</summary>
+    public HttpClient Client(Uri baseUrl, X509Certificate2? certificate)
+    {
+        var handler = new HttpClientHandler
+        {
+            ClientCertificateOptions = ClientCertificateOption.Manual,
+            ServerCertificateCustomValidationCallback = (_, cert, _, _) =>
+            {
+                if (cert is null) return false;
+                using var chain = new X509Chain();
+                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                chain.ChainPolicy.CustomTrustStore.Add(Ca);
+                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                return chain.Build(cert);
+            },
+        };
+        if (certificate is not null) handler.ClientCertificates.Add(certificate);
+        var client = new HttpClient(handler) { BaseAddress = baseUrl };
+        client.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/fhir+json"));
+        return client;
+    }
+
+    public void Dispose()
+    {
+        Ca.Dispose();
+        Server.Dispose();
+        ClientA.Dispose();
+        ClientB.Dispose();
     }
 }
 

@@ -78,7 +78,7 @@ public sealed class AuditTrail(FhirStore store)
     static bool ShouldAudit(HttpContext ctx)
     {
         var path = ctx.Request.Path.Value ?? "";
-        if (path == AuthorizationServer.TokenPath) return true;
+        if (path.StartsWith("/auth/", StringComparison.Ordinal)) return true; // token, authorize, login
         if (path is "/healthz" or "/readyz" or "/metadata" or "/.well-known/smart-configuration") return false;
         return !(ctx.GetEndpoint()?.Metadata.GetMetadata<Microsoft.AspNetCore.Authorization.IAllowAnonymous>() is not null && ctx.Response.StatusCode < 400);
     }
@@ -90,7 +90,7 @@ public sealed class AuditTrail(FhirStore store)
     public static AuditEvent Describe(HttpContext ctx, int outcome, string? failure, IReadOnlyList<string> resources)
     {
         var request = ctx.Request;
-        var login = request.Path == AuthorizationServer.TokenPath;
+        var login = request.Path.StartsWithSegments("/auth");
         var (interaction, action) = Interaction(request.Method, ctx.GetRouteValue("id") is not null, request.Path.Value ?? "");
         var clientId = ctx.User.FindFirst("client_id")?.Value ?? ctx.User.FindFirst("sub")?.Value ?? (login ? LoginClient(request) : null);
         var audit = new AuditEvent
@@ -107,6 +107,7 @@ public sealed class AuditTrail(FhirStore store)
                 {
                     Type = new CodeableConcept("http://dicom.nema.org/resources/ontology/DCM", "110153", "Source Role ID"),
                     Who = new ResourceReference { Identifier = new Identifier("urn:phrfhir:client", clientId ?? "anonymous"), Display = ctx.User.FindFirst(AuthorizationServer.RoleClaim)?.Value },
+                    AltId = ctx.User.FindFirst("sub")?.Value, // the person signed in through the app (or a login's username as typed)
                     Requestor = true,
                     Network = new AuditEvent.NetworkComponent { Address = ctx.Connection.RemoteIpAddress?.ToString(), Type = AuditEvent.AuditEventAgentNetworkType.N2 },
                 },
@@ -171,7 +172,7 @@ public sealed class AuditTrail(FhirStore store)
             try { return Encoding.UTF8.GetString(Convert.FromBase64String(auth[6..].Trim())).Split(':')[0]; }
             catch (FormatException) { return null; }
         }
-        return null;
+        return request.Query["client_id"].FirstOrDefault(); // an authorization request names its app in the query
     }
 
     static string Truncate(string s, int max) => s.Length <= max ? s : s[..max];

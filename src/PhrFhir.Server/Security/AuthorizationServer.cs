@@ -8,6 +8,8 @@ using OpenIddict.Abstractions;
 using OpenIddict.Server;
 using OpenIddict.Server.AspNetCore;
 using Microsoft.AspNetCore;
+using PhrFhir.Storage;
+using PhrFhir.Storage.Search;
 using static OpenIddict.Abstractions.OpenIddictConstants;
 
 namespace PhrFhir.Server.Security;
@@ -49,7 +51,8 @@ public static class AuthorizationServer
             return;
         }
 
-        var signingKey = LoadOrCreateSigningKey(config["Auth:SigningKeyFile"] ?? Path.Combine("data", "auth", "signing-key.pem"));
+        var signingKeyFile = config["Auth:SigningKeyFile"] ?? Path.Combine("data", "auth", "signing-key.pem");
+        var signingKey = LoadOrCreateSigningKey(signingKeyFile);
         auth.AddJwtBearer(o =>
         {
             o.MapInboundClaims = false;
@@ -67,20 +70,36 @@ public static class AuthorizationServer
             o.UseInMemoryDatabase("phrfhir-openiddict"); // clients are re-registered from PHRFHIR_CLIENTS at every start
             o.UseOpenIddict();
         });
+        // The in-memory provider has no bulk delete: pruning (TokenPruning) removes entries one by one.
         builder.Services.AddOpenIddict()
-            .AddCore(o => o.UseEntityFrameworkCore().UseDbContext<DbContext>())
+            .AddCore(o => o.UseEntityFrameworkCore().UseDbContext<DbContext>().DisableBulkOperations())
             .AddServer(o =>
             {
                 o.SetIssuer(new Uri(Issuer(config)));
                 o.SetTokenEndpointUris(TokenPath.TrimStart('/'));
+                o.SetAuthorizationEndpointUris(PersonLogin.AuthorizePath.TrimStart('/'));
                 o.AllowClientCredentialsFlow();
+                // SMART App Launch for the person's apps: code + PKCE, S256 only (plain would let a stolen
+                // code be redeemed by whoever saw the authorization request).
+                o.AllowAuthorizationCodeFlow().RequireProofKeyForCodeExchange();
+                o.Configure(options => options.CodeChallengeMethods.Remove(CodeChallengeMethods.Plain));
+                o.AllowRefreshTokenFlow();
                 o.AddSigningKey(signingKey);
                 o.AddEphemeralEncryptionKey(); // required by OpenIddict; access tokens themselves stay signed JWTs (below)
                 o.DisableAccessTokenEncryption();
                 o.SetAccessTokenLifetime(TimeSpan.FromMinutes(config.GetValue("Auth:AccessTokenMinutes", 15)));
                 o.DisableScopeValidation();   // SMART scopes are checked below against each client's registration
                 o.IgnoreScopePermissions();
-                o.DisableTokenStorage();      // self-contained JWTs: nothing to store or revoke per token
+                // Codes and refresh tokens are stored (in memory), so a code is redeemed once and a refresh
+                // token can be revoked; access tokens stay self-contained JWTs and are not stored (below).
+                o.AddEventHandler<OpenIddictServerEvents.GenerateTokenContext>(h => h
+                    .UseInlineHandler(context =>
+                    {
+                        if (context.TokenType == TokenTypeHints.AccessToken) context.CreateTokenEntry = false;
+                        return default;
+                    })
+                    .SetOrder(OpenIddictServerHandlers.Protection.CreateTokenEntry.Descriptor.Order - 1)
+                    .SetType(OpenIddictServerHandlerType.Custom));
                 // SMART Backend Services fixes the client assertion's typ header to "JWT"; OpenIddict 7 accepts
                 // only the newer "client-authentication+jwt" (draft-ietf-oauth-rfc7523bis, openiddict-core#2473).
                 // Accept both, so SMART-conformant institutions can authenticate; every other check stays.
@@ -119,12 +138,35 @@ public static class AuthorizationServer
                     })
                     .SetOrder(OpenIddictServerHandlers.Protection.ValidateIdentityModelToken.Descriptor.Order + 1)
                     .SetType(OpenIddictServerHandlerType.Custom));
+                // OpenIddict 7 refuses any TLS client certificate it was not configured to authenticate with
+                // (ID2205). Our institutions pin theirs per client and bind tokens themselves
+                // (CertificateBinding, checked in IssueTokenAsync), so its own check is replaced, not weakened.
+                o.RemoveEventHandler(OpenIddictServerHandlers.ValidateClientCertificate.Descriptor);
+                o.AddEventHandler<OpenIddictServerEvents.ProcessSignInContext>(h => h
+                    .UseInlineHandler(context =>
+                    {
+                        var http = context.Transaction.GetHttpRequest()!.HttpContext;
+                        if (context.AccessTokenPrincipal is { } principal && context.Request?.IsClientCredentialsGrantType() == true
+                            && http.RequestServices.GetRequiredService<ClientRegistry>().Find(context.ClientId ?? "") is { CertificateThumbprints.Length: > 0 }
+                            && http.Connection.ClientCertificate is { } certificate)
+                        {
+                            var cnf = CertificateBinding.Confirmation(certificate);
+                            cnf.SetDestinations(Destinations.AccessToken);
+                            ((ClaimsIdentity)principal.Identity!).AddClaim(cnf);
+                        }
+                        return default;
+                    })
+                    .SetOrder(OpenIddictServerHandlers.PrepareAccessTokenPrincipal.Descriptor.Order + 1)
+                    .SetType(OpenIddictServerHandlerType.Custom));
                 o.UseAspNetCore()
                     .EnableTokenEndpointPassthrough()
+                    .EnableAuthorizationEndpointPassthrough()
                     .DisableTransportSecurityRequirement(); // the embedded default listens on loopback HTTP; put TLS in front otherwise
             });
         builder.Services.AddSingleton<ClientSeeding>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ClientSeeding>());
+        builder.Services.AddHostedService<TokenPruning>();
+        PersonLogin.AddServices(builder, Path.Combine(Path.GetDirectoryName(Path.GetFullPath(signingKeyFile))!, "data-protection-keys"));
     }
 
     /// <summary>The embedded server's RSA key, created once (by the runtime's RSA, PEM in a 0600 file) and reused so tokens survive restarts.</summary>
@@ -145,29 +187,56 @@ public static class AuthorizationServer
 
     public static void Map(WebApplication app, bool embedded)
     {
-        app.MapGet("/.well-known/smart-configuration", (HttpContext ctx) => Results.Json(new Dictionary<string, object>
+        app.MapGet("/.well-known/smart-configuration", (HttpContext ctx) =>
         {
-            // SMART App Launch 2.x discovery (well-known.html)
-            ["issuer"] = app.Configuration["Auth:Authority"] ?? Issuer(app.Configuration),
-            ["token_endpoint"] = app.Configuration["Auth:TokenEndpoint"] ?? $"{ctx.Request.Scheme}://{ctx.Request.Host}{ctx.Request.PathBase}{TokenPath}",
-            ["token_endpoint_auth_methods_supported"] = new[] { "client_secret_basic", "client_secret_post", "private_key_jwt" },
-            ["token_endpoint_auth_signing_alg_values_supported"] = new[] { "RS256", "RS384", "ES256", "ES384" },
-            ["grant_types_supported"] = new[] { "client_credentials" },
-            ["scopes_supported"] = new[] { "system/*.cruds", "system/*.rs", "user/*.rs", "patient/*.rs" },
-            ["capabilities"] = new[] { "client-confidential-symmetric", "client-confidential-asymmetric", "permission-v1", "permission-v2" },
-        })).AllowAnonymous();
-        if (embedded) app.MapPost(TokenPath, IssueTokenAsync).AllowAnonymous();
+            var baseUrl = $"{ctx.Request.Scheme}://{ctx.Request.Host}{ctx.Request.PathBase}";
+            var external = app.Configuration["Auth:Authority"] is not null;
+            var document = new Dictionary<string, object>
+            {
+                // SMART App Launch 2.x discovery (well-known.html)
+                ["issuer"] = app.Configuration["Auth:Authority"] ?? Issuer(app.Configuration),
+                ["token_endpoint"] = app.Configuration["Auth:TokenEndpoint"] ?? baseUrl + TokenPath,
+                ["token_endpoint_auth_methods_supported"] = new[] { "client_secret_basic", "client_secret_post", "private_key_jwt" },
+                ["token_endpoint_auth_signing_alg_values_supported"] = new[] { "RS256", "RS384", "ES256", "ES384" },
+                ["grant_types_supported"] = new[] { "client_credentials" },
+                ["scopes_supported"] = new[] { "system/*.cruds", "system/*.rs", "user/*.rs", "patient/*.rs" },
+                ["capabilities"] = new[] { "client-confidential-symmetric", "client-confidential-asymmetric", "permission-v1", "permission-v2" },
+            };
+            if (!external)
+            {
+                // The embedded server also signs in persons (PersonLogin): standalone launch with the patient context.
+                document["authorization_endpoint"] = baseUrl + PersonLogin.AuthorizePath;
+                document["grant_types_supported"] = new[] { "authorization_code", "client_credentials", "refresh_token" };
+                document["response_types_supported"] = new[] { "code" };
+                document["code_challenge_methods_supported"] = new[] { "S256" };
+                document["scopes_supported"] = new[] { "system/*.cruds", "system/*.rs", "user/*.rs", "patient/*.rs", "openid", "fhirUser", "launch/patient", "offline_access" };
+                document["capabilities"] = new[]
+                {
+                    "launch-standalone", "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
+                    "context-standalone-patient", "permission-offline", "permission-patient", "permission-v1", "permission-v2", "sso-openid-connect",
+                };
+            }
+            return Results.Json(document);
+        }).AllowAnonymous();
+        if (!embedded) return;
+        app.MapPost(TokenPath, IssueTokenAsync).AllowAnonymous();
+        PersonLogin.Map(app);
     }
 
     /// <summary>
-    /// The token endpoint after OpenIddict has authenticated the client (secret or private_key_jwt):
-    /// grant the requested scopes if the client's registration covers them, with its role and actor.
+    /// The token endpoint after OpenIddict has authenticated the client (secret, private_key_jwt, or none
+    /// for a public app) and, for a code, checked its redirect_uri and code_verifier: client_credentials
+    /// grants the requested scopes if the client's registration covers them, with its role and actor; a
+    /// code or refresh token grants the person's own token (<see cref="PersonTokenAsync"/>).
     /// </summary>
-    static async Task<IResult> IssueTokenAsync(HttpContext ctx, ClientRegistry clients)
+    static async Task<IResult> IssueTokenAsync(HttpContext ctx, ClientRegistry clients, FhirStore store)
     {
-        var request = ctx.GetOpenIddictServerRequest() ?? throw new InvalidOperationException("OpenIddict did not handle the token request.");
+        var request = ctx.GetOpenIddictServerRequest();
+        if (request is null) return Refuse(Errors.InvalidRequest, "Not a token request.");
+        if (request.IsAuthorizationCodeGrantType() || request.IsRefreshTokenGrantType())
+            return await PersonTokenAsync(ctx, clients, store, request);
         if (!request.IsClientCredentialsGrantType())
-            return Refuse(Errors.UnsupportedGrantType, "Only client_credentials is offered by the embedded server.");
+            return Refuse(Errors.UnsupportedGrantType, "The embedded server offers client_credentials, authorization_code and refresh_token.");
         var client = clients.Find(request.ClientId ?? "");
         if (client is null) return Refuse(Errors.InvalidClient, "Unknown client.");
         var requested = string.IsNullOrWhiteSpace(request.Scope) ? client.Scopes : request.Scope;
@@ -181,9 +250,79 @@ public static class AuthorizationServer
         if (client.Actor is { } actor) identity.SetClaim(ActorClaim, actor.System + "|" + actor.Value);
         identity.SetScopes(requested.Split(' ', StringSplitOptions.RemoveEmptyEntries));
         identity.SetResources(Audience);
+        if (client.CertificateThumbprints.Length > 0)
+        {
+            // RFC 8705: this client authenticates its node with a registered certificate, and its token is bound to it.
+            var certificate = ctx.Connection.ClientCertificate;
+            if (certificate is null || !CertificateBinding.IsRegistered(certificate, client.CertificateThumbprints))
+                return Refuse(Errors.InvalidClient, $"{client.ClientId} must present its registered client certificate over TLS.");
+            // cnf itself is added to the access token by the ProcessSignInContext handler above: OpenIddict
+            // drops a cnf claim found on the principal, as it reserves the name for its own binding.
+        }
         identity.SetDestinations(_ => [Destinations.AccessToken]);
-        await Task.CompletedTask;
+        SetAuditUser(ctx, client.ClientId, client.ClientId, authenticated: true);
         return Results.SignIn(new ClaimsPrincipal(identity), properties: null, OpenIddictServerAspNetCoreDefaults.AuthenticationScheme);
+    }
+
+    /// <summary>
+    /// The person's token from a code or a refresh token: the same claims a person's client-credentials
+    /// token has (role person, the actor of the *person who signed in*, the scopes granted at consent),
+    /// re-read from the registration each time so a removed person gets nothing more. The response
+    /// carries SMART's <c>patient</c> launch context; the id_token carries <c>fhirUser</c> when asked.
+    /// </summary>
+    static async Task<IResult> PersonTokenAsync(HttpContext ctx, ClientRegistry clients, FhirStore store, OpenIddictRequest request)
+    {
+        var result = await ctx.AuthenticateAsync(OpenIddictServerAspNetCoreDefaults.AuthenticationScheme);
+        var username = result.Principal?.GetClaim(Claims.Subject);
+        var person = username is null ? null : clients.FindPerson(username);
+        var client = clients.Find(request.ClientId ?? "");
+        if (person is null || client is null || !client.SignsInPersons)
+            return Refuse(Errors.InvalidGrant, "The person or the app is no longer registered.");
+
+        var scopes = PersonLogin.Granted(result.Principal!.GetScopes(), client.Scopes);
+        var identity = new ClaimsIdentity(TokenValidationParameters.DefaultAuthenticationType, Claims.Name, Claims.Role);
+        identity.SetClaim(Claims.Subject, person.Username);
+        identity.SetClaim(Claims.ClientId, client.ClientId);
+        identity.SetClaim(RoleClaim, "person");
+        identity.SetClaim(ActorClaim, person.Actor.System + "|" + person.Actor.Value);
+        identity.SetScopes(scopes);
+        identity.SetResources(Audience);
+        var patient = await PatientOfAsync(store, person.Actor, ctx.RequestAborted);
+        if (patient is not null && scopes.Contains("fhirUser"))
+            identity.SetClaim("fhirUser", $"{ctx.Request.Scheme}://{ctx.Request.Host}{ctx.Request.PathBase}/Patient/{patient}");
+        identity.SetDestinations(claim => claim.Type switch
+        {
+            Claims.Subject => [Destinations.AccessToken, Destinations.IdentityToken],
+            "fhirUser" => [Destinations.IdentityToken],
+            _ => [Destinations.AccessToken],
+        });
+        var properties = new AuthenticationProperties();
+        if (patient is not null) properties.Parameters["patient"] = patient; // SMART launch context (context-standalone-patient)
+        SetAuditUser(ctx, client.ClientId, person.Username, authenticated: true);
+        return Results.SignIn(new ClaimsPrincipal(identity), properties, OpenIddictServerAspNetCoreDefaults.AuthenticationScheme);
+    }
+
+    /// <summary>The id of the one Patient with the person's identifier, or null when there is none (yet) or more than one.</summary>
+    static async Task<string?> PatientOfAsync(FhirStore store, ActorIdentifier actor, CancellationToken ct)
+    {
+        var query = new SearchQuery(store.SearchParameters, "Patient",
+            [new("identifier", actor.System + "|" + actor.Value), new("_count", "2")], lenient: false);
+        var found = await store.SearchAsync(query, ct);
+        return found.Matches.Count == 1 ? found.Matches[0].Id : null;
+    }
+
+    /// <summary>
+    /// Who the AuditTrail records for a login or token request (it reads HttpContext.User): the client
+    /// and the person (or, for a refused login, the username as typed, in an unauthenticated identity).
+    /// </summary>
+    public static void SetAuditUser(HttpContext ctx, string? clientId, string subject, bool authenticated)
+    {
+        var identity = new ClaimsIdentity(authenticated ? "login" : null);
+        if (clientId is not null) identity.AddClaim(new Claim(Claims.ClientId, clientId));
+        identity.AddClaim(new Claim(Claims.Subject, subject));
+        if (clientId is not null && ctx.RequestServices.GetRequiredService<ClientRegistry>().Find(clientId) is { } client)
+            identity.AddClaim(new Claim(RoleClaim, client.Role));
+        ctx.User = new ClaimsPrincipal(identity);
     }
 
     static IResult Refuse(string error, string description) => Results.Forbid(
@@ -230,14 +369,47 @@ public static class AuthorizationServer
                 {
                     ClientId = c.ClientId,
                     ClientSecret = c.ClientSecret,
-                    ClientType = ClientTypes.Confidential,
-                    Permissions = { Permissions.Endpoints.Token, Permissions.GrantTypes.ClientCredentials },
+                    ClientType = c.ClientSecret is null && c.Jwks is null ? ClientTypes.Public : ClientTypes.Confidential,
+                    Permissions = { Permissions.Endpoints.Token },
                 };
                 if (c.Jwks is { } jwks) descriptor.JsonWebKeySet = JsonWebKeySet.Create(jwks.GetRawText());
+                if (c.SignsInPersons)
+                {
+                    // The refresh permission lets an app ask for offline_access without an error; a refresh token
+                    // is issued only when offline_access is also among its registered scopes (PersonLogin.Granted).
+                    descriptor.Permissions.UnionWith([Permissions.Endpoints.Authorization, Permissions.GrantTypes.AuthorizationCode,
+                        Permissions.ResponseTypes.Code, Permissions.GrantTypes.RefreshToken]);
+                    descriptor.Requirements.Add(Requirements.Features.ProofKeyForCodeExchange);
+                    foreach (var uri in c.RedirectUris) descriptor.RedirectUris.Add(new Uri(uri)); // compared exactly by OpenIddict
+                }
+                else descriptor.Permissions.Add(Permissions.GrantTypes.ClientCredentials);
                 await manager.CreateAsync(descriptor, ct);
             }
         }
 
         public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
+    }
+
+    /// <summary>Removes redeemed or expired codes and refresh tokens (and their authorizations) from the in-memory store every hour.</summary>
+    sealed class TokenPruning(IServiceProvider services, ILogger<TokenPruning> log) : BackgroundService
+    {
+        protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+        {
+            using var timer = new PeriodicTimer(TimeSpan.FromHours(1));
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                try
+                {
+                    await using var scope = services.CreateAsyncScope();
+                    var threshold = DateTimeOffset.UtcNow.AddHours(-1);
+                    await scope.ServiceProvider.GetRequiredService<IOpenIddictTokenManager>().PruneAsync(threshold, stoppingToken);
+                    await scope.ServiceProvider.GetRequiredService<IOpenIddictAuthorizationManager>().PruneAsync(threshold, stoppingToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    log.LogWarning(e, "Pruning expired authorization codes and refresh tokens failed; trying again in an hour");
+                }
+            }
+        }
     }
 }
