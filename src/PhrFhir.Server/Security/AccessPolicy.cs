@@ -145,6 +145,8 @@ public sealed class AccessPolicy
     /// <summary>Refuses, as not found, a stored resource this requester may not see.</summary>
     public async Task CheckReadAsync(StoredResource s)
     {
+        // What one wrote is always visible to its writer (the filter says so too): no Consents to read.
+        if (Role is "institution" or "physician" or "occupational-physician" or "employer" && s.Writer == WriterKey) return;
         if (await FilterAsync(s.Person) is { } filter && !await _store.VisibleAsync(s.Key, filter, _ctx.RequestAborted))
             throw FhirError.NotFound($"{s.Type}/{s.Id} is not known. (リソースがありません)");
     }
