@@ -9,7 +9,7 @@ namespace PhrFhir.Server.Rest;
 /// GET /metadata, generated from what the server really serves: the served types, the interactions
 /// <see cref="FhirEndpoints"/> maps, and the search parameters the index registry holds.
 /// </summary>
-public sealed class CapabilityStatementBuilder(FhirStore store)
+public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration config)
 {
     static readonly CapabilityStatement.TypeRestfulInteraction[] Interactions =
     [
@@ -25,6 +25,25 @@ public sealed class CapabilityStatementBuilder(FhirStore store)
     {
         var cs = (CapabilityStatement)(_cached ??= Create()).DeepCopy();
         cs.Implementation = new CapabilityStatement.ImplementationComponent { Description = "PhrFhir — PHR FHIR server", Url = baseUrl };
+        // SMART App Launch: where to get a token. The embedded authorisation server's endpoints are
+        // ours; an external IdP (Auth:Authority) publishes its own in /.well-known/smart-configuration.
+        var security = new CapabilityStatement.SecurityComponent
+        {
+            Service = [new CodeableConcept("http://terminology.hl7.org/CodeSystem/restful-security-service", "SMART-on-FHIR", "SMART-on-FHIR")],
+            Description = "OAuth 2.0 bearer tokens with SMART v2 scopes (Backend Services: client_credentials; apps: authorization code + PKCE); " +
+                          "discovery at .well-known/smart-configuration. Access is by role and by the person's Consent (docs/consent.md).",
+        };
+        if (string.IsNullOrEmpty(config["Auth:Authority"]))
+            security.Extension.Add(new Extension
+            {
+                Url = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                Extension =
+                [
+                    new Extension("token", new FhirUri(baseUrl.TrimEnd('/') + Security.AuthorizationServer.TokenPath)),
+                    new Extension("authorize", new FhirUri(baseUrl.TrimEnd('/') + Security.PersonLogin.AuthorizePath)),
+                ],
+            });
+        cs.Rest[0].Security = security;
         return cs;
     }
 

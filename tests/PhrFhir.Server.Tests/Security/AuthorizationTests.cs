@@ -49,6 +49,17 @@ public sealed class AuthorizationTests(ServerFixture server)
         Assert.Contains("private_key_jwt", doc.RootElement.GetProperty("token_endpoint_auth_methods_supported").EnumerateArray().Select(e => e.GetString()));
     }
 
+    [Fact]
+    public async System.Threading.Tasks.Task The_CapabilityStatement_says_where_to_get_a_token()
+    {
+        var cs = await Fhir.ReadAsync<CapabilityStatement>(await server.Anonymous.GetAsync("metadata"));
+        var security = cs.Rest[0].Security;
+        Assert.Contains(security.Service.SelectMany(c => c.Coding), c => c.Code == "SMART-on-FHIR");
+        var uris = security.GetExtension("http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris");
+        Assert.Equal(new Uri(server.BaseUrl, "auth/token").ToString(), ((FhirUri)uris.GetExtension("token").Value).Value);
+        Assert.Equal(new Uri(server.BaseUrl, "auth/authorize").ToString(), ((FhirUri)uris.GetExtension("authorize").Value).Value);
+    }
+
     [Theory]
     [InlineData("not-a-jwt")]
     [InlineData("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")] // alg none

@@ -161,4 +161,39 @@ public sealed class PersonCompartmentTests(ServerFixture server)
         Assert.Equal(HttpStatusCode.NotFound, (await person.SendAsync(Raw(theirs.Content[0].Attachment.Url))).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"DocumentReference/{theirs.Id}")).StatusCode);
     }
+
+    [Fact]
+    public async System.Threading.Tasks.Task The_persons_app_publishes_their_own_document_and_no_one_elses()
+    {
+        var me = await ThePersonAsync();
+        var other = await SomeoneElseAsync();
+        using var person = await server.ClientAsync("test-person");
+        DocumentReference Publish(Patient p) => new()
+        {
+            Status = DocumentReferenceStatus.Current,
+            Subject = new ResourceReference($"Patient/{p.Id}"),
+            MasterIdentifier = new Identifier("urn:ietf:rfc:3986", "urn:oid:2.999." + Random.Shared.NextInt64(1, long.MaxValue)),
+            Content = [new DocumentReference.ContentComponent { Attachment = new Attachment { ContentType = "application/pdf", Data = "%PDF 家庭血圧の記録"u8.ToArray() } }],
+        };
+        // ITI-105 from the person's app: the document, its Binary and SubmissionSet are theirs.
+        var mine = await Fhir.ExpectAsync<DocumentReference>(await person.PostAsync("DocumentReference", Fhir.Json(Publish(me))), HttpStatusCode.Created);
+        var raw = new HttpRequestMessage(HttpMethod.Get, mine.Content[0].Attachment.Url);
+        raw.Headers.Accept.Clear();
+        raw.Headers.TryAddWithoutValidation("Accept", "*/*");
+        Assert.Equal("%PDF 家庭血圧の記録"u8.ToArray(), await (await person.SendAsync(raw)).Content.ReadAsByteArrayAsync());
+
+        // Counting every Binary takes the operator's break-glass (Binaries are medical content).
+        async Task<int?> AllBinariesAsync()
+        {
+            var count = new HttpRequestMessage(HttpMethod.Get, "Binary?_total=accurate&_count=0");
+            count.Headers.Add("X-Break-Glass", "test: nothing half-stored");
+            return (await Fhir.ReadAsync<Bundle>(await server.Operator.SendAsync(count))).Total;
+        }
+        var before = await AllBinariesAsync();
+        Assert.True(before > 0);
+        Assert.Equal(HttpStatusCode.Forbidden, (await person.PostAsync("DocumentReference", Fhir.Json(Publish(other)))).StatusCode);
+        var after = await AllBinariesAsync();
+        Assert.Empty((await Fhir.ReadAsync<Bundle>(await _http.GetAsync($"DocumentReference?subject=Patient/{other.Id}"))).Entry);
+        Assert.Equal(before, after); // nothing half-stored
+    }
 }

@@ -53,7 +53,7 @@ public sealed class RoleMatrixTests(ServerFixture server)
             "GET Patient/{own}", "GET Patient/{other}", "GET Observation/{otherObs}", "GET Observation/{ownObs}/_history",
             "GET Observation/{otherObs}/_history/1", "GET Observation?subject=Patient/{other}", "GET Observation?patient.identifier=urn:oid:1.2.392.100495.20.3.51.11312345678|00012345",
             "GET Patient?_id={own}&_revinclude=Observation:patient", "GET Observation?_id={ownObs}&_include=Observation:patient", "GET Observation/_history",
-            "GET DocumentReference/{otherDoc}", "GET {otherBin}", "GET {ownBin}", "GET Observation?_count=1",
+            "GET DocumentReference/{otherDoc}", "GET {otherBin}", "GET {ownBin}", "GET Observation?_count=1", "GET Observation?_count=1&_offset=1&_total=accurate",
         ];
         foreach (var r in reads)
         {
