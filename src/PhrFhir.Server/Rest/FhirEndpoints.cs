@@ -168,7 +168,8 @@ public static class FhirEndpoints
         if (pairs.Any(p => p.Key == "_summary" && p.Value == "count"))
             pairs = [.. pairs.Where(p => p.Key is not ("_count" or "_total")), new("_count", "0"), new("_total", "accurate")];
         var query = new SearchQuery(store.SearchParameters, type, pairs, Lenient(ctx.Request));
-        if (await (await AccessPolicy.OfAsync(ctx, store)).FilterAsync() is { } filter) query.Restrict(filter);
+        var policy = await AccessPolicy.OfAsync(ctx, store);
+        if (await policy.FilterAsync(await policy.SearchedPersonAsync(query)) is { } filter) query.Restrict(filter);
         var result = await store.SearchAsync(query, ctx.RequestAborted);
         await BundleResponses.SearchsetAsync(ctx, query, result);
     }

@@ -142,6 +142,31 @@ public sealed class AccessPolicy
         return new Requester(keys.ToHashSet(), actor, purposes);
     }
 
+    /// <summary>
+    /// The one patient a search is confined to by its own criteria (patient/subject as a reference or
+    /// by identifier, or a Patient search by _id), so that only that patient's Consents are read. Using
+    /// it can only hide more, never show more: other patients' rows then have no Consent to permit them.
+    /// </summary>
+    public async Task<string?> SearchedPersonAsync(SearchQuery query)
+    {
+        if (Role is not ("institution" or "physician" or "occupational-physician" or "employer")) return null;
+        foreach (var (name, value) in query.Applied)
+        {
+            if (value.Contains(',')) continue;
+            var code = name.Split(':')[0];
+            if (code is "patient" or "subject" && ReferenceTarget.Local(value.Contains('/') ? value : "Patient/" + value) is { Type: "Patient" } target)
+                return target.Id;
+            if (query.ResourceType == "Patient" && code == "_id") return value;
+            if (code is "patient.identifier" or "subject.identifier")
+            {
+                var patients = await _store.SearchAsync(new SearchQuery(_store.SearchParameters, "Patient",
+                    [new("identifier", value), new("_count", "2")], lenient: false), _ctx.RequestAborted);
+                if (patients.Matches.Count == 1) return patients.Matches[0].Id;
+            }
+        }
+        return null;
+    }
+
     /// <summary>Refuses, as not found, a stored resource this requester may not see.</summary>
     public async Task CheckReadAsync(StoredResource s)
     {

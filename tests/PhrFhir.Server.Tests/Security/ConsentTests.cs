@@ -112,6 +112,9 @@ public sealed class ConsentTests(ServerFixture server)
         Assert.Empty(await IdsAsync(physician, $"Observation?subject=Patient/{q.Id}&_total=accurate"));
         var both = await IdsAsync(physician, $"Observation?_id={obs.Id},{others.Id}&_total=accurate");
         Assert.Equal([$"Observation/{obs.Id}"], both); // the total counts only what is permitted
+        // ITI-67 as an EHR sends it: by the patient's identifier.
+        var iti67 = $"DocumentReference?patient.identifier={p.Identifier[0].System}|{p.Identifier[0].Value}&status=current&_total=accurate";
+        Assert.Equal([$"DocumentReference/{doc.Id}"], await IdsAsync(physician, iti67));
         var withIncludes = await IdsAsync(physician, $"Patient?_id={p.Id},{q.Id}&_revinclude=Observation:subject&_total=accurate");
         Assert.Equal(new[] { $"Patient/{p.Id}", $"Observation/{obs.Id}" }.Order(), withIncludes.Order());
 
@@ -121,6 +124,7 @@ public sealed class ConsentTests(ServerFixture server)
         Assert.Equal(HttpStatusCode.NotFound, await Read($"Observation/{obs.Id}"));
         Assert.Equal(HttpStatusCode.NotFound, await Read(binary));
         Assert.Empty(await IdsAsync(physician, $"Observation?subject=Patient/{p.Id}&_total=accurate"));
+        Assert.Empty(await IdsAsync(physician, iti67));
 
         // Granted again, then deleted: hidden again.
         consent.Status = Consent.ConsentState.Active;
