@@ -50,6 +50,7 @@ public static class FhirEndpoints
         Served(type);
         var s = await store.ReadAsync(type, id, ctx.RequestAborted) ?? throw FhirError.NotFound($"{type}/{id} is not known. (リソースがありません)");
         PersonCompartment.Check(await PersonCompartment.OfAsync(ctx, store), s);
+        AuditTrail.Concerns(ctx, [s.Person]);
         if (s.Deleted)
             throw new FhirError(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, $"{type}/{id} was deleted (version {s.Version}). (削除済みです)");
         FhirResponse.VersionHeaders(ctx.Response, s, false, "");
@@ -70,6 +71,7 @@ public static class FhirEndpoints
         var s = await store.ReadVersionAsync(type, id, version, ctx.RequestAborted)
             ?? throw FhirError.NotFound($"{type}/{id} has no version {vid}. (その版はありません)");
         PersonCompartment.Check(await PersonCompartment.OfAsync(ctx, store), s);
+        AuditTrail.Concerns(ctx, [s.Person]);
         FhirResponse.VersionHeaders(ctx.Response, s, false, "");
         if (s.Deleted) throw new FhirError(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, $"Version {vid} of {type}/{id} is its deletion. (削除された版です)");
         if (type == "Binary") await BinaryContent.WriteAsync(ctx, store, s);
@@ -170,6 +172,7 @@ public static class FhirEndpoints
         var query = new SearchQuery(store.SearchParameters, type, pairs, Lenient(ctx.Request));
         if (await PersonCompartment.OfAsync(ctx, store) is { } person) query.RestrictToPerson(person);
         var result = await store.SearchAsync(query, ctx.RequestAborted);
+        AuditTrail.Concerns(ctx, result.Matches.Concat(result.Included).Select(m => m.Person));
         await BundleResponses.SearchsetAsync(ctx, query, result);
     }
 

@@ -126,6 +126,8 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
             LastUpdated = Now(),
             Deleted = true,
             Json = "",
+            // Its deletion stays in the patient's compartment: their history shows it and its AuditEvent names them.
+            Person = current.Person,
         };
         tx.Write(doc, current.Version, "DELETE", rows: null);
         return new StoredResource(type, id, doc.Version, doc.LastUpdated, true, "");
