@@ -220,7 +220,8 @@ public static class BalpAuditEvents
             try { return Encoding.UTF8.GetString(Convert.FromBase64String(auth[6..].Trim())).Split(':')[0]; }
             catch (FormatException) { return null; }
         }
-        return request.HasFormContentType && request.HttpContext.Features.Get<IFormFeature>()?.Form is { } form ? form["client_id"].ToString() : null;
+        return request.HasFormContentType && request.HttpContext.Features.Get<IFormFeature>()?.Form is { } form
+            && form["client_id"].ToString() is { Length: > 0 } id ? id : null;
     }
 
     /// <summary>The Patient ids a search names in its patient/subject parameters (BALP: the patient a query is about).</summary>
