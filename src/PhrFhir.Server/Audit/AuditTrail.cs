@@ -60,7 +60,7 @@ public sealed class AuditTrail(FhirStore store)
                 foreach (var group in written.GroupBy(w => w.Person))
                     audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, [.. group.Select(w => w.Key)], group.Key)));
             if (audits.Count == 0) audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, [], null)));
-            foreach (var audit in audits) t.AppendAudit(AuditDocument(audit), store.Indexer.Extract(audit));
+            t.AppendAudits([.. audits.Select(a => (AuditDocument(a), store.Indexer.Extract(a)))]);
             ctx.Items[Recorded] = true;
             return Task.CompletedTask;
         };
@@ -183,7 +183,7 @@ public sealed class AuditWriter(AuditTrail trail, FhirStore store, ILogger<Audit
     async Task StoreAsync(List<AuditEvent> batch)
     {
         await using var tx = await store.BeginWriteAsync(CancellationToken.None);
-        foreach (var audit in batch) tx.AppendAudit(AuditTrail.AuditDocument(audit), store.Indexer.Extract(audit));
+        tx.AppendAudits([.. batch.Select(a => (AuditTrail.AuditDocument(a), store.Indexer.Extract(a)))]);
         await tx.CommitAsync(CancellationToken.None);
         batch.Clear();
     }
