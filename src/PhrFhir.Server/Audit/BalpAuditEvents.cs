@@ -89,8 +89,11 @@ public static class BalpAuditEvents
 
     static readonly Dictionary<string, string> IheNames = new()
     {
-        ["ITI-65"] = "Provide Document Bundle", ["ITI-66"] = "Find Document Lists", ["ITI-67"] = "Find Document References",
-        ["ITI-68"] = "Retrieve Document", ["ITI-71"] = "Get Access Token",
+        ["ITI-65"] = "Provide Document Bundle",
+        ["ITI-66"] = "Find Document Lists",
+        ["ITI-67"] = "Find Document References",
+        ["ITI-68"] = "Retrieve Document",
+        ["ITI-71"] = "Get Access Token",
     };
 
     /// <summary>The profile this (successful) event conforms to, or null where IHE defines none (history, transactions, operations).</summary>

@@ -75,7 +75,9 @@ public sealed class BalpConformanceTests(ServerFixture server)
 
         var obs = await Fhir.ExpectAsync<Observation>(await _http.PostAsync("Observation", Fhir.Json(new Observation
         {
-            Status = ObservationStatus.Final, Code = new CodeableConcept("http://loinc.org", "8480-6"), Subject = new ResourceReference(p),
+            Status = ObservationStatus.Final,
+            Code = new CodeableConcept("http://loinc.org", "8480-6"),
+            Subject = new ResourceReference(p),
         })), HttpStatusCode.Created);
         await AssertConformsAsync("create Observation", await OneAsync($"entity=Observation/{obs.Id}&subtype=create"), Balp + "IHE.BasicAudit.PatientCreate");
         obs.Status = ObservationStatus.Amended;
