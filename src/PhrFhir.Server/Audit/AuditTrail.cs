@@ -25,6 +25,7 @@ public sealed class AuditTrail(FhirStore store)
     const string Recorded = "phrfhir.audited";
     const string PatientsKey = "phrfhir.audit.patients";
     const string SubmissionSetKey = "phrfhir.audit.submission-set";
+    const int MaxNamedPatients = 100;
     readonly Channel<AuditEvent> _queue = Channel.CreateBounded<AuditEvent>(new BoundedChannelOptions(10_000) { FullMode = BoundedChannelFullMode.Wait });
 
     public ChannelReader<AuditEvent> Queue => _queue.Reader;
@@ -120,7 +121,9 @@ public sealed class AuditTrail(FhirStore store)
     {
         var patients = ctx.Items[PatientsKey] as HashSet<string> ?? new HashSet<string>(StringComparer.Ordinal);
         foreach (var key in keys) if (key.StartsWith("Patient/", StringComparison.Ordinal)) patients.Add(key[8..]);
-        if (ctx.Request.Method == "GET" && ctx.GetRouteValue("id") is null) patients.UnionWith(BalpAuditEvents.PatientsNamedBy(ctx.Request));
+        // Bounded: a query string naming hundreds of ids must not turn one request into hundreds of events
+        // (the query entity still records all of them); matches are bounded by _count already.
+        if (ctx.Request.Method == "GET" && ctx.GetRouteValue("id") is null) patients.UnionWith(BalpAuditEvents.PatientsNamedBy(ctx.Request).Take(MaxNamedPatients));
         return patients.Count == 0 ? [null] : patients.Order(StringComparer.Ordinal);
     }
 

@@ -110,4 +110,20 @@ public sealed class PersonAccessLogTests(ServerFixture server)
             Assert.Contains($"_id={a},{b}", System.Text.Encoding.UTF8.GetString(search.Entity.Single(e => e.Query is not null).Query));
         }
     }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_search_naming_hundreds_of_patients_leaves_at_most_100_AuditEvents()
+    {
+        var marker = Fhir.Unique("many");
+        var ids = Enumerable.Range(0, 300).Select(i => $"{marker}-{i:D3}").ToList();
+        var since = "ge" + Uri.EscapeDataString(DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync($"Observation?patient={string.Join(',', ids)}")).StatusCode);
+        static bool Mine(AuditEvent e, string marker) => e.Entity.Any(x => x.Query is { } b && System.Text.Encoding.UTF8.GetString(b).Contains(marker, StringComparison.Ordinal));
+        // Poll until the writer has stored them (at most 100), then once more to see that no more arrive.
+        var first = await PollAsync(_http, $"subtype=search-type&date={since}&_count=1000", l => l.Count(e => Mine(e, marker)) >= 100);
+        await System.Threading.Tasks.Task.Delay(500);
+        var events = (await PollAsync(_http, $"subtype=search-type&date={since}&_count=1000", _ => true)).Where(e => Mine(e, marker)).ToList();
+        Assert.Equal(100, events.Count);
+        Assert.Equal(100, events.Select(PatientOf).Distinct().Count());
+    }
 }
