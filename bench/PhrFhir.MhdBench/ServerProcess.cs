@@ -34,10 +34,13 @@ public sealed class ServerProcess
     public string LogFile { get; }
     public Uri BaseAddress => new($"http://127.0.0.1:{Port}/");
 
-    public static ServerProcess Start(string repoRoot, string serverDll, int port, IEnumerable<KeyValuePair<string, string>> environment)
+    /// <param name="dataDirectory">Reuse this folder (and the PostgreSQL data in it) instead of a fresh one: to compare two server settings on the same data.</param>
+    /// <param name="serverArgs">More command-line settings for the server (<c>--Key=value</c>).</param>
+    public static ServerProcess Start(string repoRoot, string serverDll, int port, IEnumerable<KeyValuePair<string, string>> environment,
+        string? dataDirectory = null, IEnumerable<string>? serverArgs = null)
     {
         port = port != 0 ? port : FreeLoopbackPort();
-        var dataDirectory = Path.Combine(Path.GetTempPath(), "phrfhir-mhdbench-" + Guid.NewGuid().ToString("N")[..8]);
+        dataDirectory ??= Path.Combine(Path.GetTempPath(), "phrfhir-mhdbench-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dataDirectory);
         var logFile = Path.Combine(dataDirectory, "server.log");
         // sh and setsid exec in place: the pid we hold is the dotnet process itself.
@@ -48,6 +51,7 @@ public sealed class ServerProcess
                      "dotnet", serverDll, "--urls", $"http://127.0.0.1:{port}", $"--Storage:DataDirectory={Path.Combine(dataDirectory, "pg")}",
                  })
             psi.ArgumentList.Add(a);
+        foreach (var a in serverArgs ?? []) psi.ArgumentList.Add(a);
         psi.Environment.Remove("PHRFHIR_DB"); // the embedded PostgreSQL, whatever the caller's shell has set
         psi.Environment.Remove("ConnectionStrings__Fhir");
         // Tokens come from the development clients (client_credentials, kenshin-a: a checkup institution reads what it wrote), as in bench/PhrFhir.Bench.

@@ -29,9 +29,17 @@ public static class DocumentFamilies
     public static readonly DocumentFamily Mhd = new("ihe-mhd",
         "IHE MHD 4.2.3 (Document Sharing)", "ihe/MHD-4.2.3/sushi-compiled");
 
+    /// <summary>
+    /// IHE BALP 1.1.4 (Basic Audit Log Patterns; compiled from FSH, snapshots generated here): the AuditEvent
+    /// profiles the server's own audit trail declares. MHD depends on it too, but a family of its own makes
+    /// BALP the root, so its profiles are chosen here before MHD's copy.
+    /// </summary>
+    public static readonly DocumentFamily Balp = new("ihe-balp",
+        "IHE BALP 1.1.4 (Basic Audit Log Patterns)", "ihe/BALP-1.1.4/sushi-compiled");
+
     /// <summary>FHIR R4 4.0.1 core only: resources that declare no known profile.</summary>
     public static readonly DocumentFamily Core = new("r4-core", "FHIR R4 4.0.1 core", null);
 
     /// <summary>All families, in order of preference.</summary>
-    public static IReadOnlyList<DocumentFamily> All { get; } = [Clins, ECheckup150, ECheckup113, Mhd, Core];
+    public static IReadOnlyList<DocumentFamily> All { get; } = [Clins, ECheckup150, ECheckup113, Mhd, Balp, Core];
 }

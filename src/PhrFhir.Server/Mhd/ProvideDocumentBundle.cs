@@ -31,7 +31,9 @@ public static class ProvideDocumentBundle
     /// does not declare a ProvideBundle profile is refused, not stored as a plain transaction.
     /// </summary>
     public static bool IsSubmission(Bundle bundle) =>
-        Declares(bundle) || bundle.Entry.Any(e => e.Resource is List l && l.Code?.Coding.Any(c => c.System == ListTypes && c.Code == "submissionset") == true);
+        Declares(bundle) || bundle.Entry.Any(e => e.Resource is List l && IsSubmissionSet(l));
+
+    static bool IsSubmissionSet(List l) => l.Code?.Coding.Any(c => c.System == ListTypes && c.Code == "submissionset") == true;
 
     public static async Task HandleAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes)
     {
@@ -39,6 +41,9 @@ public static class ProvideDocumentBundle
             throw Error("XDSRegistryMetadataError",
                 $"An ITI-65 Provide Document Bundle declares its option in Bundle.meta.profile: one of {string.Join(", ", BundleProfiles)}. (Bundle.meta.profile に MHD のプロファイルがありません)",
                 "Bundle.meta.profile", HttpStatusCode.BadRequest);
+        // Its AuditEvent is MHD's ITI-65 Recipient event: the patient and this SubmissionSet.
+        if (bundle.Entry.Select(e => e.Resource).OfType<List>().FirstOrDefault(IsSubmissionSet) is { } set)
+            Audit.AuditTrail.SubmitsDocuments(ctx, set);
         var response = await SubmitAsync(ctx, bundle, store, writes);
         await FhirResponse.ResourceAsync(ctx, response, 200);
     }
@@ -116,7 +121,7 @@ public static class ProvideDocumentBundle
     {
         var byFullUrl = bundle.Entry.Where(e => e.FullUrl is not null).GroupBy(e => e.FullUrl!).ToDictionary(g => g.Key, g => g.First());
         var sets = bundle.Entry.Select((e, i) => (e, i))
-            .Where(x => x.e.Resource is List l && l.Code?.Coding.Any(c => c.System == ListTypes && c.Code == "submissionset") == true).ToList();
+            .Where(x => x.e.Resource is List l && IsSubmissionSet(l)).ToList();
         if (sets.Count != 1)
             throw Error("XDSRegistryMetadataError",
                 $"An ITI-65 Provide Document Bundle carries exactly one SubmissionSet (a List with code {ListTypes}#submissionset); this one has {sets.Count}. (SubmissionSet は一つ必要です)",

@@ -50,6 +50,7 @@ public static class FhirEndpoints
         Served(type);
         var s = await store.ReadAsync(type, id, ctx.RequestAborted) ?? throw FhirError.NotFound($"{type}/{id} is not known. (リソースがありません)");
         await (await AccessPolicy.OfAsync(ctx, store)).CheckReadAsync(s);
+        AuditTrail.Concerns(ctx, [s.Person]);
         if (s.Deleted)
             throw new FhirError(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, $"{type}/{id} was deleted (version {s.Version}). (削除済みです)");
         FhirResponse.VersionHeaders(ctx.Response, s, false, "");
@@ -70,6 +71,7 @@ public static class FhirEndpoints
         var s = await store.ReadVersionAsync(type, id, version, ctx.RequestAborted)
             ?? throw FhirError.NotFound($"{type}/{id} has no version {vid}. (その版はありません)");
         await (await AccessPolicy.OfAsync(ctx, store)).CheckReadAsync(s);
+        AuditTrail.Concerns(ctx, [s.Person]);
         FhirResponse.VersionHeaders(ctx.Response, s, false, "");
         if (s.Deleted) throw new FhirError(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, $"Version {vid} of {type}/{id} is its deletion. (削除された版です)");
         if (type == "Binary") await BinaryContent.WriteAsync(ctx, store, s);
@@ -171,6 +173,7 @@ public static class FhirEndpoints
         var policy = await AccessPolicy.OfAsync(ctx, store);
         if (await policy.FilterAsync(await policy.SearchedPersonAsync(query)) is { } filter) query.Restrict(filter);
         var result = await store.SearchAsync(query, ctx.RequestAborted);
+        AuditTrail.Concerns(ctx, result.Matches.Concat(result.Included).Select(m => m.Person));
         await BundleResponses.SearchsetAsync(ctx, query, result);
     }
 

@@ -126,6 +126,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
             LastUpdated = Now(),
             Deleted = true,
             Json = "",
+            // Its deletion stays in the patient's compartment: their history shows it and its AuditEvent names them.
             Person = current.Person,
             Writer = current.Writer,
         };

@@ -1,0 +1,255 @@
+using System.Text;
+using Hl7.Fhir.Model;
+using Microsoft.AspNetCore.Http.Features;
+using PhrFhir.Server.Security;
+using PhrFhir.Storage.Search;
+
+namespace PhrFhir.Server.Audit;
+
+/// <summary>What one request did, as its AuditEvent needs it (the patient is one: BALP records one patient per event).</summary>
+public sealed record AuditFacts(int Outcome, string? Failure, IReadOnlyList<string> Resources, string? Patient, string? SubmissionSet = null);
+
+/// <summary>
+/// The shape of each AuditEvent, after the IHE profile that fits the request (docs/audit.md):
+/// BALP 1.1.4 IHE.BasicAudit.[Patient]Read / [Patient]Query / [Patient]Create / [Patient]Update /
+/// [Patient]Delete, IUA ITI-71 for token requests, and MHD's own ITI-65/66/67/68 profiles. The profile is
+/// declared in meta.profile only when the event conforms to it: BALP's RESTful profiles and ITI-71 fix
+/// outcome to 0, so a refusal or failure keeps the same shape and declares none.
+/// </summary>
+public static class BalpAuditEvents
+{
+    const string Balp = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/";
+    const string Mhd = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/";
+    const string Dcm = "http://dicom.nema.org/resources/ontology/DCM";
+    const string EntityType = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
+    const string ObjectRole = "http://terminology.hl7.org/CodeSystem/object-role";
+    const string IheEvents = "urn:ihe:event-type-code";
+    public const string ClientSystem = "urn:phrfhir:client";
+
+    static readonly Coding RestType = new("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "Restful Operation");
+    public static readonly Coding LoginType = new(Dcm, "110114", "User Authentication");
+    static readonly Coding ImportType = new(Dcm, "110107", "Import");
+
+    public static AuditEvent Describe(HttpContext ctx, AuditFacts facts)
+    {
+        var request = ctx.Request;
+        // Token requests (ITI-71) and the person's sign-in pages (authorize, login, consent) are logins.
+        var login = request.Path.StartsWithSegments("/auth");
+        var type = ctx.GetRouteValue("type") as string;
+        var (interaction, action) = login ? ("login", AuditEvent.AuditEventAction.E) : Interaction(ctx);
+        var ihe = request.Path == AuthorizationServer.TokenPath ? "ITI-71"
+            : login ? null
+            : facts.SubmissionSet is not null ? "ITI-65"
+            : interaction is "read" or "vread" && type == "Binary" ? "ITI-68"
+            : interaction == "search-type" && type == "DocumentReference" ? "ITI-67"
+            : interaction == "search-type" && type == "List" ? "ITI-66"
+            : null;
+
+        var audit = new AuditEvent
+        {
+            Type = login ? LoginType : ihe == "ITI-65" ? ImportType : RestType,
+            Action = ihe == "ITI-65" ? AuditEvent.AuditEventAction.C : action,
+            Recorded = DateTimeOffset.UtcNow,
+            Outcome = facts.Outcome switch { 0 => AuditEvent.AuditEventOutcome.N0, 4 => AuditEvent.AuditEventOutcome.N4, _ => AuditEvent.AuditEventOutcome.N8 },
+            OutcomeDesc = facts.Failure is null ? null : Truncate(facts.Failure, 500),
+            Source = new AuditEvent.SourceComponent
+            {
+                Site = request.Host.Value,
+                Observer = new ResourceReference { Display = "PhrFhir" },
+                Type = [new Coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")],
+            },
+        };
+        if (!login) audit.Subtype.Add(new Coding("http://hl7.org/fhir/restful-interaction", interaction));
+        if (ihe is not null) audit.Subtype.Add(new Coding(IheEvents, ihe, IheNames[ihe]));
+        Agents(ctx, audit, interaction, login);
+
+        if (facts.Patient is { } patient)
+            audit.Entity.Add(new AuditEvent.EntityComponent
+            {
+                What = new ResourceReference("Patient/" + patient),
+                Type = new Coding(EntityType, "1", "Person"),
+                Role = new Coding(ObjectRole, "1", "Patient"),
+            });
+        if (ihe == "ITI-65")
+            // MHD ITI-65 audit: the patient and the SubmissionSet (entity type 2 is its slice; the documents are what it lists).
+            audit.Entity.Add(DataEntity(facts.SubmissionSet!, new Coding(ObjectRole, "20", "Job")));
+        else if (login || interaction is "search-type" or "search-system" or "history-type" or "history-system")
+            audit.Entity.Add(new AuditEvent.EntityComponent
+            {
+                Type = new Coding(EntityType, "2", "System Object"),
+                Role = new Coding(ObjectRole, "24", "Query"),
+                Query = Encoding.UTF8.GetBytes(QueryText(ctx, login)),
+            });
+        else
+            foreach (var key in facts.Resources)
+                audit.Entity.Add(DataEntity(key, ihe == "ITI-68" ? new Coding(ObjectRole, "3", "Report") : new Coding(ObjectRole, "4", "Domain Resource")));
+
+        // Break-glass (Security/AccessPolicy): the purpose of use, and the reason as the requester gave it.
+        if (request.Headers[AccessPolicy.BreakGlassHeader].ToString() is { Length: > 0 } reason)
+        {
+            var btg = new CodeableConcept("http://terminology.hl7.org/CodeSystem/v3-ActReason", "BTG", "break the glass") { Text = Truncate(reason, 500) };
+            audit.PurposeOfEvent.Add(btg);
+            audit.Agent[0].PurposeOfUse.Add(btg);
+        }
+
+        if (facts.Outcome == 0 && Profile(interaction, ihe, facts) is { } profile)
+            audit.Meta = new Meta { Profile = [profile] };
+        return audit;
+    }
+
+    static readonly Dictionary<string, string> IheNames = new()
+    {
+        ["ITI-65"] = "Provide Document Bundle",
+        ["ITI-66"] = "Find Document Lists",
+        ["ITI-67"] = "Find Document References",
+        ["ITI-68"] = "Retrieve Document",
+        ["ITI-71"] = "Get Access Token",
+    };
+
+    /// <summary>The profile this (successful) event conforms to, or null where IHE defines none (history, transactions, operations).</summary>
+    static string? Profile(string interaction, string? ihe, AuditFacts facts)
+    {
+        var patient = facts.Patient is not null;
+        return ihe switch
+        {
+            "ITI-71" => Balp + "IHE.IUA.71",
+            "ITI-65" when patient => Mhd + "IHE.MHD.ProvideBundle.Audit.Recipient",
+            "ITI-66" when patient => Mhd + "IHE.MHD.FindDocumentLists.Audit.Responder",
+            "ITI-67" when patient => Mhd + "IHE.MHD.FindDocumentReferences.Audit.Responder",
+            "ITI-68" when patient && facts.Resources.Count == 1 => Mhd + "IHE.MHD.RetrieveDocument.Audit.Responder",
+            _ => interaction switch
+            {
+                "search-type" or "search-system" => Balp + (patient ? "IHE.BasicAudit.PatientQuery" : "IHE.BasicAudit.Query"),
+                // One data entity: BALP's `data` slice is 1..1 (entity type 2 is its discriminator).
+                _ when facts.Resources.Count != 1 => null,
+                "read" or "vread" => Balp + (patient ? "IHE.BasicAudit.PatientRead" : "IHE.BasicAudit.Read"),
+                "create" => Balp + (patient ? "IHE.BasicAudit.PatientCreate" : "IHE.BasicAudit.Create"),
+                "update" or "patch" => Balp + (patient ? "IHE.BasicAudit.PatientUpdate" : "IHE.BasicAudit.Update"),
+                "delete" => Balp + (patient ? "IHE.BasicAudit.PatientDelete" : "IHE.BasicAudit.Delete"),
+                _ => null,
+            },
+        };
+    }
+
+    static AuditEvent.EntityComponent DataEntity(string key, Coding role) => new()
+    {
+        What = new ResourceReference(key),
+        Type = new Coding(EntityType, "2", "System Object"),
+        Role = role,
+    };
+
+    /// <summary>
+    /// Client and server agents with the type codes each BALP 1.1.4 profile fixes. They are not the same
+    /// across profiles: Read has the client as 110152 and the server as 110153 (its examples too), Delete has
+    /// the client as 110150 Application and the server as custodian, the others 110153 / 110152; ITI-71
+    /// names the authorisation server AuthzOauthService. A person (本人) is also the human user agent.
+    /// </summary>
+    static void Agents(HttpContext ctx, AuditEvent audit, string interaction, bool login)
+    {
+        var request = ctx.Request;
+        var (client, server) = interaction switch
+        {
+            "login" => (new Coding(Dcm, "110150", "Application"), new Coding("https://profiles.ihe.net/ITI/BALP/CodeSystem/UserAgentTypes", "AuthzOauthService", "OAuth Authorization Server")),
+            "read" or "vread" => (new Coding(Dcm, "110152", "Destination Role ID"), new Coding(Dcm, "110153", "Source Role ID")),
+            "delete" => (new Coding(Dcm, "110150", "Application"), new Coding("http://terminology.hl7.org/CodeSystem/provenance-participant-type", "custodian", "Custodian")),
+            _ => (new Coding(Dcm, "110153", "Source Role ID"), new Coding(Dcm, "110152", "Destination Role ID")),
+        };
+        var clientId = ctx.User.FindFirst("client_id")?.Value ?? ctx.User.FindFirst("sub")?.Value ?? (login ? LoginClient(request) : null);
+        var person = ctx.User.FindFirst(AuthorizationServer.RoleClaim)?.Value == "person" ? ctx.User.FindFirst(AuthorizationServer.ActorClaim)?.Value : null;
+        audit.Agent.Add(new AuditEvent.AgentComponent
+        {
+            Type = new CodeableConcept { Coding = [client] },
+            Who = new ResourceReference { Identifier = new Identifier(ClientSystem, clientId ?? "anonymous"), Display = ctx.User.FindFirst(AuthorizationServer.RoleClaim)?.Value },
+            AltId = ctx.User.FindFirst("sub")?.Value, // the person signed in through the app (or a login's username as typed)
+            Requestor = person is null,
+            Network = new AuditEvent.NetworkComponent { Address = ctx.Connection.RemoteIpAddress?.ToString() ?? "unknown", Type = AuditEvent.AuditEventAgentNetworkType.N2 },
+        });
+        audit.Agent.Add(new AuditEvent.AgentComponent
+        {
+            Type = new CodeableConcept { Coding = [server] },
+            Who = new ResourceReference { Display = "PhrFhir" },
+            Requestor = false,
+            Network = new AuditEvent.NetworkComponent { Address = $"{request.Scheme}://{request.Host}{request.PathBase}", Type = AuditEvent.AuditEventAgentNetworkType.N5 },
+        });
+        if (person is not null && person.Split('|') is [var system, var value])
+            audit.Agent.Add(new AuditEvent.AgentComponent
+            {
+                // BALP: IRCP (information recipient) for reads and queries; a write's user is its author (DataSources AUT).
+                Type = interaction is "create" or "update" or "patch" or "delete" or "transaction"
+                    ? new CodeableConcept("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "AUT", "author (originator)")
+                    : new CodeableConcept("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient"),
+                Who = new ResourceReference { Identifier = new Identifier(system, value) },
+                Requestor = true,
+            });
+    }
+
+    static (string, AuditEvent.AuditEventAction) Interaction(HttpContext ctx)
+    {
+        var method = ctx.Request.Method;
+        var path = ctx.Request.Path.Value ?? "";
+        var hasId = ctx.GetRouteValue("id") is not null;
+        return method switch
+        {
+            "GET" when ctx.GetRouteValue("vid") is not null => ("vread", AuditEvent.AuditEventAction.R),
+            "GET" when path.Contains("/_history", StringComparison.Ordinal) => (hasId ? "history-instance" : path == "/_history" ? "history-system" : "history-type", AuditEvent.AuditEventAction.R),
+            "GET" when path.Contains('$') => ("operation", AuditEvent.AuditEventAction.E),
+            "GET" => (hasId ? "read" : "search-type", hasId ? AuditEvent.AuditEventAction.R : AuditEvent.AuditEventAction.E),
+            "POST" when path.EndsWith("/_search", StringComparison.Ordinal) => ("search-type", AuditEvent.AuditEventAction.E),
+            "POST" when path.Contains('$') => ("operation", AuditEvent.AuditEventAction.E),
+            "POST" when path is "/" or "" => ("transaction", AuditEvent.AuditEventAction.E),
+            "POST" => ("create", AuditEvent.AuditEventAction.C),
+            "PUT" => ("update", AuditEvent.AuditEventAction.U),
+            "PATCH" => ("patch", AuditEvent.AuditEventAction.U),
+            "DELETE" => ("delete", AuditEvent.AuditEventAction.D),
+            _ => ("operation", AuditEvent.AuditEventAction.E),
+        };
+    }
+
+    // Parameters of a token request that may be recorded: never a secret or a signed assertion.
+    static readonly string[] LoginParameters = ["grant_type", "scope", "client_id"];
+
+    /// <summary>
+    /// The query as received (BALP entity:query, base64 in JSON): method, path, query string, and a POSTed
+    /// search's form parameters when the endpoint read them. A token request keeps only its harmless parameters.
+    /// </summary>
+    static string QueryText(HttpContext ctx, bool login)
+    {
+        var request = ctx.Request;
+        var text = new StringBuilder($"{request.Method} {request.Path}{(login ? "" : request.QueryString.Value)}");
+        if (request.HasFormContentType && ctx.Features.Get<IFormFeature>()?.Form is { } form)
+        {
+            var pairs = form.Where(kv => !login || LoginParameters.Contains(kv.Key))
+                .SelectMany(kv => kv.Value.Select(v => Uri.EscapeDataString(kv.Key) + "=" + Uri.EscapeDataString(v ?? "")));
+            text.Append('\n').AppendJoin('&', pairs);
+        }
+        return text.ToString();
+    }
+
+    // The client a token request names (Basic header user); never the secret.
+    static string? LoginClient(HttpRequest request)
+    {
+        var auth = request.Headers.Authorization.ToString();
+        if (auth.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
+        {
+            try { return Encoding.UTF8.GetString(Convert.FromBase64String(auth[6..].Trim())).Split(':')[0]; }
+            catch (FormatException) { return null; }
+        }
+        return request.HasFormContentType && request.HttpContext.Features.Get<IFormFeature>()?.Form is { } form
+            && form["client_id"].ToString() is { Length: > 0 } id ? id
+            : request.Query["client_id"].FirstOrDefault(); // an authorization request names its app in the query
+    }
+
+    /// <summary>The Patient ids a search names in its patient/subject parameters (BALP: the patient a query is about).</summary>
+    public static IEnumerable<string> PatientsNamedBy(HttpRequest request)
+    {
+        foreach (var name in (string[])["patient", "subject", "subject:Patient", "patient:Patient"])
+            foreach (var value in request.Query[name])
+                foreach (var one in (value ?? "").Split(','))
+                {
+                    if (ReferenceTarget.Local(one) is { Type: "Patient" } target) yield return target.Id;
+                    else if (name != "subject" && one.Length is > 0 and <= 64 && !one.Contains('/') && !one.Contains(':')) yield return one;
+                }
+    }
+
+    static string Truncate(string s, int max) => s.Length <= max ? s : s[..max];
+}
