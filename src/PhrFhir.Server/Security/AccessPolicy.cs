@@ -110,8 +110,8 @@ public sealed class AccessPolicy
                 return new AccessFilter("d.resource_type = any(@0)", args);
             case "institution" or "physician" or "occupational-physician" or "employer":
                 args.Add(WriterKey);
-                var who = await RequesterAsync();
                 var consents = await _ctx.RequestServices.GetRequiredService<ConsentRules>().ActiveAsync(person, _ctx.RequestAborted);
+                var who = await RequesterAsync(ConsentRules.NamesActors(consents));
                 var consented = Consented("d");
                 var binaries = Consented("b");
                 // A document's bytes are seen with the document that points at them, written by the same writer.
@@ -137,11 +137,14 @@ public sealed class AccessPolicy
         }
     }
 
-    /// <summary>The requester as Consents name it: its actor resources (and Groups holding them), purposes.</summary>
-    async Task<Requester> RequesterAsync()
+    /// <summary>
+    /// The requester as Consents name it: its actor resources (and Groups holding them), purposes. The
+    /// actor resources are looked up only when some Consent names actors by reference.
+    /// </summary>
+    async Task<Requester> RequesterAsync(bool resolveActor)
     {
         var actor = _ctx.User.FindFirst(AuthorizationServer.ActorClaim)?.Value;
-        var keys = actor is null ? [] : await _store.ActorKeysAsync(actor, _ctx.RequestAborted);
+        var keys = actor is null || !resolveActor ? [] : await _store.ActorKeysAsync(actor, _ctx.RequestAborted);
         HashSet<string> purposes = Role == "employer" ? [] : ["TREAT"];
         if (BreakGlass is not null) purposes.Add("BTG");
         return new Requester(keys.ToHashSet(), actor, purposes);

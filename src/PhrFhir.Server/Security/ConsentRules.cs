@@ -63,6 +63,13 @@ public sealed class ConsentRules(FhirStore store)
         return denies.Count == 0 ? sql : $"({sql} and not ({string.Join(" or ", denies)}))";
     }
 
+    /// <summary>True when some provision of these Consents names an actor by reference (the requester's resources must then be known).</summary>
+    public static bool NamesActors(List<(string Patient, Consent Consent)> consents) =>
+        consents.Any(c => c.Consent.Provision is { } root && NamesActors(root));
+
+    static bool NamesActors(Consent.provisionComponent p) =>
+        p.Actor.Any(a => a.Reference?.Reference is not null) || p.Provision.Any(NamesActors);
+
     static bool InForce(Consent c, Consent.provisionComponent root, DateTimeOffset now) =>
         c.Status == Consent.ConsentState.Active
         && (c.Scope?.Coding.Count is null or 0 || c.Scope.Coding.Any(x => x.Code == "patient-privacy"))
