@@ -43,6 +43,7 @@ public static class PhrFhirApp
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
         builder.Services.AddSingleton<ResourceWrites>();
         builder.Services.AddSingleton<Security.ConsentRules>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Security.ConsentRules>());
         builder.Services.AddSingleton<CapabilityStatementBuilder>();
         // Profile validation: families load and warm in the background; a request that needs one waits.
         var validationOptions = builder.Configuration.GetSection("Validation").Get<ValidationOptions>() ?? new ValidationOptions();

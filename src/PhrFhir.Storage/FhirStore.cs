@@ -106,6 +106,43 @@ public sealed partial class FhirStore : IAsyncDisposable
 
     public Task<WriteTransaction> BeginWriteAsync(CancellationToken ct) => WriteTransaction.BeginAsync(this, ct);
 
+    // ---- change notification (caches of rarely written types, e.g. Consents) ----------------------
+
+    internal const string ChangeChannel = "phrfhir_changed";
+
+    /// <summary>Resource types whose writes are announced: at commit to this process, and by NOTIFY to every process.</summary>
+    public HashSet<string> Watched { get; } = [];
+
+    /// <summary>A watched type was written and committed (here, or by another process sharing the database).</summary>
+    public event Action<string>? Changed;
+
+    internal void RaiseChanged(string type) => Changed?.Invoke(type);
+
+    /// <summary>
+    /// Listens for other processes' commits of watched types (PostgreSQL LISTEN) until cancelled,
+    /// reconnecting after failures; each reconnection also raises <see cref="Changed"/> for every
+    /// watched type, since notifications sent while disconnected are lost.
+    /// </summary>
+    public async Task ListenAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await using var conn = await DataSource.OpenConnectionAsync(ct);
+                conn.Notification += (_, e) => RaiseChanged(e.Payload);
+                await using (var listen = new NpgsqlCommand($"listen {ChangeChannel}", conn)) await listen.ExecuteNonQueryAsync(ct);
+                foreach (var type in Watched) RaiseChanged(type);
+                while (!ct.IsCancellationRequested) await conn.WaitAsync(ct);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested) { return; }
+            catch (Exception) when (!ct.IsCancellationRequested)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1), ct).ContinueWith(_ => { }, TaskScheduler.Default);
+            }
+        }
+    }
+
     public async Task<bool> PingAsync(CancellationToken ct)
     {
         try

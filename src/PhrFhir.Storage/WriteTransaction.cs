@@ -121,6 +121,9 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     internal void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows, bool history)
     {
         Written.Add((doc.Id, doc.Person));
+        // Other server processes learn at commit that a watched type changed (FhirStore.ListenAsync).
+        if (_store.Watched.Contains(doc.ResourceType) && _notified.Add(doc.ResourceType))
+            Add("select pg_notify($1, $2)", FhirStore.ChangeChannel, doc.ResourceType);
         if (previousVersion == 0) _session.Insert(doc);
         else _session.UpdateRevision(doc, doc.Version);
 
@@ -233,6 +236,8 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         e is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation }
         || e.InnerException is { } inner && IsUniqueViolation(inner);
 
+    readonly HashSet<string> _notified = [];
+
     public async Task CommitAsync(CancellationToken ct)
     {
         if (BeforeCommit is { } hook)
@@ -242,6 +247,9 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         }
         await FlushAsync(ct);
         await _tx.CommitAsync(ct);
+        // This process learns synchronously, before the request is answered: a revoked Consent is
+        // never served from a cache by the next request.
+        foreach (var type in _notified) _store.RaiseChanged(type);
     }
 
     public async ValueTask DisposeAsync()

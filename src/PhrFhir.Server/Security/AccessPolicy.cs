@@ -165,7 +165,8 @@ public sealed class AccessPolicy
             if (code is "patient" or "subject" && ReferenceTarget.Local(value.Contains('/') ? value : "Patient/" + value) is { Type: "Patient" } target)
                 return target.Id;
             if (query.ResourceType == "Patient" && code == "_id") return value;
-            if (code is "patient.identifier" or "subject.identifier")
+            // Resolving an identifier costs a query; worth it only when Consents are read per patient.
+            if (code is "patient.identifier" or "subject.identifier" && !_ctx.RequestServices.GetRequiredService<ConsentRules>().HoldsAll)
             {
                 var patients = await _store.SearchAsync(new SearchQuery(_store.SearchParameters, "Patient",
                     [new("identifier", value), new("_count", "2")], lenient: false), _ctx.RequestAborted);

@@ -22,17 +22,28 @@ public sealed record Requester(
 /// and none denies it". Conditions about the request (actor, purpose, action, period) are decided here
 /// in C#; conditions about the data (class, code, security label, data instance/related/authoredby,
 /// dataPeriod) become SQL over the index tables, so searches, totals and includes only ever count what
-/// is permitted. Read fresh on every request: a revoked Consent stops applying at once.
+/// is permitted. Consents are held in memory and dropped the moment any Consent is committed (in this
+/// process before the write is answered; in others by PostgreSQL NOTIFY): a revoked Consent stops
+/// applying at once, and a request pays no database work for Consents in the steady state.
 ///
 /// Semantics (docs/consent.md): a provision's decision (its type) holds for the data its conditions
 /// match; a nested provision is an exception with conditions of its own and overrides its parent for
 /// what it matches (deny before permit); across Consents, deny wins; nothing decided → not visible.
 /// Unlabelled data counts as Normal (N) confidentiality, as PCF's Advanced option presumes.
 /// </summary>
-public sealed class ConsentRules(FhirStore store)
+public sealed class ConsentRules : BackgroundService
 {
-    /// <summary>Above this many active Consents, a search across patients is refused: name the patient (docs/consent.md, "Scale").</summary>
-    public const int MaxConsentsPerRequest = 2000;
+    readonly FhirStore store;
+
+    public ConsentRules(FhirStore store)
+    {
+        this.store = store;
+        store.Watched.Add("Consent");
+        store.Changed += type => { if (type == "Consent") Invalidate(); };
+    }
+
+    /// <summary>Hears other processes' Consent commits for as long as the server runs.</summary>
+    protected override System.Threading.Tasks.Task ExecuteAsync(CancellationToken stoppingToken) => store.ListenAsync(stoppingToken);
 
     const string Confidentiality = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
     const string ActReason = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
@@ -190,19 +201,61 @@ public sealed class ConsentRules(FhirStore store)
         return args.Count - 1;
     }
 
-    /// <summary>Current, undeleted Consents (of one patient when given), parsed once per version.</summary>
+    /// <summary>Up to this many active Consents are held in memory; beyond, each request reads its patient's from the database.</summary>
+    public const int CachedConsents = 10_000;
+
+    // Every active Consent, parsed, or null until read again: dropped whenever a Consent is committed
+    // (this process at commit, others by NOTIFY — FhirStore.Changed). A read that began before a
+    // change never stores its stale result (the generation moved on).
+    sealed record Snapshot(List<(string Patient, Consent Consent)>? All);
+    Snapshot? _snapshot;
+    long _generation;
+    readonly Lock _gate = new();
+
+    /// <summary>Forgets what it holds (a Consent was written somewhere).</summary>
+    public void Invalidate()
+    {
+        lock (_gate)
+        {
+            _generation++;
+            _snapshot = null;
+        }
+    }
+
+    /// <summary>True when every active Consent is in memory: then naming a patient saves no database work.</summary>
+    public bool HoldsAll => _snapshot?.All is not null;
+
+    /// <summary>The current, undeleted Consents whatever their status (InForce decides), of one patient when given.</summary>
     public async Task<List<(string Patient, Consent Consent)>> ActiveAsync(string? person, CancellationToken ct)
     {
-        var rows = await store.CurrentOfTypeAsync("Consent", person, MaxConsentsPerRequest + 1, ct);
-        if (rows.Count > MaxConsentsPerRequest)
-            throw FhirError.BadRequest($"More than {MaxConsentsPerRequest} Consents could apply to this request: name the patient (patient=Patient/…) so that only theirs are read. (対象患者を指定してください)");
+        var snapshot = _snapshot;
+        if (snapshot is null)
+        {
+            long generation;
+            lock (_gate) generation = _generation;
+            var rows = await store.CurrentOfTypeAsync("Consent", null, CachedConsents + 1, ct);
+            snapshot = new Snapshot(rows.Count > CachedConsents ? null : Parse(rows));
+            lock (_gate)
+                if (generation == _generation) _snapshot = snapshot;
+        }
+        if (snapshot.All is { } all)
+            return person is null ? all : all.Where(c => c.Patient == person).ToList();
+
+        // Too many to hold: this request's patient's only, or refuse a search across everyone's.
+        if (person is null)
+            throw FhirError.BadRequest($"More than {CachedConsents} Consents could apply to this request: name the patient (patient=Patient/…) so that only theirs are read. (対象患者を指定してください)");
+        return Parse(await store.CurrentOfTypeAsync("Consent", person, CachedConsents + 1, ct));
+    }
+
+    List<(string Patient, Consent Consent)> Parse(List<StoredResource> rows)
+    {
         var list = new List<(string, Consent)>(rows.Count);
         foreach (var row in rows)
         {
             if (row.Person is null) continue; // a Consent about no one of ours grants nothing
             if (!_parsed.TryGetValue(row.Key, out var known) || known.Version != row.Version)
             {
-                if (_parsed.Count > 4 * MaxConsentsPerRequest) _parsed.Clear();
+                if (_parsed.Count > 2 * CachedConsents) _parsed.Clear();
                 known = (row.Version, (Consent)FhirFormat.ParseStored(row.Json));
                 _parsed[row.Key] = known;
             }

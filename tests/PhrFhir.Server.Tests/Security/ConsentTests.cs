@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Net;
 using Hl7.Fhir.Model;
 
@@ -272,5 +273,38 @@ public sealed class ConsentTests(ServerFixture server)
         Assert.Equal(HttpStatusCode.Forbidden, (await other.PutAsync($"Patient/{theirs.Id}", Fhir.Json(theirs))).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await other.DeleteAsync($"Patient/{theirs.Id}")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync($"Patient/{theirs.Id}")).StatusCode);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_revocation_committed_by_another_server_process_reaches_this_one()
+    {
+        var p = await PatientAsync();
+        var obs = await ObservationAsync(p);
+        var physicianRef = await DirectoryEntryAsync("Practitioner", PhysicianSystem, PhysicianValue);
+        using var physician = await server.ClientAsync("test-physician");
+        var consent = await Fhir.ExpectAsync<Consent>(await server.Operator.PostAsync("Consent", Fhir.Json(Grant(p, physicianRef, "TREAT"))), HttpStatusCode.Created);
+        Assert.Equal(HttpStatusCode.OK, (await physician.GetAsync($"Observation/{obs.Id}")).StatusCode); // Consents now held in memory
+
+        // What another process's revocation does to the database: a new version of the Consent, then
+        // (at its commit) the notification every process listens for.
+        var store = server.Services.GetRequiredService<PhrFhir.Storage.FhirStore>();
+        await using (var revoke = store.DataSource.CreateCommand(
+            "update fhir.mt_doc_resourcedocument set data = jsonb_set(data, '{json}', to_jsonb(replace(data->>'json', '\"status\":\"active\"', '\"status\":\"inactive\"'))), " +
+            "mt_version = mt_version + 1 where id = $1"))
+        {
+            revoke.Parameters.Add(new() { Value = $"Consent/{consent.Id}" });
+            Assert.Equal(1, await revoke.ExecuteNonQueryAsync());
+        }
+        Assert.Equal(HttpStatusCode.OK, (await physician.GetAsync($"Observation/{obs.Id}")).StatusCode); // not told yet
+        await using (var notify = store.DataSource.CreateCommand("select pg_notify('phrfhir_changed', 'Consent')"))
+            await notify.ExecuteNonQueryAsync();
+        var status = HttpStatusCode.OK;
+        for (var i = 0; i < 50 && status == HttpStatusCode.OK; i++)
+        {
+            await System.Threading.Tasks.Task.Delay(20);
+            status = (await physician.GetAsync($"Observation/{obs.Id}")).StatusCode;
+        }
+        Assert.Equal(HttpStatusCode.NotFound, status);
+        await server.Operator.DeleteAsync($"Consent/{consent.Id}");
     }
 }
