@@ -255,7 +255,23 @@ public sealed partial class FhirStore : IAsyncDisposable
         var order = q.OrderSql(); // may add arguments: build before binding
         var page = new List<StoredResource>();
         int? counted = null;
-        if (q.Count > 0 && keys is not null)
+        if (q.Count > 0 && keys is not null && q.FilterSql is { } access)
+        {
+            // The same, with the requester's access filter applied to the matching documents before they
+            // are counted and paged: totals count only what the requester may see.
+            await using var cmd = DataSource.CreateCommand(
+                $"select {DocColumns}, p.total from (select d.id, count(*) over () as total from ({keys}) k(rkey) join {Docs} d on d.id = k.rkey " +
+                $"where d.resource_type = $1 and not d.deleted and {access} order by d.id limit {q.Count + 1} offset {q.Offset}) p " +
+                $"join {Docs} d on d.id = p.id order by d.id");
+            Bind(cmd, q);
+            await using var reader = await cmd.ExecuteReaderAsync(ct);
+            while (await reader.ReadAsync(ct))
+            {
+                page.Add(Read(reader));
+                counted = (int)reader.GetInt64(8);
+            }
+        }
+        else if (q.Count > 0 && keys is not null)
         {
             // One statement: the page's keys with the size of the whole set (a window over the keys,
             // computed on the index tables), joined to the page's documents only.
@@ -288,7 +304,9 @@ public sealed partial class FhirStore : IAsyncDisposable
             {
                 await using var cmd = DataSource.CreateCommand(keys is null
                     ? $"select count(*) from {Docs} d where {where}"
-                    : $"select count(*) from ({keys}) c where $1::text is not null"); // $1 (the type) is bound to every search statement
+                    : q.FilterSql is { } filter
+                        ? $"select count(*) from ({keys}) k(rkey) join {Docs} d on d.id = k.rkey where d.resource_type = $1 and not d.deleted and {filter}"
+                        : $"select count(*) from ({keys}) c where $1::text is not null"); // $1 (the type) is bound to every search statement
                 Bind(cmd, q);
                 total = Convert.ToInt32(await cmd.ExecuteScalarAsync(ct));
             }

@@ -119,7 +119,8 @@ public sealed class AccessPolicy
                     "(d.resource_type = 'Binary' and exists(select 1 from fhir.ix_reference br join fhir.mt_doc_resourcedocument b on b.id = br.rkey " +
                     "where br.param = 'DocumentReference._binary' and br.target = d.id and not b.deleted " +
                     $"and b.writer is not distinct from d.writer and b.person is not distinct from d.person and {binaries}))";
-                var sql = $"(d.writer = @0 or (d.resource_type <> 'Binary' and {consented}) or {viaDocument})";
+                var sql = consented == "false" && binaries == "false" ? "d.writer = @0" // no Consent applies: only what it wrote
+                    : $"(d.writer = @0 or (d.resource_type <> 'Binary' and {consented}) or {viaDocument})";
                 return new AccessFilter(sql, args);
 
                 string Consented(string alias)

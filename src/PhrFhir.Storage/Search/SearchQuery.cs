@@ -39,7 +39,10 @@ public sealed class SearchQuery
     /// <summary>The parameters that were applied, for the Bundle's self link.</summary>
     public List<KeyValuePair<string, string>> Applied { get; } = [];
     public IReadOnlyList<object> Arguments => _args;
-    public string WhereSql => _where.Count == 0 ? "" : " and " + string.Join(" and ", _where);
+    public string WhereSql => (_where.Count == 0 ? "" : " and " + string.Join(" and ", _where)) + (FilterSql is null ? "" : " and " + FilterSql);
+
+    /// <summary>The access filter as placed in this query's statements (arguments numbered), or null.</summary>
+    public string? FilterSql { get; private set; }
 
     /// <summary>
     /// The criteria that are plain sets of matching keys ("select rkey from ix_… where …"), and whether
@@ -73,7 +76,7 @@ public sealed class SearchQuery
     {
         if (Filter is not null) throw new InvalidOperationException("A search is restricted once.");
         Filter = filter;
-        _where.Add("(" + filter.Render(_args.Count + 2) + ")");
+        FilterSql = "(" + filter.Render(_args.Count + 2) + ")";
         _args.AddRange(filter.Args);
     }
 

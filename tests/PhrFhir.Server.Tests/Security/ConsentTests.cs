@@ -111,6 +111,9 @@ public sealed class ConsentTests(ServerFixture server)
         Assert.Equal(HttpStatusCode.NotFound, await Read($"Observation/{others.Id}"));
         Assert.Equal([$"Observation/{obs.Id}"], await IdsAsync(physician, $"Observation?subject=Patient/{p.Id}&_total=accurate"));
         Assert.Empty(await IdsAsync(physician, $"Observation?subject=Patient/{q.Id}&_total=accurate"));
+        // A count alone counts only what is permitted too (p's Observation, not q's, though both match).
+        var counted = await Fhir.ReadAsync<Bundle>(await physician.GetAsync($"Observation?code=http://loinc.org|2339-0&subject=Patient/{p.Id},Patient/{q.Id}&_summary=count"));
+        Assert.Equal(1, counted.Total);
         var both = await IdsAsync(physician, $"Observation?_id={obs.Id},{others.Id}&_total=accurate");
         Assert.Equal([$"Observation/{obs.Id}"], both); // the total counts only what is permitted
         // ITI-67 as an EHR sends it: by the patient's identifier.
