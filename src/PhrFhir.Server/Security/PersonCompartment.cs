@@ -7,8 +7,8 @@ namespace PhrFhir.Server.Security;
 
 /// <summary>
 /// The person (本人) sees their own compartment: every resource whose `person` key is their Patient.
-/// Their token names them by identifier (phr_actor); the Patient it resolves to confines every read,
-/// search, history and _include of the request. Anything else answers 404, as if it did not exist.
+/// Their token names them by identifier (phr_actor); this resolves it to the Patient, which
+/// AccessPolicy then uses to confine every read, search, history, _include and write of the request.
 /// </summary>
 public static class PersonCompartment
 {
@@ -28,13 +28,6 @@ public static class PersonCompartment
             throw Denied("The person this token names is not registered here (or not uniquely): register the Patient with that identifier first. (本人の患者情報が登録されていません)");
         ctx.Items[Key] = found.Matches[0].Id;
         return found.Matches[0].Id;
-    }
-
-    /// <summary>Refuses, as not found, a resource outside the person's compartment.</summary>
-    public static void Check(string? person, StoredResource s)
-    {
-        if (person is not null && s.Person != person)
-            throw FhirError.NotFound($"{s.Type}/{s.Id} is not known. (リソースがありません)");
     }
 
     static FhirError Denied(string message) => new(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden, message);
