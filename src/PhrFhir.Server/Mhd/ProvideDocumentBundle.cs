@@ -57,7 +57,7 @@ public static class ProvideDocumentBundle
     {
         var options = ctx.RequestServices.GetRequiredService<IOptions<MhdOptions>>().Value;
         var submission = CheckShape(bundle);
-        // A document's bytes belong to the document's patient (PersonCompartment reads securityContext).
+        // A document's bytes belong to the document's patient (SearchIndexer.PersonOf reads securityContext).
         foreach (var (_, doc) in submission.Documents)
             foreach (var content in doc.Content)
                 if (bundle.Entry.FirstOrDefault(e => e.FullUrl == content.Attachment?.Url)?.Resource is Binary { SecurityContext: null } binary && doc.Subject?.Reference is { } subject)
