@@ -9,10 +9,16 @@ namespace PhrFhir.Storage;
 /// _include/_revinclude, a history and a single read alike — one rule, applied in SQL, so paging and
 /// totals count only what may be seen. Built by the server's access rules (Security/AccessPolicy).
 /// </summary>
-public sealed partial class AccessFilter(string sql, IReadOnlyList<object> args)
+public sealed partial class AccessFilter(string sql, IReadOnlyList<object> args, string? indexSql = null)
 {
     public string Sql { get; } = sql;
     public IReadOnlyList<object> Args { get; } = args;
+
+    /// <summary>
+    /// The same condition on an index row's own columns (<c>writer</c>, <c>person</c>), when it can be
+    /// so written: a search then applies it on the index tables and never joins the documents to count.
+    /// </summary>
+    public string? IndexSql { get; } = indexSql;
 
     /// <summary>Nothing at all is visible.</summary>
     public static readonly AccessFilter None = new("false", []);
@@ -21,6 +27,11 @@ public sealed partial class AccessFilter(string sql, IReadOnlyList<object> args)
     private static partial Regex Placeholder();
 
     /// <summary>The condition with its arguments numbered from <c>$firstArg</c>.</summary>
-    public string Render(int firstArg) =>
-        Placeholder().Replace(Sql, m => "$" + (firstArg + int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)));
+    public string Render(int firstArg) => Number(Sql, firstArg);
+
+    /// <summary>The index-row form with its arguments numbered from <c>$firstArg</c> (the same numbers as <see cref="Render"/>).</summary>
+    public string RenderIndex(int firstArg) => Number(IndexSql!, firstArg);
+
+    static string Number(string sql, int firstArg) =>
+        Placeholder().Replace(sql, m => "$" + (firstArg + int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)));
 }

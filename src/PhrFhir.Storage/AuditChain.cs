@@ -24,7 +24,7 @@ public sealed partial class WriteTransaction
             Written.Add((doc.Id, doc.Person));
             _session.Insert(doc); // append-only: no history copy, never a previous version
         }
-        IndexRowsOf([.. audits.Select(a => (a.Doc.Id, a.Doc.Person, a.Rows))]);
+        IndexRowsOf([.. audits.Select(a => (a.Doc.Id, a.Doc.Person, a.Doc.Writer, a.Rows))]);
         Add("insert into fhir.audit_chain (rkey, person, content_hash) select u.rkey, u.person, u.content_hash from unnest($1::text[], $2::text[], $3::bytea[]) with ordinality as u(rkey, person, content_hash, n) order by n",
             audits.Select(a => a.Doc.Id).ToArray(), audits.Select(a => a.Doc.Person).ToArray(),
             audits.Select(a => SHA256.HashData(Encoding.UTF8.GetBytes(a.Doc.Json))).ToArray());

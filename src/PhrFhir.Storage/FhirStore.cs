@@ -255,7 +255,7 @@ public sealed partial class FhirStore : IAsyncDisposable
         var order = q.OrderSql(); // may add arguments: build before binding
         var page = new List<StoredResource>();
         int? counted = null;
-        if (q.Count > 0 && keys is not null && q.FilterSql is { } access)
+        if (q.Count > 0 && keys is not null && q.FilterSql is { } access && !q.KeySetsFiltered)
         {
             // The same, with the requester's access filter applied to the matching documents before they
             // are counted and paged: totals count only what the requester may see.
@@ -304,7 +304,7 @@ public sealed partial class FhirStore : IAsyncDisposable
             {
                 await using var cmd = DataSource.CreateCommand(keys is null
                     ? $"select count(*) from {Docs} d where {where}"
-                    : q.FilterSql is { } filter
+                    : q.FilterSql is { } filter && !q.KeySetsFiltered
                         ? $"select count(*) from ({keys}) k(rkey) join {Docs} d on d.id = k.rkey where d.resource_type = $1 and not d.deleted and {filter}"
                         : $"select count(*) from ({keys}) c where $1::text is not null"); // $1 (the type) is bound to every search statement
                 Bind(cmd, q);

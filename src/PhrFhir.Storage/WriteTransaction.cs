@@ -136,7 +136,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
                 Add($"delete from fhir.{table} where rkey = $1", doc.Id);
         if (rows is null) return; // deletion: no index rows, so searches no longer find it
 
-        IndexRowsOf([(doc.Id, doc.Person, rows)]);
+        IndexRowsOf([(doc.Id, doc.Person, doc.Writer, rows)]);
     }
 
     /// <summary>
@@ -144,54 +144,56 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// AuditWriter batch stores hundreds of AuditEvents at once; a statement per event and table cost
     /// more than the events themselves).
     /// </summary>
-    internal void IndexRowsOf(IReadOnlyList<(string Key, string? Person, IndexRows Rows)> docs)
+    internal void IndexRowsOf(IReadOnlyList<(string Key, string? Person, string? Writer, IndexRows Rows)> docs)
     {
-        // Each row carries its resource's key and person: unnest walks all the arrays in step.
-        (string[] Keys, string?[] Persons) Owners<T>(Func<IndexRows, List<T>> rowsOf) =>
-            (docs.SelectMany(d => rowsOf(d.Rows).Select(_ => d.Key)).ToArray(), docs.SelectMany(d => rowsOf(d.Rows).Select(_ => d.Person)).ToArray());
+        // Each row carries its resource's key, person and writer (access filters read them on the index
+        // rows: AccessFilter.IndexSql): unnest walks all the arrays in step.
+        (string[] Keys, string?[] Persons, string?[] Writers) Owners<T>(Func<IndexRows, List<T>> rowsOf) =>
+            (docs.SelectMany(d => rowsOf(d.Rows).Select(_ => d.Key)).ToArray(), docs.SelectMany(d => rowsOf(d.Rows).Select(_ => d.Person)).ToArray(),
+             docs.SelectMany(d => rowsOf(d.Rows).Select(_ => d.Writer)).ToArray());
         IEnumerable<T> All<T>(Func<IndexRows, List<T>> rowsOf) => docs.SelectMany(d => rowsOf(d.Rows));
 
         if (docs.Any(d => d.Rows.Strings.Count > 0))
         {
-            var (keys, persons) = Owners(r => r.Strings);
-            Add("insert into fhir.ix_string (rkey, person, param, norm, exact) select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
-                keys, persons, All(r => r.Strings).Select(r => r.Param).ToArray(), All(r => r.Strings).Select(r => r.Norm).ToArray(), All(r => r.Strings).Select(r => r.Exact).ToArray());
+            var (keys, persons, writers) = Owners(r => r.Strings);
+            Add("insert into fhir.ix_string (rkey, person, writer, param, norm, exact) select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])",
+                keys, persons, writers, All(r => r.Strings).Select(r => r.Param).ToArray(), All(r => r.Strings).Select(r => r.Norm).ToArray(), All(r => r.Strings).Select(r => r.Exact).ToArray());
         }
         if (docs.Any(d => d.Rows.Tokens.Count > 0))
         {
-            var (keys, persons) = Owners(r => r.Tokens);
+            var (keys, persons, writers) = Owners(r => r.Tokens);
             var t = All(r => r.Tokens).ToList();
-            Add("insert into fhir.ix_token (rkey, person, param, system, code, display, type_system, type_code) select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
-                keys, persons, t.Select(r => r.Param).ToArray(), t.Select(r => r.System).ToArray(), t.Select(r => r.Code).ToArray(),
+            Add("insert into fhir.ix_token (rkey, person, writer, param, system, code, display, type_system, type_code) select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
+                keys, persons, writers, t.Select(r => r.Param).ToArray(), t.Select(r => r.System).ToArray(), t.Select(r => r.Code).ToArray(),
                 t.Select(r => r.Display).ToArray(), t.Select(r => r.TypeSystem).ToArray(), t.Select(r => r.TypeCode).ToArray());
         }
         if (docs.Any(d => d.Rows.References.Count > 0))
         {
-            var (keys, persons) = Owners(r => r.References);
+            var (keys, persons, writers) = Owners(r => r.References);
             var t = All(r => r.References).ToList();
-            Add("insert into fhir.ix_reference (rkey, person, param, target, target_id) select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
-                keys, persons, t.Select(r => r.Param).ToArray(), t.Select(r => r.Target).ToArray(), t.Select(r => r.TargetId).ToArray());
+            Add("insert into fhir.ix_reference (rkey, person, writer, param, target, target_id) select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])",
+                keys, persons, writers, t.Select(r => r.Param).ToArray(), t.Select(r => r.Target).ToArray(), t.Select(r => r.TargetId).ToArray());
         }
         if (docs.Any(d => d.Rows.Dates.Count > 0))
         {
-            var (keys, persons) = Owners(r => r.Dates);
+            var (keys, persons, writers) = Owners(r => r.Dates);
             var t = All(r => r.Dates).ToList();
-            Add("insert into fhir.ix_date (rkey, person, param, low, high) select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])",
-                keys, persons, t.Select(r => r.Param).ToArray(), t.Select(r => Clamp(r.Low)).ToArray(), t.Select(r => Clamp(r.High)).ToArray());
+            Add("insert into fhir.ix_date (rkey, person, writer, param, low, high) select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[])",
+                keys, persons, writers, t.Select(r => r.Param).ToArray(), t.Select(r => Clamp(r.Low)).ToArray(), t.Select(r => Clamp(r.High)).ToArray());
         }
         if (docs.Any(d => d.Rows.Numbers.Count > 0))
         {
-            var (keys, persons) = Owners(r => r.Numbers);
+            var (keys, persons, writers) = Owners(r => r.Numbers);
             var t = All(r => r.Numbers).ToList();
-            Add("insert into fhir.ix_number (rkey, person, param, value, system, code) select * from unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::text[])",
-                keys, persons, t.Select(r => r.Param).ToArray(), t.Select(r => r.Value).ToArray(), t.Select(r => r.System).ToArray(), t.Select(r => r.Code).ToArray());
+            Add("insert into fhir.ix_number (rkey, person, writer, param, value, system, code) select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[], $7::text[])",
+                keys, persons, writers, t.Select(r => r.Param).ToArray(), t.Select(r => r.Value).ToArray(), t.Select(r => r.System).ToArray(), t.Select(r => r.Code).ToArray());
         }
         if (docs.Any(d => d.Rows.Uris.Count > 0))
         {
-            var (keys, persons) = Owners(r => r.Uris);
+            var (keys, persons, writers) = Owners(r => r.Uris);
             var t = All(r => r.Uris).ToList();
-            Add("insert into fhir.ix_uri (rkey, person, param, uri) select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])",
-                keys, persons, t.Select(r => r.Param).ToArray(), t.Select(r => r.Uri).ToArray());
+            Add("insert into fhir.ix_uri (rkey, person, writer, param, uri) select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
+                keys, persons, writers, t.Select(r => r.Param).ToArray(), t.Select(r => r.Uri).ToArray());
         }
     }
 

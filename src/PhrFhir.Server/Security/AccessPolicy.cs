@@ -103,7 +103,7 @@ public sealed class AccessPolicy
         {
             case "person":
                 args.Add(Person!);
-                return new AccessFilter("d.person = @0", args);
+                return new AccessFilter("d.person = @0", args, indexSql: "person = @0");
             case "operator":
                 if (BreakGlass is not null) return null;
                 args.Add(AdministrativeTypes);
@@ -119,9 +119,9 @@ public sealed class AccessPolicy
                     "(d.resource_type = 'Binary' and exists(select 1 from fhir.ix_reference br join fhir.mt_doc_resourcedocument b on b.id = br.rkey " +
                     "where br.param = 'DocumentReference._binary' and br.target = d.id and not b.deleted " +
                     $"and b.writer is not distinct from d.writer and b.person is not distinct from d.person and {binaries}))";
-                var sql = consented == "false" && binaries == "false" ? "d.writer = @0" // no Consent applies: only what it wrote
-                    : $"(d.writer = @0 or (d.resource_type <> 'Binary' and {consented}) or {viaDocument})";
-                return new AccessFilter(sql, args);
+                if (consented == "false" && binaries == "false") // no Consent applies: only what it wrote
+                    return new AccessFilter("d.writer = @0", args, indexSql: "writer = @0");
+                return new AccessFilter($"(d.writer = @0 or (d.resource_type <> 'Binary' and {consented}) or {viaDocument})", args);
 
                 string Consented(string alias)
                 {

@@ -41,6 +41,9 @@ public sealed class SearchQuery
     public IReadOnlyList<object> Arguments => _args;
     public string WhereSql => (_where.Count == 0 ? "" : " and " + string.Join(" and ", _where)) + (FilterSql is null ? "" : " and " + FilterSql);
 
+    /// <summary>True when the access filter is already inside every key set (its index-row form).</summary>
+    public bool KeySetsFiltered { get; private set; }
+
     /// <summary>The access filter as placed in this query's statements (arguments numbered), or null.</summary>
     public string? FilterSql { get; private set; }
 
@@ -76,7 +79,16 @@ public sealed class SearchQuery
     {
         if (Filter is not null) throw new InvalidOperationException("A search is restricted once.");
         Filter = filter;
-        FilterSql = "(" + filter.Render(_args.Count + 2) + ")";
+        var first = _args.Count + 2;
+        FilterSql = "(" + filter.Render(first) + ")";
+        // A filter that index rows can answer themselves (who wrote it, whose it is) goes into every
+        // top-level key set, so the search stays on the index tables, totals included.
+        if (filter.IndexSql is not null && KeySets.Count > 0 && KeySets.All(k => k.EndsWith(RowMarker, StringComparison.Ordinal)))
+        {
+            for (var i = 0; i < KeySets.Count; i++)
+                KeySets[i] = KeySets[i][..^RowMarker.Length] + " and " + filter.RenderIndex(first);
+            KeySetsFiltered = true;
+        }
         _args.AddRange(filter.Args);
     }
 
@@ -198,21 +210,25 @@ public sealed class SearchQuery
             }
             var inner = targets.Select(t => Criterion(t, chain, value, lenient, "x.target")).OfType<string>().ToList();
             if (inner.Count == 0) return null;
-            return $"{keyColumn} in (select x.rkey from fhir.ix_reference x where x.param = ${Arg(key)} and ({string.Join(" or ", inner)}))";
+            return $"{keyColumn} in (select x.rkey from fhir.ix_reference x where x.param = ${Arg(key)} and ({string.Join(" or ", inner)}){RowMarker})";
         }
 
         if (modifier == "missing")
         {
             var missing = value switch { "true" => true, "false" => false, _ => throw FhirError.BadRequest($"{name} must be true or false.", name) };
-            return $"{keyColumn} {(missing ? "not in" : "in")} (select rkey from fhir.{Table(p.Type)} where param = ${Arg(key)})";
+            return $"{keyColumn} {(missing ? "not in" : "in")} (select rkey from fhir.{Table(p.Type)} where param = ${Arg(key)}{RowMarker})";
         }
 
         var alternatives = SplitEscaped(value, ',').Select(v => Condition(p, modifier, v, name)).ToList();
         if (modifier == "not")
             return $"{keyColumn} not in (select rkey from fhir.ix_token where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))";
         var table = p.Type == SearchParamType.Reference && modifier == "identifier" ? "ix_token" : Table(p.Type);
-        return $"{keyColumn} in (select rkey from fhir.{table} where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))";
+        return $"{keyColumn} in (select rkey from fhir.{table} where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}){RowMarker})";
     }
+
+    // Ends the where clause of an index-table key set (a SQL comment, so harmless where it stays): an
+    // access filter with an index-row form is placed there (Restrict), on the set's own rows.
+    const string RowMarker = " /*row*/";
 
     static string Table(SearchParamType t) => t switch
     {
