@@ -23,6 +23,12 @@ public sealed partial class AccessFilter(string sql, IReadOnlyList<object> args,
     /// <summary>Nothing at all is visible.</summary>
     public static readonly AccessFilter None = new("false", []);
 
+    /// <summary>
+    /// Everything, whoever asks: for checks that must span everyone's data and reveal none of it (a
+    /// document uniqueId is unique across all documents), placed where a request's filter would go.
+    /// </summary>
+    public static readonly AccessFilter Everything = new("true", []);
+
     [GeneratedRegex(@"@(\d+)")]
     private static partial Regex Placeholder();
 

@@ -252,32 +252,21 @@ public sealed partial class FhirStore : IAsyncDisposable
                 ? $"select distinct k0.rkey from ({q.KeySets[0]}) k0(rkey)" // one resource can match with several rows
                 : string.Join(" intersect ", q.KeySets.Select((k, i) => $"select k{i}.rkey from ({k}) k{i}(rkey)"))
             : null;
+        // Under an access filter the index rows cannot answer themselves (AccessFilter.IndexSql), the
+        // matching keys are joined to their documents and tested there, before they are counted and paged.
+        var matching = keys is not null && q.FilterSql is { } access && !q.KeySetsFiltered
+            ? $"select d.id from ({keys}) k(rkey) join {Docs} d on d.id = k.rkey where d.resource_type = $1 and not d.deleted and {access}"
+            : keys;
         var order = q.OrderSql(); // may add arguments: build before binding
         var page = new List<StoredResource>();
         int? counted = null;
-        if (q.Count > 0 && keys is not null && q.FilterSql is { } access && !q.KeySetsFiltered)
-        {
-            // The same, with the requester's access filter applied to the matching documents before they
-            // are counted and paged: totals count only what the requester may see.
-            await using var cmd = DataSource.CreateCommand(
-                $"select {DocColumns}, p.total from (select d.id, count(*) over () as total from ({keys}) k(rkey) join {Docs} d on d.id = k.rkey " +
-                $"where d.resource_type = $1 and not d.deleted and {access} order by d.id limit {q.Count + 1} offset {q.Offset}) p " +
-                $"join {Docs} d on d.id = p.id order by d.id");
-            Bind(cmd, q);
-            await using var reader = await cmd.ExecuteReaderAsync(ct);
-            while (await reader.ReadAsync(ct))
-            {
-                page.Add(Read(reader));
-                counted = (int)reader.GetInt64(8);
-            }
-        }
-        else if (q.Count > 0 && keys is not null)
+        if (q.Count > 0 && matching is not null)
         {
             // One statement: the page's keys with the size of the whole set (a window over the keys,
             // computed on the index tables), joined to the page's documents only.
             await using var cmd = DataSource.CreateCommand(
-                $"select {DocColumns}, p.total from (select k.rkey, count(*) over () as total from ({keys}) k(rkey) order by k.rkey limit {q.Count + 1} offset {q.Offset}) p " +
-                $"join {Docs} d on d.id = p.rkey where d.resource_type = $1 order by d.id");
+                $"select {DocColumns}, p.total from (select m.id, count(*) over () as total from ({matching}) m(id) order by m.id limit {q.Count + 1} offset {q.Offset}) p " +
+                $"join {Docs} d on d.id = p.id where d.resource_type = $1 order by d.id");
             Bind(cmd, q);
             await using var reader = await cmd.ExecuteReaderAsync(ct);
             while (await reader.ReadAsync(ct))
@@ -302,11 +291,9 @@ public sealed partial class FhirStore : IAsyncDisposable
             else if (q.Count > 0 && !hasMore && (q.Offset == 0 || page.Count > 0)) total = q.Offset + page.Count; // no second query needed
             else
             {
-                await using var cmd = DataSource.CreateCommand(keys is null
+                await using var cmd = DataSource.CreateCommand(matching is null
                     ? $"select count(*) from {Docs} d where {where}"
-                    : q.FilterSql is { } filter && !q.KeySetsFiltered
-                        ? $"select count(*) from ({keys}) k(rkey) join {Docs} d on d.id = k.rkey where d.resource_type = $1 and not d.deleted and {filter}"
-                        : $"select count(*) from ({keys}) c where $1::text is not null"); // $1 (the type) is bound to every search statement
+                    : $"select count(*) from ({matching}) c where $1::text is not null"); // $1 (the type) is bound to every search statement
                 Bind(cmd, q);
                 total = Convert.ToInt32(await cmd.ExecuteScalarAsync(ct));
             }

@@ -230,7 +230,7 @@ public static class ProvideDocumentBundle
                 var system = doc.MasterIdentifier.System;
                 var query = new SearchQuery(writes.Store.SearchParameters, "DocumentReference",
                     [new("identifier", (system is null ? "" : system.Replace("|", "\\|") + "|") + uid.Replace(",", "\\,").Replace("|", "\\|"))], lenient: false);
-                query.Restrict(new AccessFilter("true", [])); // uniqueIds are unique across everyone's documents
+                query.Restrict(AccessFilter.Everything); // uniqueIds are unique across everyone's documents
                 if ((await tx.SearchAsync(query, 1, ct)).Count > 0)
                     throw Error("XDSDuplicateUniqueIdInRegistry", $"A document with masterIdentifier '{uid}' is already registered. (同じ文書 ID が登録済みです)", at + ".masterIdentifier", HttpStatusCode.Conflict);
             }

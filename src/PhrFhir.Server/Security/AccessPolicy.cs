@@ -40,6 +40,8 @@ public sealed class AccessPolicy
     const string Key = "phrfhir.access";
 
     public string? Role { get; }
+    /// <summary>Roles that see what they wrote plus what Consents permit them (everyone but the person and the operator).</summary>
+    bool ConsentGoverned => Role is "institution" or "physician" or "occupational-physician" or "employer";
     /// <summary>The key recorded as ResourceDocument.Writer on what this requester creates.</summary>
     public string WriterKey { get; }
     /// <summary>The stated break-glass reason, when the request broke the glass (and may).</summary>
@@ -108,7 +110,7 @@ public sealed class AccessPolicy
                 if (BreakGlass is not null) return null;
                 args.Add(AdministrativeTypes);
                 return new AccessFilter("d.resource_type = any(@0)", args);
-            case "institution" or "physician" or "occupational-physician" or "employer":
+            case var _ when ConsentGoverned:
                 args.Add(WriterKey);
                 var consents = await _ctx.RequestServices.GetRequiredService<ConsentRules>().ActiveAsync(person, _ctx.RequestAborted);
                 var who = await RequesterAsync(ConsentRules.NamesActors(consents));
@@ -158,7 +160,7 @@ public sealed class AccessPolicy
     /// </summary>
     public async Task<string?> SearchedPersonAsync(SearchQuery query)
     {
-        if (Role is not ("institution" or "physician" or "occupational-physician" or "employer")) return null;
+        if (!ConsentGoverned) return null;
         foreach (var (name, value) in query.Applied)
         {
             if (value.Contains(',')) continue;
@@ -167,12 +169,9 @@ public sealed class AccessPolicy
                 return target.Id;
             if (query.ResourceType == "Patient" && code == "_id") return value;
             // Resolving an identifier costs a query; worth it only when Consents are read per patient.
-            if (code is "patient.identifier" or "subject.identifier" && !_ctx.RequestServices.GetRequiredService<ConsentRules>().HoldsAll)
-            {
-                var patients = await _store.SearchAsync(new SearchQuery(_store.SearchParameters, "Patient",
-                    [new("identifier", value), new("_count", "2")], lenient: false), _ctx.RequestAborted);
-                if (patients.Matches.Count == 1) return patients.Matches[0].Id;
-            }
+            if (code is "patient.identifier" or "subject.identifier" && !_ctx.RequestServices.GetRequiredService<ConsentRules>().HoldsAll
+                && await PersonCompartment.PatientWithIdentifierAsync(_store, value, _ctx.RequestAborted) is { } id)
+                return id;
         }
         return null;
     }
@@ -181,7 +180,7 @@ public sealed class AccessPolicy
     public async Task CheckReadAsync(StoredResource s)
     {
         // What one wrote is always visible to its writer (the filter says so too): no Consents to read.
-        if (Role is "institution" or "physician" or "occupational-physician" or "employer" && s.Writer == WriterKey) return;
+        if (ConsentGoverned && s.Writer == WriterKey) return;
         if (await FilterAsync(s.Person) is { } filter && !await _store.VisibleAsync(s.Key, filter, _ctx.RequestAborted))
             throw FhirError.NotFound($"{s.Type}/{s.Id} is not known. (リソースがありません)");
     }

@@ -287,7 +287,7 @@ public static class AuthorizationServer
         identity.SetClaim(ActorClaim, person.Actor.System + "|" + person.Actor.Value);
         identity.SetScopes(scopes);
         identity.SetResources(Audience);
-        var patient = await PatientOfAsync(store, person.Actor, ctx.RequestAborted);
+        var patient = await PersonCompartment.PatientWithIdentifierAsync(store, person.Actor.System + "|" + person.Actor.Value, ctx.RequestAborted);
         if (patient is not null && scopes.Contains("fhirUser"))
             identity.SetClaim("fhirUser", $"{ctx.Request.Scheme}://{ctx.Request.Host}{ctx.Request.PathBase}/Patient/{patient}");
         identity.SetDestinations(claim => claim.Type switch
@@ -300,15 +300,6 @@ public static class AuthorizationServer
         if (patient is not null) properties.Parameters["patient"] = patient; // SMART launch context (context-standalone-patient)
         SetAuditUser(ctx, client.ClientId, person.Username, authenticated: true);
         return Results.SignIn(new ClaimsPrincipal(identity), properties, OpenIddictServerAspNetCoreDefaults.AuthenticationScheme);
-    }
-
-    /// <summary>The id of the one Patient with the person's identifier, or null when there is none (yet) or more than one.</summary>
-    static async Task<string?> PatientOfAsync(FhirStore store, ActorIdentifier actor, CancellationToken ct)
-    {
-        var query = new SearchQuery(store.SearchParameters, "Patient",
-            [new("identifier", actor.System + "|" + actor.Value), new("_count", "2")], lenient: false);
-        var found = await store.SearchAsync(query, ct);
-        return found.Matches.Count == 1 ? found.Matches[0].Id : null;
     }
 
     /// <summary>

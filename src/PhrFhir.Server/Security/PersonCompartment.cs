@@ -12,22 +12,22 @@ namespace PhrFhir.Server.Security;
 /// </summary>
 public static class PersonCompartment
 {
-    const string Key = "phrfhir.person";
-
-    /// <summary>The requesting person's Patient id, or null when the client is not a person.</summary>
+    /// <summary>The requesting person's Patient id, or null when the client is not a person (AccessPolicy keeps it per request).</summary>
     public static async Task<string?> OfAsync(HttpContext ctx, FhirStore store)
     {
         if (ctx.User.FindFirst(AuthorizationServer.RoleClaim)?.Value != "person") return null;
-        if (ctx.Items[Key] is string known) return known;
         var actor = ctx.User.FindFirst(AuthorizationServer.ActorClaim)?.Value
             ?? throw Denied("A person's token must name the person (the client's actor identifier). (本人の識別子がありません)");
-        var query = new SearchQuery(store.SearchParameters, "Patient",
-            [new("identifier", actor), new("_count", "2")], lenient: false);
-        var found = await store.SearchAsync(query, ctx.RequestAborted);
-        if (found.Matches.Count != 1)
-            throw Denied("The person this token names is not registered here (or not uniquely): register the Patient with that identifier first. (本人の患者情報が登録されていません)");
-        ctx.Items[Key] = found.Matches[0].Id;
-        return found.Matches[0].Id;
+        return await PatientWithIdentifierAsync(store, actor, ctx.RequestAborted)
+            ?? throw Denied("The person this token names is not registered here (or not uniquely): register the Patient with that identifier first. (本人の患者情報が登録されていません)");
+    }
+
+    /// <summary>The id of the one Patient with this identifier ("system|value"), or null when there is none or more than one.</summary>
+    public static async Task<string?> PatientWithIdentifierAsync(FhirStore store, string identifier, CancellationToken ct)
+    {
+        var query = new SearchQuery(store.SearchParameters, "Patient", [new("identifier", identifier), new("_count", "2")], lenient: false);
+        var found = await store.SearchAsync(query, ct);
+        return found.Matches.Count == 1 ? found.Matches[0].Id : null;
     }
 
     static FhirError Denied(string message) => new(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden, message);

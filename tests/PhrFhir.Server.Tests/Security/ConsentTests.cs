@@ -237,6 +237,12 @@ public sealed class ConsentTests(ServerFixture server)
         glass.Headers.Add("X-Break-Glass", reason);
         Assert.Equal(HttpStatusCode.OK, (await server.Operator.SendAsync(glass)).StatusCode);
 
+        // A reason is bounded: an over-long one is refused with an OperationOutcome, and nothing is read.
+        var rambling = new HttpRequestMessage(HttpMethod.Get, $"Observation/{obs.Id}");
+        rambling.Headers.Add("X-Break-Glass", new string('x', 501));
+        var tooLong = await Fhir.ExpectAsync<OperationOutcome>(await server.Operator.SendAsync(rambling), HttpStatusCode.BadRequest);
+        Assert.Contains("500", tooLong.Issue[0].Diagnostics);
+
         // The employer cannot break the glass.
         using var employer = await server.ClientAsync("test-employer");
         var refused = new HttpRequestMessage(HttpMethod.Get, $"DocumentReference?subject=Patient/{p.Id}");
