@@ -88,11 +88,8 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     {
         if (ReadFilter is not { } filter) return true;
         await FlushAsync(ct);
-        await using var cmd = new NpgsqlCommand(
-            $"select exists(select 1 from fhir.mt_doc_resourcedocument d where d.id = $1 and ({filter.Render(2)}))", _conn, _tx);
-        cmd.Parameters.Add(new() { Value = key });
-        foreach (var a in filter.Args) cmd.Parameters.Add(new() { Value = a });
-        return await cmd.ExecuteScalarAsync(ct) is true;
+        await using var cmd = new NpgsqlCommand(null, _conn, _tx);
+        return await FhirStore.VisibleAsync(cmd, key, filter, ct);
     }
 
     /// <summary>The keys a search matches, inside this transaction (conditional create/update/delete).</summary>

@@ -207,7 +207,10 @@ public sealed class ConsentRules : BackgroundService
     // Every active Consent, parsed, or null until read again: dropped whenever a Consent is committed
     // (this process at commit, others by NOTIFY — FhirStore.Changed). A read that began before a
     // change never stores its stale result (the generation moved on).
-    sealed record Snapshot(List<(string Patient, Consent Consent)>? All);
+    sealed record Snapshot(List<(string Patient, Consent Consent)>? All)
+    {
+        public ILookup<string, (string Patient, Consent Consent)>? ByPatient { get; } = All?.ToLookup(c => c.Patient);
+    }
     Snapshot? _snapshot;
     long _generation;
     readonly Lock _gate = new();
@@ -239,7 +242,7 @@ public sealed class ConsentRules : BackgroundService
                 if (generation == _generation) _snapshot = snapshot;
         }
         if (snapshot.All is { } all)
-            return person is null ? all : all.Where(c => c.Patient == person).ToList();
+            return person is null ? all : [.. snapshot.ByPatient![person]];
 
         // Too many to hold: this request's patient's only, or refuse a search across everyone's.
         if (person is null)
