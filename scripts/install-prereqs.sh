@@ -66,10 +66,23 @@ if [ -z "${dotnet_bin}" ]; then
             exit 1
         fi
     done
-    log "the .NET 10 SDK is not installed (it is not in Debian's archive)."
-    log "install it with Microsoft's dotnet-install script (--channel 10.0) or Microsoft's package feed,"
-    log "see https://learn.microsoft.com/dotnet/core/install/linux, then put 'dotnet' on PATH."
-    exit 1
+    # Ubuntu (24.04 and later) ships the SDK in its own archive; Debian does not.
+    if command -v apt-cache >/dev/null 2>&1 \
+        && apt-cache policy dotnet-sdk-10.0 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        log "installing the .NET 10 SDK from the distribution (dotnet-sdk-10.0)"
+        sudo_cmd=()
+        if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+        DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends dotnet-sdk-10.0 >/dev/null
+        dotnet_bin="$(command -v dotnet)"
+    else
+        log "the .NET 10 SDK is not installed, and this distribution has no package for it (Debian has none)."
+        log "install it with Microsoft's script, then run this command again:"
+        log "  curl -sSL https://dot.net/v1/dotnet-install.sh -o /tmp/dotnet-install.sh"
+        log "  sudo bash /tmp/dotnet-install.sh --channel 10.0 --install-dir /usr/share/dotnet"
+        log "  sudo ln -sf /usr/share/dotnet/dotnet /usr/local/bin/dotnet"
+        log "(or Microsoft's package feed: https://learn.microsoft.com/dotnet/core/install/linux-debian)"
+        exit 1
+    fi
 fi
 if ! "${dotnet_bin}" --list-sdks 2>/dev/null | grep -q '^10\.'; then
     log "dotnet is installed (${dotnet_bin}) but has no 10.x SDK; installed SDKs:"
