@@ -173,6 +173,12 @@ if [ "${#collections[@]}" -gt 0 ]; then
             total_passed=$((total_passed + c_passed))
             total_failed=$((total_failed + c_failed))
         done
+        # The OpenAPI description, checked by an independent validator (one assertion).
+        if node tests/api/validate-openapi.js "${base_url}"; then
+            total_passed=$((total_passed + 1))
+        else
+            total_failed=$((total_failed + 1))
+        fi
     fi
     stop_server
 fi

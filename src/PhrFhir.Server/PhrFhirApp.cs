@@ -59,6 +59,7 @@ public static class PhrFhirApp
 
         var app = builder.Build();
         ErrorHandling.Use(app);
+        OpenApiDescription.Map(app); // Swagger UI's static files, before routing
         if (!benchOff) app.Services.GetRequiredService<Audit.AuditTrail>().Use(app); // records every request, refused ones too
         if (!benchOff)
         {
@@ -74,6 +75,7 @@ public static class PhrFhirApp
         Validation.ConformanceEndpoints.Map(app);
         Mhd.GenerateMetadata.Map(app);
         Audit.AuditEndpoints.Map(app);
+        OpenApiDescription.MapDocument(app);
         FhirEndpoints.Map(app);
         return app;
     }

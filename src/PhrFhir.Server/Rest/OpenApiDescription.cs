@@ -1,0 +1,292 @@
+using System.Text;
+using Hl7.Fhir.Model;
+using Microsoft.OpenApi;
+using Microsoft.OpenApi.Extensions;
+using Microsoft.OpenApi.Models;
+using Swashbuckle.AspNetCore.SwaggerUI;
+
+namespace PhrFhir.Server.Rest;
+
+/// <summary>
+/// An OpenAPI 3.0 description of the REST API, generated from the CapabilityStatement (as HAPI FHIR
+/// does) — never hand-written, so it lists exactly the types, interactions, search parameters and
+/// operations <c>/metadata</c> declares. Served at <c>/api-docs/openapi.json</c>, with Swagger UI at
+/// <c>/api-docs</c> for integrators who try requests in a browser.
+/// </summary>
+public static class OpenApiDescription
+{
+    public const string DocumentPath = "/api-docs/openapi.json";
+    const string FhirJson = "application/fhir+json";
+    const string Bearer = "smart";
+
+    public static void Map(WebApplication app)
+    {
+        // Before routing: /api-docs/index.html would otherwise match the FHIR route /{type}/{id}.
+        app.UseSwaggerUI(o =>
+        {
+            o.RoutePrefix = "api-docs";
+            o.DocumentTitle = "PhrFhir API";
+            o.SwaggerEndpoint(DocumentPath, "PhrFhir FHIR R4");
+            o.SupportedSubmitMethods(SubmitMethod.Get, SubmitMethod.Post, SubmitMethod.Put, SubmitMethod.Delete, SubmitMethod.Patch);
+        });
+    }
+
+    public static void MapDocument(IEndpointRouteBuilder app) =>
+        app.MapGet(DocumentPath, (HttpContext ctx, CapabilityStatementBuilder cs) =>
+        {
+            var json = Build(cs.Build(FhirResponse.BaseUrl(ctx.Request))).SerializeAsJson(OpenApiSpecVersion.OpenApi3_0);
+            return Results.Bytes(Encoding.UTF8.GetBytes(json), "application/json");
+        }).AllowAnonymous(); // like /metadata: how a client learns the API before it has a token
+
+    public static OpenApiDocument Build(CapabilityStatement cs)
+    {
+        var baseUrl = cs.Implementation?.Url ?? "/";
+        var rest = cs.Rest[0];
+        var doc = new OpenApiDocument
+        {
+            Info = new OpenApiInfo
+            {
+                Title = cs.Implementation?.Description ?? cs.Software?.Name ?? "FHIR server",
+                Version = cs.Software?.Version ?? "1",
+                Description = "Generated from the server's CapabilityStatement (GET /metadata), FHIR R4 " + cs.FhirVersion?.ToString() + ". " + rest.Security?.Description,
+            },
+            Servers = [new OpenApiServer { Url = baseUrl }],
+            Paths = [],
+            Components = new OpenApiComponents(),
+        };
+        var security = Security(rest);
+        if (security is not null)
+        {
+            doc.Components.SecuritySchemes[Bearer] = security;
+            doc.SecurityRequirements.Add(new OpenApiSecurityRequirement
+            {
+                [new OpenApiSecurityScheme { Reference = new OpenApiReference { Type = ReferenceType.SecurityScheme, Id = Bearer } }] = [],
+            });
+        }
+        doc.Components.Schemas["OperationOutcome"] = ResourceSchema("OperationOutcome");
+        doc.Components.Schemas["Bundle"] = ResourceSchema("Bundle");
+
+        foreach (var resource in rest.Resource.Where(r => r.Type is not null))
+        {
+            var type = resource.Type!;
+            doc.Components.Schemas[type] = ResourceSchema(type);
+            var interactions = resource.Interaction.Select(i => i.Code).OfType<CapabilityStatement.TypeRestfulInteraction>().ToHashSet();
+            var tag = new List<OpenApiTag> { new() { Name = type } };
+            var id = PathParameter("id", $"The logical id of the {type}.");
+
+            void Add(string path, OperationType verb, string summary, OpenApiOperation op)
+            {
+                if (!doc.Paths.TryGetValue(path, out var item)) doc.Paths[path] = item = new OpenApiPathItem();
+                op.Summary = summary;
+                op.Tags = tag;
+                op.OperationId = verb.ToString().ToLowerInvariant() + Identifier(path);
+                op.Responses.TryAdd("default", Response("An OperationOutcome saying what failed.", "OperationOutcome"));
+                item.Operations[verb] = op;
+            }
+
+            if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.SearchType))
+            {
+                var search = resource.SearchParam.Where(p => p.Name is not null).Select(p => QueryParameter(p.Name!, p.Documentation, p.Type)).Concat(ResultParameters()).ToList();
+                Add($"/{type}", OperationType.Get, $"search {type}", new OpenApiOperation { Parameters = search, Responses = Ok("A searchset Bundle.", "Bundle") });
+                Add($"/{type}/_search", OperationType.Post, $"search {type} (parameters in a form body)", new OpenApiOperation
+                {
+                    RequestBody = new OpenApiRequestBody { Content = { ["application/x-www-form-urlencoded"] = new OpenApiMediaType { Schema = new OpenApiSchema { Type = "object" } } } },
+                    Responses = Ok("A searchset Bundle.", "Bundle"),
+                });
+            }
+            if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.Create))
+                Add($"/{type}", OperationType.Post, $"create {type}" + (resource.ConditionalCreate == true ? " (If-None-Exist: conditional create)" : ""), new OpenApiOperation
+                {
+                    Parameters = resource.ConditionalCreate == true ? [HeaderParameter("If-None-Exist", "Search criteria: no create when exactly one resource matches.")] : [],
+                    RequestBody = Body(type),
+                    Responses = Created(type),
+                });
+            if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.Read))
+                Add($"/{type}/{{id}}", OperationType.Get, $"read {type}", new OpenApiOperation { Parameters = [id], Responses = Ok($"The current version of the {type}.", type) });
+            if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.Update))
+                Add($"/{type}/{{id}}", OperationType.Put, $"update {type}" + (resource.UpdateCreate == true ? " (or create it with this id)" : ""), new OpenApiOperation
+                {
+                    Parameters = [id, HeaderParameter("If-Match", "W/\"version\": refused with 412 unless it is the current version.")],
+                    RequestBody = Body(type),
+                    Responses = Created(type),
+                });
+            if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.Patch))
+                Add($"/{type}/{{id}}", OperationType.Patch, $"patch {type} (FHIRPath Patch)", new OpenApiOperation
+                {
+                    Parameters = [id],
+                    RequestBody = Body("Parameters"),
+                    Responses = Ok($"The patched {type}.", type),
+                });
+            if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.Delete))
+                Add($"/{type}/{{id}}", OperationType.Delete, $"delete {type}", new OpenApiOperation
+                {
+                    Parameters = [id],
+                    Responses = new OpenApiResponses { ["204"] = new OpenApiResponse { Description = "Deleted (a new version marks the deletion)." } },
+                });
+            if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.Vread))
+                Add($"/{type}/{{id}}/_history/{{vid}}", OperationType.Get, $"vread {type}", new OpenApiOperation
+                {
+                    Parameters = [id, PathParameter("vid", "The version id.")],
+                    Responses = Ok("That version.", type),
+                });
+            if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.HistoryInstance))
+                Add($"/{type}/{{id}}/_history", OperationType.Get, $"history of one {type}", new OpenApiOperation { Parameters = [id, .. HistoryParameters()], Responses = Ok("A history Bundle.", "Bundle") });
+            if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.HistoryType))
+                Add($"/{type}/_history", OperationType.Get, $"history of every {type}", new OpenApiOperation { Parameters = HistoryParameters(), Responses = Ok("A history Bundle.", "Bundle") });
+            foreach (var operation in resource.Operation)
+                Add($"/{type}/${operation.Name}", OperationType.Post, $"${operation.Name} on {type}", new OpenApiOperation
+                {
+                    Description = (operation.Documentation ?? "") + (operation.Definition is { } def ? $" Definition: {def}" : ""),
+                    RequestBody = Body("Parameters"),
+                    Responses = Ok("The operation's result.", null),
+                });
+        }
+
+        var system = rest.Interaction.Select(i => i.Code).OfType<CapabilityStatement.SystemRestfulInteraction>().ToHashSet();
+        var systemTag = new List<OpenApiTag> { new() { Name = "system" } };
+        if (system.Contains(CapabilityStatement.SystemRestfulInteraction.Transaction) || system.Contains(CapabilityStatement.SystemRestfulInteraction.Batch))
+            doc.Paths["/"] = new OpenApiPathItem
+            {
+                Operations =
+                {
+                    [OperationType.Post] = new OpenApiOperation
+                    {
+                        Summary = "batch or transaction Bundle (also IHE MHD ITI-65 Provide Document Bundle)",
+                        OperationId = "postBundle",
+                        Tags = systemTag,
+                        RequestBody = Body("Bundle"),
+                        Responses = new OpenApiResponses
+                        {
+                            ["200"] = Response("A batch-response or transaction-response Bundle.", "Bundle"),
+                            ["default"] = Response("An OperationOutcome saying what failed.", "OperationOutcome"),
+                        },
+                    },
+                },
+            };
+        if (system.Contains(CapabilityStatement.SystemRestfulInteraction.HistorySystem))
+            doc.Paths["/_history"] = new OpenApiPathItem
+            {
+                Operations =
+                {
+                    [OperationType.Get] = new OpenApiOperation
+                    {
+                        Summary = "history of everything the requester may see",
+                        OperationId = "getHistory",
+                        Tags = systemTag,
+                        Parameters = HistoryParameters(),
+                        Responses = new OpenApiResponses
+                        {
+                            ["200"] = Response("A history Bundle.", "Bundle"),
+                            ["default"] = Response("An OperationOutcome saying what failed.", "OperationOutcome"),
+                        },
+                    },
+                },
+            };
+        doc.Paths["/metadata"] = new OpenApiPathItem
+        {
+            Operations =
+            {
+                [OperationType.Get] = new OpenApiOperation
+                {
+                    Summary = "the CapabilityStatement (no token needed)",
+                    OperationId = "getMetadata",
+                    Tags = systemTag,
+                    Security = [],
+                    Responses = new OpenApiResponses { ["200"] = Response("The CapabilityStatement this description was generated from.", null) },
+                },
+            },
+        };
+        return doc;
+    }
+
+    /// <summary>OAuth 2.0 from the SMART oauth-uris extension of rest.security, when the server publishes one.</summary>
+    static OpenApiSecurityScheme? Security(CapabilityStatement.RestComponent rest)
+    {
+        var uris = rest.Security?.GetExtension("http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris");
+        string? Uri(string name) => (uris?.GetExtension(name)?.Value as FhirUri)?.Value;
+        if (Uri("token") is not { } token)
+            return new OpenApiSecurityScheme { Type = SecuritySchemeType.Http, Scheme = "bearer", BearerFormat = "JWT", Description = rest.Security?.Description };
+        var flows = new OpenApiOAuthFlows { ClientCredentials = new OpenApiOAuthFlow { TokenUrl = new System.Uri(token) } };
+        if (Uri("authorize") is { } authorize)
+            flows.AuthorizationCode = new OpenApiOAuthFlow { AuthorizationUrl = new System.Uri(authorize), TokenUrl = new System.Uri(token) };
+        return new OpenApiSecurityScheme { Type = SecuritySchemeType.OAuth2, Flows = flows, Description = rest.Security?.Description };
+    }
+
+    static OpenApiSchema ResourceSchema(string type) => new()
+    {
+        Type = "object",
+        Description = $"A FHIR R4 {type} (http://hl7.org/fhir/R4/{type.ToLowerInvariant()}.html), as application/fhir+json.",
+        Required = new HashSet<string> { "resourceType" },
+        Properties = { ["resourceType"] = new OpenApiSchema { Type = "string", Enum = [new Microsoft.OpenApi.Any.OpenApiString(type)] } },
+        AdditionalPropertiesAllowed = true,
+    };
+
+    static OpenApiSchema Ref(string type) => new() { Reference = new OpenApiReference { Type = ReferenceType.Schema, Id = type } };
+
+    static OpenApiRequestBody Body(string type) => new()
+    {
+        Required = true,
+        Content =
+        {
+            [FhirJson] = new OpenApiMediaType { Schema = type is "Parameters" ? new OpenApiSchema { Type = "object" } : Ref(type) },
+            ["application/fhir+xml"] = new OpenApiMediaType { Schema = new OpenApiSchema { Type = "string" } },
+        },
+    };
+
+    static OpenApiResponse Response(string description, string? type) => new()
+    {
+        Description = description,
+        Content = { [FhirJson] = new OpenApiMediaType { Schema = type is null ? new OpenApiSchema { Type = "object" } : Ref(type) } },
+    };
+
+    static OpenApiResponses Ok(string description, string? type) => new() { ["200"] = Response(description, type) };
+
+    static OpenApiResponses Created(string type) => new()
+    {
+        ["200"] = Response($"The {type} (updated, or found by If-None-Exist).", type),
+        ["201"] = Response($"The {type} created (Location header).", type),
+    };
+
+    static OpenApiParameter PathParameter(string name, string description) =>
+        new() { Name = name, In = ParameterLocation.Path, Required = true, Description = description, Schema = new OpenApiSchema { Type = "string" } };
+
+    static OpenApiParameter HeaderParameter(string name, string description) =>
+        new() { Name = name, In = ParameterLocation.Header, Required = false, Description = description, Schema = new OpenApiSchema { Type = "string" } };
+
+    static OpenApiParameter QueryParameter(string name, string? description, SearchParamType? type) => new()
+    {
+        Name = name,
+        In = ParameterLocation.Query,
+        Required = false,
+        Description = $"{type?.ToString().ToLowerInvariant()} search parameter. {description}".Trim(),
+        Schema = new OpenApiSchema { Type = "string" },
+    };
+
+    static IEnumerable<OpenApiParameter> ResultParameters() =>
+    [
+        QueryParameter("_count", "Page size.", null),
+        QueryParameter("_sort", "Comma-separated parameters, '-' for descending.", null),
+        QueryParameter("_include", "Type:parameter[:target] to include.", null),
+        QueryParameter("_revinclude", "Type:parameter[:target] to include resources that refer to the matches.", null),
+        QueryParameter("_total", "none | estimate | accurate.", null),
+        QueryParameter("_summary", "true | count | ...", null),
+        QueryParameter("_elements", "Comma-separated elements to return.", null),
+    ];
+
+    static List<OpenApiParameter> HistoryParameters() =>
+        [QueryParameter("_since", "Only versions since this instant.", null), QueryParameter("_count", "Page size.", null)];
+
+    // operationId: letters and digits from the path (/Patient/{id}/_history → PatientIdHistory).
+    static string Identifier(string path)
+    {
+        var sb = new StringBuilder();
+        var upper = true;
+        foreach (var c in path)
+        {
+            if (!char.IsAsciiLetterOrDigit(c)) { upper = true; continue; }
+            sb.Append(upper ? char.ToUpperInvariant(c) : c);
+            upper = false;
+        }
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,68 @@
+using System.Net;
+using System.Text.Json;
+using Hl7.Fhir.Model;
+
+namespace PhrFhir.Server.Tests;
+
+/// <summary>
+/// /api-docs: the OpenAPI description is generated from the CapabilityStatement, so it must list exactly
+/// what /metadata declares. (scripts/test.sh also checks it with an independent OpenAPI validator from npm.)
+/// </summary>
+[Collection("server")]
+public sealed class OpenApiTests(ServerFixture server)
+{
+    async Task<(CapabilityStatement Cs, JsonElement Api)> BothAsync()
+    {
+        var cs = await Fhir.ExpectAsync<CapabilityStatement>(await server.Anonymous.GetAsync("metadata"), HttpStatusCode.OK);
+        var response = await server.Anonymous.GetAsync("api-docs/openapi.json");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
+        return (cs, JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task Every_declared_search_parameter_is_a_query_parameter_of_its_type_search()
+    {
+        var (cs, api) = await BothAsync();
+        Assert.StartsWith("3.0", api.GetProperty("openapi").GetString());
+        var paths = api.GetProperty("paths");
+        foreach (var resource in cs.Rest[0].Resource)
+        {
+            Assert.True(paths.TryGetProperty("/" + resource.Type, out var search), $"no path /{resource.Type}");
+            var names = search.GetProperty("get").GetProperty("parameters").EnumerateArray().Select(p => p.GetProperty("name").GetString()).ToHashSet();
+            foreach (var p in resource.SearchParam)
+                Assert.True(names.Contains(p.Name), $"{resource.Type}?{p.Name} is in the CapabilityStatement but not in the OpenAPI description");
+            Assert.True(paths.TryGetProperty($"/{resource.Type}/{{id}}", out var instance), $"no path /{resource.Type}/{{id}}");
+            foreach (var verb in new[] { "get", "put", "patch", "delete" })
+                Assert.True(instance.TryGetProperty(verb, out _), $"{verb} /{resource.Type}/{{id}} missing");
+        }
+        Assert.True(paths.GetProperty("/").TryGetProperty("post", out _), "transaction/batch POST / missing");
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task The_description_names_the_token_endpoint_the_server_really_serves()
+    {
+        var (_, api) = await BothAsync();
+        var scheme = api.GetProperty("components").GetProperty("securitySchemes").GetProperty("smart");
+        Assert.Equal("oauth2", scheme.GetProperty("type").GetString());
+        var tokenUrl = scheme.GetProperty("flows").GetProperty("clientCredentials").GetProperty("tokenUrl").GetString()!;
+        // The token URL of the description works: a client_credentials request there gets a token.
+        var response = await server.Anonymous.PostAsync(tokenUrl, new FormUrlEncodedContent(new Dictionary<string, string>
+        {
+            ["grant_type"] = "client_credentials",
+            ["client_id"] = ServerFixture.InstitutionClient,
+            ["client_secret"] = ServerFixture.Secret,
+        }));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task Swagger_UI_is_served_without_a_token_and_points_at_the_description()
+    {
+        var page = await server.Anonymous.GetAsync("api-docs/index.html");
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.Equal("text/html", page.Content.Headers.ContentType?.MediaType);
+        var config = await server.Anonymous.GetStringAsync("api-docs/index.js");
+        Assert.Contains("/api-docs/openapi.json", config);
+    }
+}
