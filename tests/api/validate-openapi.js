@@ -1,6 +1,6 @@
 // Validates the server's OpenAPI description (GET /api-docs/openapi.json) with an OpenAPI
-// implementation that is not ours (@apidevtools/swagger-parser: the OpenAPI 3.0 JSON schema plus
-// its semantic checks: unique operationIds, path parameters declared, references resolved).
+// implementation that is not ours (@apidevtools/swagger-parser: the official OpenAPI 3.0 JSON schema,
+// every $ref resolved).
 // Usage: node tests/api/validate-openapi.js <baseUrl>. Prints one line; exit code 1 on failure.
 const SwaggerParser = require("@apidevtools/swagger-parser");
 
