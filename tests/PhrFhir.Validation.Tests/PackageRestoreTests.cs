@@ -221,7 +221,8 @@ public sealed class PackageRestoreTests : IDisposable
                 {
                     [package.Version] = new
                     {
-                        name = package.Name, version = package.Version,
+                        name = package.Name,
+                        version = package.Version,
                         dist = new { shasum = Convert.ToHexStringLower(SHA1.HashData(shasumOf ?? tarball)), tarball = BaseUrl + path },
                     },
                 },

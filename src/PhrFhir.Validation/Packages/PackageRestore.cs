@@ -47,6 +47,8 @@ public static class PackageRestore
         using var http = new HttpClient { Timeout = options.HttpTimeout };
         http.DefaultRequestHeaders.UserAgent.ParseAdd("PhrFhir-package-restore/1");
         var results = new List<PackageRestoreResult>();
+        // A host that did not answer is not asked again in this restore: a dead network costs one timeout, not one per package.
+        var unreachable = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         foreach (var reference in wanted)
         {
             var package = manifest.Packages[reference];
@@ -60,6 +62,11 @@ public static class PackageRestore
             foreach (var (kind, source) in Attempts(options, package))
             {
                 ct.ThrowIfCancellationRequested();
+                if (kind != SourceKind.Folder && unreachable.Contains(Host(source)))
+                {
+                    tried.Add($"{source}: unreachable (did not answer earlier in this restore)");
+                    continue;
+                }
                 try
                 {
                     switch (kind)
@@ -89,6 +96,8 @@ public static class PackageRestore
                                                or JsonException or TaskCanceledException or UnauthorizedAccessException && !ct.IsCancellationRequested)
                 {
                     tried.Add($"{source}: {Reason(ex)}");
+                    if (kind != SourceKind.Folder && ex is HttpRequestException { StatusCode: null } or TaskCanceledException)
+                        unreachable.Add(Host(source));
                 }
             }
             var folderNow = cache.PackageFolder(reference);
@@ -114,6 +123,8 @@ public static class PackageRestore
     private static bool IsUrl(string source) =>
         source.StartsWith("http://", StringComparison.OrdinalIgnoreCase) || source.StartsWith("https://", StringComparison.OrdinalIgnoreCase);
 
+    private static string Host(string url) => Uri.TryCreate(url, UriKind.Absolute, out var uri) ? uri.Authority : url;
+
     private static async Task<byte[]?> ReadIfTarballAsync(string location, CancellationToken ct) =>
         File.Exists(location) ? await File.ReadAllBytesAsync(location, ct).ConfigureAwait(false) : null;
 
@@ -138,7 +149,7 @@ public static class PackageRestore
     {
         using var response = await http.GetAsync($"{registry.TrimEnd('/')}/{Uri.EscapeDataString(package.Name)}", ct).ConfigureAwait(false);
         if (response.StatusCode == HttpStatusCode.NotFound) throw new SourceMissException("not in this registry");
-        if (!response.IsSuccessStatusCode) throw new HttpRequestException($"HTTP {(int)response.StatusCode} for the package document");
+        if (!response.IsSuccessStatusCode) throw new HttpRequestException($"HTTP {(int)response.StatusCode} for the package document", null, response.StatusCode);
         using var doc = await JsonDocument.ParseAsync(await response.Content.ReadAsStreamAsync(ct).ConfigureAwait(false), cancellationToken: ct).ConfigureAwait(false);
         if (!doc.RootElement.TryGetProperty("versions", out var versions) || !versions.TryGetProperty(package.Version, out var version))
             throw new SourceMissException($"version {package.Version} is not in this registry");
@@ -152,13 +163,14 @@ public static class PackageRestore
     {
         using var response = await http.GetAsync(url, ct).ConfigureAwait(false);
         if (response.StatusCode == HttpStatusCode.NotFound) throw new SourceMissException($"{url} answers 404");
-        if (!response.IsSuccessStatusCode) throw new HttpRequestException($"HTTP {(int)response.StatusCode} for {url}");
+        if (!response.IsSuccessStatusCode) throw new HttpRequestException($"HTTP {(int)response.StatusCode} for {url}", null, response.StatusCode);
         return await response.Content.ReadAsByteArrayAsync(ct).ConfigureAwait(false);
     }
 
     private static string Reason(Exception ex) => ex switch
     {
         SourceMissException => ex.Message,
+        HttpRequestException { StatusCode: not null } => $"answered {ex.Message}",
         HttpRequestException or TaskCanceledException => $"unreachable ({ex.Message})",
         InvalidDataException => $"refused: {ex.Message}",
         _ => $"{ex.GetType().Name}: {ex.Message}",
