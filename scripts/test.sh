@@ -2,7 +2,7 @@
 # Builds PhrFhir and runs every test:
 #   1. dotnet test on the whole solution (Release);
 #   2. if examples/postman/*.postman_collection.json exist: starts the built server on a free
-#      loopback port with a fresh data directory and runs each collection with newman.
+#      loopback port with a fresh data directory and package cache, and runs each collection with newman.
 # Exits non-zero if anything failed. The last line is "N passed, N failed, N skipped",
 # counting dotnet tests and newman assertions.
 set -euo pipefail
@@ -15,6 +15,14 @@ bash scripts/install-prereqs.sh
 export DOTNET_CLI_TELEMETRY_OPTOUT=1
 export DOTNET_NOLOGO=1
 export DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+# Conformance packages (docs/validation.md, "Conformance packages"): this project's CI has no internet,
+# and its official packages are in ../shared/ref: one more folder source, named here (the server itself
+# never looks for it). The test fixtures do the same for the servers they start.
+if [ -z "${PHRFHIR_PACKAGE_SOURCES:-}" ] && [ -d "${repo_root}/../shared/ref" ]; then
+    PHRFHIR_PACKAGE_SOURCES="$(cd "${repo_root}/../shared/ref" && pwd)"
+    export PHRFHIR_PACKAGE_SOURCES
+fi
 
 work_dir="$(mktemp -d /tmp/phrfhir-test.XXXXXX)"
 # The embedded PostgreSQL runs as the 'postgres' OS user when we are root: it must be able to
@@ -123,7 +131,8 @@ if [ "${#collections[@]}" -gt 0 ]; then
     echo "test.sh: starting the server on ${base_url} (data ${data_dir}, log ${server_log})"
     # Run from the output directory so that the server finds its appsettings.json.
     (cd "${server_dir}" && PHRFHIR_CLIENTS="${repo_root}/examples/auth/clients.dev.json" \
-        exec dotnet PhrFhir.Server.dll --urls "${base_url}" "--Storage:DataDirectory=${data_dir}" "--Auth:SigningKeyFile=${work_dir}/signing-key.pem") \
+        exec dotnet PhrFhir.Server.dll --urls "${base_url}" "--Storage:DataDirectory=${data_dir}" "--Auth:SigningKeyFile=${work_dir}/signing-key.pem" \
+            "--Packages:Cache=${work_dir}/fhir-packages") \
         >"${server_log}" 2>&1 </dev/null &
     server_pid=$!
 

@@ -1,5 +1,6 @@
 // Validation benchmark (issue 6): cold start, warm HS037 throughput on 1 and 2 threads, latency, memory.
-// Usage: dotnet run -c Release --project bench/PhrFhir.ValidationBench [-- --seconds 20 --cache data/conformance-cache --ref ../shared/ref]
+// Usage: dotnet run -c Release --project bench/PhrFhir.ValidationBench [-- --seconds 20 --cache data/conformance-cache --ref ../shared/ref
+//        --packages data/fhir-packages]   (--ref: the folder the packages are restored from, and the default document)
 //        [--document examples/documents/HS037-checkup-report.json]   (default: the official HS037 Sample-01)
 // Cold start is measured from process start to the first HS037 validation answered, with the
 // conformance cache already built (run once first); the first run after a package change also
@@ -12,7 +13,8 @@ using PhrFhir.Validation;
 
 var seconds = Arg("--seconds", 15);
 var cache = ArgS("--cache", Path.Combine(RepoRoot(), "data", "conformance-cache"));
-var reference = ArgS("--ref", ValidationOptions.FindSharedRef(Directory.GetCurrentDirectory()) ?? "");
+var reference = ArgS("--ref", FindSharedRef(Directory.GetCurrentDirectory()) ?? "");
+var packages = ArgS("--packages", Path.Combine(RepoRoot(), "data", "fhir-packages"));
 using var loggerFactory = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning));
 var sample = ArgS("--document", Path.Combine(reference, "jp-documents/echeckup/package/Bundle-Bundle-eCheckupReport-Sample-01.json"));
 if (!File.Exists(sample)) { Console.Error.WriteLine($"HS037 document not found: {sample} (pass --ref or --document)"); return 2; }
@@ -20,7 +22,11 @@ Console.WriteLine($"document: {sample}");
 
 var processStart = Process.GetCurrentProcess().StartTime.ToUniversalTime();
 var created = Stopwatch.StartNew();
-using var validator = await DocumentValidator.CreateAsync(new ValidationOptions { ReferenceFolder = reference, CacheFolder = cache }, loggerFactory.CreateLogger("validation"));
+using var validator = await DocumentValidator.CreateAsync(new ValidationOptions
+{
+    Packages = new PhrFhir.Validation.Packages.PackageOptions { Sources = [reference], Downloads = false, Cache = packages },
+    CacheFolder = cache,
+}, loggerFactory.CreateLogger("validation"));
 var createMs = created.ElapsedMilliseconds;
 var bundle = new FhirJsonDeserializer(new DeserializerSettings()).DeserializeResource(File.ReadAllText(sample));
 var first = await validator.ValidateAsync(bundle);
@@ -70,4 +76,11 @@ static string RepoRoot()
     for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
         if (File.Exists(Path.Combine(dir.FullName, "PhrFhir.sln"))) return dir.FullName;
     return Directory.GetCurrentDirectory();
+}
+// This project's official reference data (../shared/ref): a benchmark input, not something the server looks for.
+static string? FindSharedRef(string start)
+{
+    for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+        if (Directory.Exists(Path.Combine(dir.FullName, "shared", "ref"))) return Path.Combine(dir.FullName, "shared", "ref");
+    return null;
 }

@@ -36,7 +36,12 @@ public static class PhrFhirApp
             embedded = await EmbeddedPostgres.StartAsync(dir, builder.Configuration.GetValue("Storage:Port", 0), startLog, ct);
             connectionString = embedded.ConnectionString;
         }
-        var parameters = SearchParameters.CreateDefault(IgSearchParameters(builder.Configuration, startLog));
+        // Profile validation: the conformance packages are restored into the package cache first (what is
+        // missing), then families load and warm in the background; a request that needs one waits.
+        var validationOptions = builder.Configuration.GetSection("Validation").Get<ValidationOptions>() ?? new ValidationOptions();
+        validationOptions.Packages = Validation.PackageSettings.From(builder.Configuration);
+        var validator = await DocumentValidator.CreateAsync(validationOptions, loggerFactory.CreateLogger("PhrFhir.Validation"), ct);
+        var parameters = SearchParameters.CreateDefault(IgSearchParameters(validator, startLog));
         var store = await FhirStore.OpenAsync(connectionString, parameters, ct);
 
         builder.Services.AddSingleton(store);
@@ -45,11 +50,8 @@ public static class PhrFhirApp
         builder.Services.AddSingleton<Security.ConsentRules>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Security.ConsentRules>());
         builder.Services.AddSingleton<CapabilityStatementBuilder>();
-        // Profile validation: families load and warm in the background; a request that needs one waits.
-        var validationOptions = builder.Configuration.GetSection("Validation").Get<ValidationOptions>() ?? new ValidationOptions();
-        validationOptions.ReferenceFolder ??= builder.Configuration["Conformance:ReferenceDirectory"]; // one setting for both readers of shared/ref
-        var validator = await DocumentValidator.CreateAsync(validationOptions, loggerFactory.CreateLogger("PhrFhir.Validation"), ct);
         builder.Services.AddSingleton(validator);
+        builder.Services.AddHttpContextAccessor(); // ProfileEnforcement hands warnings to the response
         builder.Services.AddSingleton<Validation.ProfileEnforcement>();
 
         Security.AuthorizationServer.Add(builder);
@@ -80,31 +82,24 @@ public static class PhrFhirApp
         return app;
     }
 
-    // The IG packages whose SearchParameters the server offers, relative to the reference folder.
-    static readonly string[] IgPackages =
+    // The IG packages whose SearchParameters the server offers (restored with the families that use them).
+    static readonly PhrFhir.Validation.Packages.PackageReference[] IgPackages =
     [
-        "jp-core/jp-core.r4-1.1.2/package",   // JP Core 1.1.2: kana sort, insurance numbers, ...
-        "ihe/MHD-4.2.3/sushi-compiled",       // IHE MHD 4.2.3: DocumentReference creation, List designationType/sourceId
+        new("jp-core.r4", "1.1.2"),      // JP Core 1.1.2: kana sort, insurance numbers, ...
+        new("ihe.iti.mhd", "4.2.3"),     // IHE MHD 4.2.3: DocumentReference creation, List designationType/sourceId
     ];
 
     /// <summary>
-    /// SearchParameters of the IGs in the reference folder, when it is present. The server runs
-    /// without them: the R4 core parameters are always there.
+    /// SearchParameters of the IG packages in the package cache. The server runs without them: the R4
+    /// core parameters are always there.
     /// </summary>
-    static IEnumerable<SearchParameter> IgSearchParameters(IConfiguration config, ILogger log)
+    static IEnumerable<SearchParameter> IgSearchParameters(DocumentValidator validator, ILogger log)
     {
-        var refDir = config["Conformance:ReferenceDirectory"] ?? ValidationOptions.FindSharedRef(Directory.GetCurrentDirectory());
-        if (refDir is null)
-        {
-            log.LogInformation("No reference folder (shared/ref) found: only R4 core search parameters are offered");
-            yield break;
-        }
         foreach (var package in IgPackages)
         {
-            var dir = Path.Combine(refDir, package);
-            if (!Directory.Exists(dir))
+            if (validator.PackageFolder(package) is not { } dir)
             {
-                log.LogWarning("IG package {Dir} not found: its search parameters are not offered", dir);
+                log.LogWarning("IG package {Package} is not in the package cache: its search parameters are not offered", package);
                 continue;
             }
             foreach (var file in Directory.EnumerateFiles(dir, "SearchParameter-*.json").Order(StringComparer.Ordinal))

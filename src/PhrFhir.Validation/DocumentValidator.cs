@@ -27,36 +27,47 @@ public sealed class DocumentValidator : IDisposable
     private readonly SemaphoreSlim _gate = new(Environment.ProcessorCount, Environment.ProcessorCount);
     private readonly CancellationTokenSource _shutdown = new();
 
-    private DocumentValidator(ValidationOptions options, ILogger log, List<FamilyRuntime> families)
+    private DocumentValidator(ValidationOptions options, ILogger log, List<FamilyRuntime> families, IReadOnlyList<PackageRestoreResult> packages)
     {
         _options = options;
         _log = log;
         _families = families;
+        Packages = packages;
     }
 
     /// <summary>
-    /// Finds the packages, starts loading every family in the background, and returns once each
-    /// family knows which profiles it has. Never throws for missing packages: those families are
-    /// reported <see cref="FamilyState.Unavailable"/>.
+    /// Restores the packages the families need into the FHIR package cache (those not already there;
+    /// see <see cref="PackageRestore"/>), starts loading every family in the background, and returns
+    /// once each family knows which profiles it has. Never throws for missing packages: those
+    /// families are reported <see cref="FamilyState.Unavailable"/>, naming the package and the
+    /// sources tried.
     /// </summary>
     public static async Task<DocumentValidator> CreateAsync(ValidationOptions options, ILogger logger, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(logger);
-        var referenceFolder = options.ResolveReferenceFolder();
         var cacheFolder = options.ResolveCacheFolder();
         var specificationZip = options.ResolveSpecificationZip();
-        if (referenceFolder is null)
-            logger.LogWarning("No reference folder (shared/ref) found: only FHIR R4 core validation is available. Set Validation:ReferenceFolder.");
+        var manifest = PackageManifest.Load(options.Packages.ResolveManifest());
 
         var wanted = options.Families.Count == 0 ? DocumentFamilies.All : DocumentFamilies.All.Where(f => options.Families.Contains(f.Id)).ToList();
-        var catalog = await System.Threading.Tasks.Task.Run(() => PackageCatalog.Scan(referenceFolder, options.AdditionalPackages), cancellationToken).ConfigureAwait(false);
+        var restored = (await PackageRestore.RestoreAsync(manifest, options.Packages, wanted.Select(f => f.Id), logger, cancellationToken).ConfigureAwait(false))
+            .ToDictionary(r => r.Package);
         var coreKey = File.Exists(specificationZip) ? CoreDefinitions.KeyFor(specificationZip) : null;
 
         var families = wanted.Select(f => new FamilyRuntime(f, options.Policies.TryGetValue(f.Id, out var p) ? p : options.DefaultPolicy)).ToList();
-        await System.Threading.Tasks.Task.WhenAll(families.Select(f => System.Threading.Tasks.Task.Run(() => f.PlanFrom(catalog, referenceFolder, coreKey), cancellationToken))).ConfigureAwait(false);
+        await System.Threading.Tasks.Task.WhenAll(families.Select(f => System.Threading.Tasks.Task.Run(
+            () => f.PlanFrom(manifest.Families.GetValueOrDefault(f.Family.Id), restored, coreKey), cancellationToken))).ConfigureAwait(false);
+        foreach (var family in families)
+        {
+            if (family.State is FamilyState.Unavailable or FamilyState.Failed)
+                logger.LogWarning("Family {Family} ({Title}) is unavailable: {Reason}", family.Family.Id, family.Family.Title, family.Reason);
+            else if (!family.IsCore)
+                logger.LogInformation("Family {Family} ({Title}), policy {Policy}: {Packages}", family.Family.Id, family.Family.Title, family.Policy,
+                    string.Join(", ", family.Packages.Select(p => p.Describe())));
+        }
 
-        var validator = new DocumentValidator(options, logger, families);
+        var validator = new DocumentValidator(options, logger, families, restored.Values.ToList());
         var core = coreKey is null
             ? System.Threading.Tasks.Task.FromException<ConformancePack>(new FileNotFoundException($"FHIR R4 core definitions not found at {specificationZip} (package Hl7.Fhir.Specification.Data.R4)"))
             : System.Threading.Tasks.Task.Run(() => CoreDefinitions.OpenOrBuild(specificationZip, cacheFolder));
@@ -64,6 +75,23 @@ public sealed class DocumentValidator : IDisposable
             family.Start(core, cacheFolder, options.WarmUp, logger, validator._shutdown.Token);
         return validator;
     }
+
+    /// <summary>The packages of the loaded families: where each is in the package cache, or why it is missing.</summary>
+    public IReadOnlyList<PackageRestoreResult> Packages { get; }
+
+    /// <summary>The <c>package/</c> folder of a package the families use, or null when it is not in the cache.</summary>
+    public string? PackageFolder(PackageReference package) => Packages.FirstOrDefault(p => p.Package == package)?.Folder;
+
+    /// <summary>
+    /// The profiles enforced on write, by resource type: the resource profiles of every family whose
+    /// packages are loaded and whose policy is not <see cref="ProfilePolicy.Off"/> (for
+    /// <c>CapabilityStatement.rest.resource.supportedProfile</c>).
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<string>> EnforcedProfiles =>
+        _families.Where(f => !f.IsCore && f.Policy != ProfilePolicy.Off && f.State is not (FamilyState.Unavailable or FamilyState.Failed))
+            .SelectMany(f => f.ResourceProfiles())
+            .GroupBy(p => p.Type, StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => (IReadOnlyList<string>)g.Select(p => p.Url).Distinct().Order(StringComparer.Ordinal).ToList(), StringComparer.Ordinal);
 
     /// <summary>Each family's state, packages and policy, in order of preference.</summary>
     public IReadOnlyList<FamilyStatus> Families => _families.Select(f => f.Status()).ToList();
@@ -98,6 +126,12 @@ public sealed class DocumentValidator : IDisposable
 
     /// <summary>What a write of this instance does on validation errors: the policy of its family (default <see cref="ProfilePolicy.Reject"/>).</summary>
     public ProfilePolicy PolicyFor(Resource instance) => Select(instance, null).Policy;
+
+    /// <summary>
+    /// The family an instance belongs to, with its state: <see cref="FamilyState.Unavailable"/> when the
+    /// instance declares a profile of a family whose packages are missing (the reason names them).
+    /// </summary>
+    public FamilyStatus StatusFor(Resource instance) => Select(instance, null).Status();
 
     /// <summary>
     /// Validates an instance and explains every issue (see <see cref="OutcomeExplainer"/>). Never
@@ -246,12 +280,19 @@ public sealed class DocumentValidator : IDisposable
     }
 
     /// <summary>
-    /// The family whose root package defines most of the claimed profiles (an exact
+    /// An unavailable family that claims a declared profile nobody knows (above), else
+    /// the family whose root package defines most of the claimed profiles (an exact
     /// <c>url|version</c> match counting double); ties go to the earlier family in
     /// <see cref="DocumentFamilies.All"/>. With no known profile: R4 core.
     /// </summary>
     private FamilyRuntime Select(Resource instance, string? profile)
     {
+        // A profile the instance itself declares that no loaded family defines, in the canonical space
+        // of a family whose packages are missing: that family, so the caller learns it cannot be checked
+        // (the strictest policy first when several claim it) instead of a silent R4-core-only pass.
+        var uncheckable = _families.Where(f => f.State is FamilyState.Unavailable or FamilyState.Failed)
+            .Where(f => UnknownProfiles(instance, profile).Any(f.Claims)).MinBy(f => f.Policy);
+        if (uncheckable is not null) return uncheckable;
         var claimed = ClaimedProfiles(instance, profile).Distinct().ToList();
         FamilyRuntime? best = null;
         var bestScore = 0;

@@ -22,12 +22,29 @@ internal sealed class FamilyRuntime(DocumentFamily family, ProfilePolicy policy)
     public Task<FamilyValidator?> Loaded => _loaded.Task;
     public Task Warmed => _warmed.Task;
 
-    public void PlanFrom(PackageCatalog catalog, string? referenceFolder, string? coreKey)
+    /// <summary>Canonical prefixes of the profiles this family's documents declare (from the manifest), known even when its packages are not.</summary>
+    public IReadOnlyList<string> ProfilePrefixes { get; private set; } = [];
+
+    /// <summary>Where each of its packages is (or why it is not), root first.</summary>
+    public IReadOnlyList<PackageRestoreResult> Packages { get; private set; } = [];
+
+    public bool IsCore => Family.Id == DocumentFamilies.Core.Id;
+
+    /// <summary>Reads the family's packages from the cache, or marks it unavailable naming the package that is missing and the sources tried.</summary>
+    public void PlanFrom(ManifestFamily? entry, IReadOnlyDictionary<PackageReference, PackageRestoreResult> restored, string? coreKey)
     {
+        ProfilePrefixes = entry?.Profiles ?? [];
+        Packages = entry?.Packages.Select(p => restored[p]).ToList() ?? [];
         try
         {
-            if (coreKey is null) throw new FamilyUnavailableException("FHIR R4 core definitions (specification.zip) not found");
-            Plan = FamilyConformance.Plan(Family, catalog, referenceFolder, coreKey);
+            if (coreKey is null) { Unavailable("FHIR R4 core definitions (specification.zip) not found"); return; }
+            if (!IsCore && entry is null) { Unavailable("profiles/packages.json lists no packages for it"); return; }
+            if (Packages.Where(p => !p.Available).ToList() is { Count: > 0 } missing)
+            {
+                Unavailable(string.Join(" ", missing.Select(m => m.Describe() + ".")));
+                return;
+            }
+            Plan = FamilyConformance.Plan(Family, Packages.Select(p => (p.Package, p.Folder!)).ToList(), coreKey);
             var root = Plan.Packages.FirstOrDefault();
             foreach (var package in Plan.Packages)
                 foreach (var file in package.Files.Where(f => f.ResourceType == "StructureDefinition" && f.Url is not null))
@@ -38,15 +55,20 @@ internal sealed class FamilyRuntime(DocumentFamily family, ProfilePolicy policy)
                     if (file.Version is not null) _rootVersioned.Add(file.Url + "|" + file.Version);
                 }
         }
-        catch (FamilyUnavailableException ex)
-        {
-            Unavailable(ex.Message);
-        }
         catch (Exception ex)
         {
             Fail($"reading its packages failed: {ex.Message}");
         }
     }
+
+    /// <summary>Whether a profile lies in this family's canonical space (the manifest's <c>profiles</c> prefixes).</summary>
+    public bool Claims(string canonical) => ProfilePrefixes.Any(p => canonical.StartsWith(p, StringComparison.Ordinal));
+
+    /// <summary>The resource profiles (StructureDefinitions of kind resource, derivation constraint) of its packages, as (type, url).</summary>
+    public IEnumerable<(string Type, string Url)> ResourceProfiles() =>
+        Plan?.Packages.SelectMany(p => p.Files)
+            .Where(f => f is { ResourceType: "StructureDefinition", Kind: "resource", Derivation: "constraint", Type: not null, Url: not null })
+            .Select(f => (f.Type!, f.Url!)) ?? [];
 
     /// <summary>How strongly this family claims a canonical: its root package's exact <c>url|version</c> 4, its url 3 (2 when another version is asked for), a dependency's 1.</summary>
     public int Score(string canonical)
@@ -59,11 +81,12 @@ internal sealed class FamilyRuntime(DocumentFamily family, ProfilePolicy policy)
         return _allUrls.Contains(url) ? 1 : 0;
     }
 
-    /// <summary>Whether any of its packages defines the canonical (version ignored).</summary>
+    /// <summary>Whether any of its packages defines the canonical (version ignored) and is usable.</summary>
     public bool Knows(string canonical)
     {
+        if (!IsCore && State is FamilyState.Unavailable or FamilyState.Failed) return false;
         var bar = canonical.IndexOf('|');
-        return Family.RootPackage is null
+        return IsCore
             ? canonical.StartsWith("http://hl7.org/fhir/StructureDefinition/", StringComparison.Ordinal)
             : _allUrls.Contains(bar < 0 ? canonical : canonical[..bar]);
     }
@@ -77,7 +100,7 @@ internal sealed class FamilyRuntime(DocumentFamily family, ProfilePolicy policy)
             try
             {
                 var corePack = await core.ConfigureAwait(false);
-                var own = Family.RootPackage is null ? null : await FamilyConformance.OpenOrBuildAsync(Plan!, corePack, cacheFolder, log, ct).ConfigureAwait(false);
+                var own = IsCore ? null : await FamilyConformance.OpenOrBuildAsync(Plan!, corePack, cacheFolder, log, ct).ConfigureAwait(false);
                 validator = new FamilyValidator(Family, Plan!, own, corePack);
                 _state = FamilyState.Warming;
                 _loaded.TrySetResult(validator);

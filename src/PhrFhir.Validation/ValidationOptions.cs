@@ -1,3 +1,5 @@
+using PhrFhir.Validation.Packages;
+
 namespace PhrFhir.Validation;
 
 /// <summary>What to do with a document whose profile validation finds errors.</summary>
@@ -12,31 +14,19 @@ public enum ProfilePolicy
 }
 
 /// <summary>
-/// Where the conformance packages are, where their resolved closure is cached, and how strict to
-/// be per document family. Bind it from configuration section <c>Validation</c> or set it in code.
+/// Where the conformance packages come from, where their resolved closure is cached, and how strict
+/// to be per document family. Bind it from configuration section <c>Validation</c> or set it in code.
 /// </summary>
 public sealed class ValidationOptions
 {
-    /// <summary>
-    /// The folder holding the official packages (<c>shared/ref</c>). When null, the first
-    /// <c>shared/ref</c> found in the working directory or any folder above it is used. Nothing in
-    /// it is copied into the repository; it is read at run time only.
-    /// </summary>
-    public string? ReferenceFolder { get; set; }
+    /// <summary>Where the conformance packages come from and the FHIR package cache they are restored into.</summary>
+    public PackageOptions Packages { get; set; } = new();
 
     /// <summary>Where the resolved conformance sets are cached; relative paths are under the working directory.</summary>
     public string CacheFolder { get; set; } = Path.Combine("data", "conformance-cache");
 
     /// <summary>The FHIR R4 core definitions (<c>specification.zip</c> from Hl7.Fhir.Specification.Data.R4); default: next to the assembly.</summary>
     public string? SpecificationZip { get; set; }
-
-    /// <summary>
-    /// Extra package folders or <c>.tgz</c> files, searched before the reference folder when a
-    /// family's dependencies are matched (by package id and exact version). Adding
-    /// <c>jpfhir-terminology.r4</c> here later makes its code systems checked instead of reported
-    /// as unavailable; nothing else changes.
-    /// </summary>
-    public IList<string> AdditionalPackages { get; set; } = [];
 
     /// <summary>The families to load, by <see cref="DocumentFamily.Id"/>; empty means all of <see cref="DocumentFamilies.All"/>.</summary>
     public IList<string> Families { get; set; } = [];
@@ -57,23 +47,4 @@ public sealed class ValidationOptions
 
     internal string ResolveSpecificationZip() =>
         SpecificationZip ?? Path.Combine(AppContext.BaseDirectory, "specification.zip");
-
-    /// <summary>The configured reference folder, or the nearest <c>shared/ref</c> above the working directory.</summary>
-    internal string? ResolveReferenceFolder()
-    {
-        if (ReferenceFolder is not null)
-            return Directory.Exists(ReferenceFolder) ? Path.GetFullPath(ReferenceFolder) : null;
-        return FindSharedRef(Directory.GetCurrentDirectory());
-    }
-
-    /// <summary>The nearest <c>shared/ref</c> in <paramref name="start"/> or a folder above it.</summary>
-    public static string? FindSharedRef(string start)
-    {
-        for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-        {
-            var candidate = Path.Combine(dir.FullName, "shared", "ref");
-            if (Directory.Exists(candidate)) return candidate;
-        }
-        return null;
-    }
 }

@@ -16,8 +16,10 @@ namespace PhrFhir.Server.Tests;
 /// The real server on a free loopback port, with its embedded PostgreSQL in a fresh temporary
 /// folder: started once for the whole test run, shared by every test class in the "server" collection.
 /// Tests isolate themselves by unique identifiers/names, not by wiping the database.
+/// Its conformance packages are restored from ../shared/ref (the only source, named by
+/// PHRFHIR_PACKAGE_SOURCES as an operator would) into a package cache of this run.
 /// </summary>
-public sealed class ServerFixture : IAsyncLifetime
+public class ServerFixture : IAsyncLifetime
 {
     WebApplication? _app;
     readonly string _dataDir = Path.Combine(Path.GetTempPath(), "phrfhir-tests-" + Guid.NewGuid().ToString("N")[..8]);
@@ -110,6 +112,9 @@ public sealed class ServerFixture : IAsyncLifetime
             "--Mhd:PatientIdentitySources:0", "http://example.org/fhir",
             // The validator's resolved conformance sets: shared by test runs, rebuilt when a package changes.
             "--Validation:CacheFolder", Path.Combine(Path.GetTempPath(), "phrfhir-test-conformance-cache"),
+            "--Packages:Cache", Path.Combine(_dataDir, "fhir-packages"),
+            "--Packages:Downloads", "false", // CI has no internet: the folder source or nothing
+            .. PackageArguments(),
         ]);
         await _app.StartAsync();
         var addresses = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
@@ -119,6 +124,17 @@ public sealed class ServerFixture : IAsyncLifetime
         Anonymous.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/fhir+json"));
         Http = await ClientAsync(InstitutionClient);
         Operator = await ClientAsync(OperatorClient);
+    }
+
+    /// <summary>
+    /// Where the conformance packages come from: ../shared/ref through PHRFHIR_PACKAGE_SOURCES (the server
+    /// itself does not look for it). A fixture that starts a server without packages overrides this.
+    /// </summary>
+    protected virtual IEnumerable<string> PackageArguments()
+    {
+        if (SharedRef.Find() is not { } reference) return ["--Packages:Sources="];
+        Environment.SetEnvironmentVariable("PHRFHIR_PACKAGE_SOURCES", reference);
+        return [];
     }
 
     /// <summary>An HttpClient carrying a fresh token of a registered client (client_credentials, HTTP Basic).</summary>

@@ -89,25 +89,28 @@ public sealed class BehaviourTests(ValidatorFixture fixture)
 public sealed class StartupTests
 {
     [Fact]
-    public async System.Threading.Tasks.Task Without_the_reference_folder_families_are_unavailable_and_validation_still_answers()
+    public async System.Threading.Tasks.Task Without_package_sources_families_are_unavailable_naming_the_package_and_validation_still_answers()
     {
-        var empty = Directory.CreateTempSubdirectory("phrfhir-noref-");
+        var empty = Directory.CreateTempSubdirectory("phrfhir-nopackages-");
         try
         {
             using var validator = await DocumentValidator.CreateAsync(new ValidationOptions
             {
-                ReferenceFolder = empty.FullName,
+                Packages = new PackageOptions { Sources = [], Downloads = false, Cache = empty.FullName },
                 CacheFolder = Path.Combine(ValidatorFixture.RepositoryRoot, "data", "conformance-cache"),
                 Families = ["jp-echeckup-1.1.3", "r4-core"],
             }, NullLogger.Instance);
             await validator.WhenReadyAsync();
             var hs037 = validator.Families.Single(f => f.Id == "jp-echeckup-1.1.3");
             Assert.Equal(FamilyState.Unavailable, hs037.State);
-            Assert.Contains("missing", hs037.Reason);
+            Assert.Contains("jp-eCheckupReport.r4#1.1.3 is not in the package cache", hs037.Reason);
 
+            // Its documents are not silently passed as R4 core: they go to the unavailable family, which says so.
             var bundle = new Bundle { Type = Bundle.BundleType.Document, Meta = new Meta { Profile = ["http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Bundle_eCheckupGeneral"] } };
+            Assert.Equal(FamilyState.Unavailable, validator.StatusFor(bundle).State);
             var outcome = await validator.ValidateAsync(bundle);
-            Assert.Contains(outcome.Issue, i => i.Code == OperationOutcome.IssueType.NotSupported && i.Diagnostics.Contains("JP_Bundle_eCheckupGeneral"));
+            Assert.Contains(outcome.Issue, i => i.Code == OperationOutcome.IssueType.NotSupported && i.Diagnostics.Contains("jp-eCheckupReport.r4#1.1.3", StringComparison.Ordinal));
+            Assert.Empty(validator.EnforcedProfiles);
         }
         finally { empty.Delete(recursive: true); }
     }
@@ -119,14 +122,12 @@ public sealed class StartupTests
         var copy = Directory.CreateTempSubdirectory("phrfhir-pkg-");
         try
         {
-            var root = Path.Combine(copy.FullName, "jp-documents", "echeckup", "package");
-            Directory.CreateDirectory(root);
             foreach (var f in Directory.GetFiles(ValidatorFixture.Ref("jp-documents/echeckup/package")))
-                File.Copy(f, Path.Combine(root, Path.GetFileName(f)));
-            string Key() => FamilyConformance.Plan(DocumentFamilies.ECheckup113, PackageCatalog.Scan(copy.FullName, []), copy.FullName, "core").Key;
+                File.Copy(f, Path.Combine(copy.FullName, Path.GetFileName(f)));
+            string Key() => FamilyConformance.Plan(DocumentFamilies.ECheckup113, [(new PackageReference("jp-eCheckupReport.r4", "1.1.3"), copy.FullName)], "core").Key;
             var before = Key();
             Assert.Equal(before, Key());
-            var sd = Path.Combine(root, "StructureDefinition-JP-Composition-eCheckupGeneral.json");
+            var sd = Path.Combine(copy.FullName, "StructureDefinition-JP-Composition-eCheckupGeneral.json");
             File.WriteAllText(sd, File.ReadAllText(sd).Replace("\"status\": \"active\"", "\"status\": \"draft\"", StringComparison.Ordinal) + " ");
             Assert.NotEqual(before, Key());
         }

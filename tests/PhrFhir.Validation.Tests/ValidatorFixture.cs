@@ -2,17 +2,18 @@ using System.Text.Json.Nodes;
 using Hl7.Fhir.Model;
 using Hl7.Fhir.Serialization;
 using Microsoft.Extensions.Logging.Abstractions;
+using PhrFhir.Validation.Packages;
 
 namespace PhrFhir.Validation.Tests;
 
 /// <summary>
-/// One <see cref="DocumentValidator"/> for the whole test run, over the official packages in
-/// <c>../shared/ref</c> (read in place, never copied) and the repository's conformance cache
-/// (<c>data/conformance-cache</c>, shared with the server and the bench).
+/// One <see cref="DocumentValidator"/> for the whole test run, its packages restored (as the server
+/// does) from <c>../shared/ref</c> as a folder source into a package cache of this run, with the
+/// repository's conformance cache (<c>data/conformance-cache</c>, shared with the server and the bench).
 /// </summary>
 public sealed class ValidatorFixture : IAsyncLifetime
 {
-    public static readonly string? ReferenceFolder = ValidationOptions.FindSharedRef(AppContext.BaseDirectory);
+    public static readonly string? ReferenceFolder = FindSharedRef();
     public static readonly string RepositoryRoot = FindRepositoryRoot();
     public const string NoReference = "../shared/ref (official JP/IHE packages) is not present; profile validation tests need it.";
 
@@ -26,16 +27,34 @@ public sealed class ValidatorFixture : IAsyncLifetime
         if (ReferenceFolder is null) return;
         Validator = await DocumentValidator.CreateAsync(new ValidationOptions
         {
-            ReferenceFolder = ReferenceFolder,
+            Packages = FromReference(_packageCache.FullName),
             CacheFolder = Path.Combine(RepositoryRoot, "data", "conformance-cache"),
         }, NullLogger.Instance);
         await Validator.WhenReadyAsync();
     }
 
+    private readonly DirectoryInfo _packageCache = Directory.CreateTempSubdirectory("phrfhir-test-packages-");
+
+    /// <summary>Package options with ../shared/ref as the only source (no internet in CI) and the given package cache.</summary>
+    public static PackageOptions FromReference(string cache) =>
+        new() { Sources = ReferenceFolder is null ? [] : [ReferenceFolder], Downloads = false, Cache = cache };
+
     public System.Threading.Tasks.Task DisposeAsync()
     {
         Validator?.Dispose();
+        _packageCache.Delete(recursive: true);
         return System.Threading.Tasks.Task.CompletedTask;
+    }
+
+    /// <summary>The nearest <c>shared/ref</c> above the test binaries (this project's official reference data).</summary>
+    private static string? FindSharedRef()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "shared", "ref");
+            if (Directory.Exists(candidate)) return candidate;
+        }
+        return null;
     }
 
     public static Resource Parse(string json)

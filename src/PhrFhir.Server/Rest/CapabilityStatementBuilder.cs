@@ -7,9 +7,10 @@ namespace PhrFhir.Server.Rest;
 
 /// <summary>
 /// GET /metadata, generated from what the server really serves: the served types, the interactions
-/// <see cref="FhirEndpoints"/> maps, and the search parameters the index registry holds.
+/// <see cref="FhirEndpoints"/> maps, the search parameters the index registry holds, and the
+/// profiles validation enforces on write (the loaded families' resource profiles).
 /// </summary>
-public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration config)
+public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration config, PhrFhir.Validation.DocumentValidator validator)
 {
     static readonly CapabilityStatement.TypeRestfulInteraction[] Interactions =
     [
@@ -60,6 +61,7 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
                 new() { Code = CapabilityStatement.SystemRestfulInteraction.HistorySystem },
             ],
         };
+        var enforced = validator.EnforcedProfiles;
         foreach (var type in ServedResources.Types)
         {
             var parameters = store.SearchParameters.For(type).OrderBy(p => p.Code, StringComparer.Ordinal).ToList();
@@ -75,6 +77,7 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
                 ConditionalUpdate = true,
                 ConditionalDelete = CapabilityStatement.ConditionalDeleteStatus.Single,
                 ConditionalRead = CapabilityStatement.ConditionalReadStatus.NotSupported,
+                SupportedProfile = enforced.GetValueOrDefault(type)?.ToList() ?? [],
                 SearchInclude = references,
                 SearchRevInclude = ["*"],
                 SearchParam = parameters.Select(p => new CapabilityStatement.SearchParamComponent

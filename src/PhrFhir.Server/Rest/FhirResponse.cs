@@ -100,8 +100,12 @@ public static class FhirResponse
             return Task.CompletedTask;
         }
         if (prefer.Contains("return=OperationOutcome", StringComparison.OrdinalIgnoreCase))
-            return ResourceAsync(ctx, Outcome(OperationOutcome.IssueSeverity.Information, OperationOutcome.IssueType.Informational,
-                $"{s.Type}/{s.Id} version {s.Version} stored. (保存しました)"), status);
+        {
+            var outcome = Outcome(OperationOutcome.IssueSeverity.Information, OperationOutcome.IssueType.Informational,
+                $"{s.Type}/{s.Id} version {s.Version} stored. (保存しました)");
+            outcome.Issue.AddRange(Validation.ProfileEnforcement.Warnings(ctx)); // what the 'warn' policy let through
+            return ResourceAsync(ctx, outcome, status);
+        }
         return StoredAsync(ctx, s, status);
     }
 

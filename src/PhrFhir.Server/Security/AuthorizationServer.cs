@@ -65,9 +65,12 @@ public static class AuthorizationServer
             };
         });
 
+        // One in-memory store per app (the name is process-wide: tests run two servers in one process);
+        // clients are re-registered from PHRFHIR_CLIENTS at every start.
+        var storeName = "phrfhir-openiddict-" + Guid.NewGuid().ToString("N");
         builder.Services.AddDbContext<DbContext>(o =>
         {
-            o.UseInMemoryDatabase("phrfhir-openiddict"); // clients are re-registered from PHRFHIR_CLIENTS at every start
+            o.UseInMemoryDatabase(storeName);
             o.UseOpenIddict();
         });
         // The in-memory provider has no bulk delete: pruning (TokenPruning) removes entries one by one.

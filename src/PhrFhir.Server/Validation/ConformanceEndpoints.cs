@@ -11,7 +11,7 @@ namespace PhrFhir.Server.Validation;
 /// The conformance resources the validator enforces (JP Core, eCheckup, CLINS, IHE MHD
 /// StructureDefinitions, ValueSets, CodeSystems…), served read-only so a client can see exactly which
 /// profiles are checked: GET [base]/StructureDefinition?url=…, GET [base]/StructureDefinition/[id].
-/// They come from the official packages in shared/ref at start; writes are refused.
+/// They come from the packages restored into the FHIR package cache at start (profiles/packages.json); writes are refused.
 /// </summary>
 public static class ConformanceEndpoints
 {

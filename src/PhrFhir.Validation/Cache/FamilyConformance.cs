@@ -9,14 +9,11 @@ using PhrFhir.Validation.Packages;
 namespace PhrFhir.Validation.Cache;
 
 /// <summary>The packages a family is made of, what is missing, and the cache key they give.</summary>
-internal sealed record FamilyPlan(DocumentFamily Family, IReadOnlyList<ConformancePackage> Packages, IReadOnlyList<PackageDependency> Missing, string Key);
-
-/// <summary>Thrown when a family cannot be assembled at all (its root package is not there).</summary>
-internal sealed class FamilyUnavailableException(string message) : Exception(message);
+internal sealed record FamilyPlan(DocumentFamily Family, IReadOnlyList<ConformancePackage> Packages, IReadOnlyList<PackageReference> Missing, string Key);
 
 /// <summary>
-/// Assembles a family's conformance set from its root package and the dependencies that package
-/// declares, generates the snapshots the packages lack, and caches the result as a pack. The key
+/// Assembles a family's conformance set from its packages in the package cache (root first, as
+/// <c>profiles/packages.json</c> lists them), generates the snapshots the packages lack, and caches the result as a pack. The key
 /// covers every package's id, version and content hash, the core definitions and the SDK
 /// version, so changing any of them rebuilds the pack on the next start.
 /// </summary>
@@ -28,33 +25,13 @@ internal static class FamilyConformance
     // Resource types the validator looks up (profiles, extensions, bindings).
     private static readonly HashSet<string> Kept = ["StructureDefinition", "ValueSet", "CodeSystem"];
 
-    public static FamilyPlan Plan(DocumentFamily family, PackageCatalog catalog, string? referenceFolder, string coreKey)
+    /// <summary>Reads the family's packages from the package cache (root first) and notes the dependencies they declare that are not among them.</summary>
+    public static FamilyPlan Plan(DocumentFamily family, IReadOnlyList<(PackageReference Reference, string Folder)> packageFolders, string coreKey)
     {
-        var packages = new List<ConformancePackage>();
-        var missing = new List<PackageDependency>();
-        if (family.RootPackage is not null)
-        {
-            if (referenceFolder is null)
-                throw new FamilyUnavailableException("no reference folder (shared/ref) was found; set Validation:ReferenceFolder");
-            var rootPath = Path.Combine(referenceFolder, family.RootPackage);
-            var root = catalog.FindAt(rootPath)
-                ?? throw new FamilyUnavailableException($"package folder {rootPath} is missing or holds no package.json/ImplementationGuide");
-            var queue = new Queue<PackageLocation>([root]);
-            var seen = new HashSet<string>(StringComparer.Ordinal);
-            while (queue.Count > 0)
-            {
-                var entry = queue.Dequeue();
-                if (!seen.Add(entry.Location)) continue;
-                var package = catalog.Load(entry);
-                packages.Add(package);
-                foreach (var dep in package.Dependencies)
-                {
-                    if (dep.PackageId == CorePackageId) continue;
-                    if (catalog.Find(dep) is { } found) queue.Enqueue(found);
-                    else if (!missing.Contains(dep)) missing.Add(dep);
-                }
-            }
-        }
+        var packages = packageFolders.Select(p => ConformancePackage.Read(p.Reference, p.Folder)).ToList();
+        var have = packageFolders.Select(p => p.Reference).ToHashSet();
+        // Declared but not listed for the family (jpfhir-terminology, hl7.terminology …): reported, and part of the key.
+        var missing = packages.SelectMany(p => p.Dependencies).Where(d => d.Name != CorePackageId && !have.Contains(d)).Distinct().ToList();
         var parts = new List<string> { Format, family.Id, coreKey, typeof(SnapshotGenerator).Assembly.GetName().Version?.ToString() ?? "" };
         parts.AddRange(packages.Select(p => $"{p.PackageId}#{p.Version}:{p.ContentHash}"));
         parts.AddRange(missing.Select(m => "missing:" + m));

@@ -26,6 +26,20 @@ public sealed class ConformanceEndpointTests(ServerFixture server)
         Assert.Equal(1, (int)mhd["total"]!);
     }
 
+    [SkippableFact]
+    public async System.Threading.Tasks.Task The_CapabilityStatement_lists_the_enforced_profiles_per_resource_type()
+    {
+        Skip.If(SharedRef.Find() is null, "../shared/ref is not present: no conformance packages are loaded");
+        var cs = await Fhir.ExpectAsync<CapabilityStatement>(await _http.GetAsync("metadata"), HttpStatusCode.OK);
+        string[] Profiles(string type) => cs.Rest[0].Resource.Single(r => r.Type == type).SupportedProfile.ToArray();
+        Assert.Contains("http://jpfhir.jp/fhir/eCheckup/StructureDefinition/JP_Bundle_eCheckupGeneral", Profiles("Bundle"));
+        Assert.Contains("http://jpfhir.jp/fhir/clins/StructureDefinition/JP_Bundle_eReferral", Profiles("Bundle"));
+        Assert.Contains("https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Minimal.DocumentReference", Profiles("DocumentReference"));
+        Assert.Contains("http://jpfhir.jp/fhir/core/StructureDefinition/JP_Patient", Profiles("Patient"));
+        // Only profiles of the type itself: no extensions, no other resource's profiles.
+        Assert.DoesNotContain(Profiles("Patient"), p => p.Contains("Extension", StringComparison.Ordinal) || p.Contains("Bundle", StringComparison.Ordinal));
+    }
+
     async Task<System.Text.Json.Nodes.JsonNode> JsonAsync(string url)
     {
         var response = await _http.GetAsync(url);

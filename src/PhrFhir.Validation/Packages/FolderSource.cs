@@ -4,36 +4,40 @@ using System.Text.Json;
 
 namespace PhrFhir.Validation.Packages;
 
-/// <summary>Where a package lives on disk and what it says it is, before its files are read.</summary>
-internal sealed record PackageLocation(string PackageId, string Version, string Location);
+/// <summary>Where a package lives in a folder source and what it says it is, before it is read.</summary>
+internal sealed record PackageLocation(PackageReference Identity, string Location);
 
 /// <summary>
-/// The packages found in the reference folder (<c>shared/ref</c>) and in any extra package folders
-/// from <see cref="ValidationOptions.AdditionalPackages"/>, found by <c>package.json</c> or an
-/// <c>ImplementationGuide</c> resource. Dependencies are matched by exact package id and version,
-/// because JP Core 1.1.2 exists in variants (<c>-url</c>, <c>-clins</c>) with the same canonicals
-/// but different content.
+/// A local folder of packages, one of the sources a restore tries: npm package folders
+/// (<c>package/package.json</c>), flat folders of resources with an <c>ImplementationGuide</c> (SUSHI
+/// output) and <c>.tgz</c> files, found up to four levels down. Identity comes from
+/// <c>package.json</c>, else from the ImplementationGuide's <c>packageId</c> and <c>version</c>.
 /// </summary>
-internal sealed class PackageCatalog
+internal sealed class FolderSource
 {
     private readonly List<PackageLocation> _entries;
-    private readonly Dictionary<string, ConformancePackage> _loaded = new(StringComparer.Ordinal);
-    private readonly Lock _lock = new();
 
-    private PackageCatalog(List<PackageLocation> entries) => _entries = entries;
+    private FolderSource(string folder, List<PackageLocation> entries)
+    {
+        Folder = folder;
+        _entries = entries;
+    }
+
+    public string Folder { get; }
 
     public IReadOnlyList<PackageLocation> Entries => _entries;
 
-    public static PackageCatalog Scan(string? referenceFolder, IEnumerable<string> additional)
+    public static FolderSource Scan(string folder)
     {
         var entries = new List<PackageLocation>();
-        // Additional packages first: configuration wins over what shared/ref happens to hold.
-        foreach (var path in additional)
-            if (Identify(path) is { } e) entries.Add(e);
-        if (referenceFolder is not null && Directory.Exists(referenceFolder))
-            ScanFolder(referenceFolder, 0, entries);
-        return new PackageCatalog(entries);
+        if (Directory.Exists(folder)) ScanFolder(folder, 0, entries);
+        else if (Identify(folder) is { } single) entries.Add(single); // a .tgz named directly
+        return new FolderSource(folder, entries);
     }
+
+    /// <summary>The first package here that may stand for <paramref name="wanted"/> (its official identity first, then a build).</summary>
+    public PackageLocation? Find(ManifestPackage wanted) =>
+        _entries.FirstOrDefault(e => e.Identity == wanted.Reference) ?? _entries.FirstOrDefault(e => wanted.IsSatisfiedBy(e.Identity));
 
     private static void ScanFolder(string dir, int depth, List<PackageLocation> into)
     {
@@ -45,7 +49,7 @@ internal sealed class PackageCatalog
             if (!Path.GetFileName(sub).StartsWith('.')) ScanFolder(sub, depth + 1, into);
     }
 
-    /// <summary>Reads a folder's or archive's package.json (or its ImplementationGuide) for id and version.</summary>
+    /// <summary>Reads a folder's or archive's package.json (or its ImplementationGuide) for name and version.</summary>
     internal static PackageLocation? Identify(string path)
     {
         try
@@ -60,7 +64,7 @@ internal sealed class PackageCatalog
             using var doc = JsonDocument.Parse(File.ReadAllBytes(ig));
             var id = doc.RootElement.TryGetProperty("packageId", out var p) ? p.GetString() : null;
             var version = doc.RootElement.TryGetProperty("version", out var v) ? v.GetString() : null;
-            return id is null || version is null ? null : new PackageLocation(id, version, path);
+            return id is null || version is null ? null : new PackageLocation(new PackageReference(id, version), path);
         }
         catch (Exception ex) when (ex is IOException or JsonException or InvalidDataException or UnauthorizedAccessException)
         {
@@ -88,29 +92,6 @@ internal sealed class PackageCatalog
         using var doc = JsonDocument.Parse(json);
         var name = doc.RootElement.TryGetProperty("name", out var n) ? n.GetString() : null;
         var version = doc.RootElement.TryGetProperty("version", out var v) ? v.GetString() : null;
-        return name is null || version is null ? null : new PackageLocation(name, version, location);
-    }
-
-    /// <summary>The entry for an exact package id and version, if present.</summary>
-    public PackageLocation? Find(PackageDependency dependency) =>
-        _entries.FirstOrDefault(e => e.PackageId == dependency.PackageId && e.Version == dependency.Version);
-
-    /// <summary>The entry at a location relative to the reference folder, if that folder holds a package.</summary>
-    public PackageLocation? FindAt(string fullPath) =>
-        _entries.FirstOrDefault(e => Path.GetFullPath(e.Location) == Path.GetFullPath(fullPath));
-
-    /// <summary>Reads (once) and returns the package's files.</summary>
-    public ConformancePackage Load(PackageLocation entry)
-    {
-        lock (_lock)
-        {
-            if (_loaded.TryGetValue(entry.Location, out var p)) return p;
-        }
-        var package = ConformancePackage.Read(entry.Location);
-        lock (_lock)
-        {
-            _loaded.TryAdd(entry.Location, package);
-            return _loaded[entry.Location];
-        }
+        return name is null || version is null ? null : new PackageLocation(new PackageReference(name, version), location);
     }
 }
