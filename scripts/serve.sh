@@ -33,5 +33,14 @@ fi
 # Without a clients file of your own, the development clients (examples/auth/clients.dev.json) can get
 # tokens; the server listens on 127.0.0.1 only unless --urls says otherwise.
 export PHRFHIR_CLIENTS="${PHRFHIR_CLIENTS:-$(pwd)/examples/auth/clients.dev.json}"
+# Conformance packages come from https://packages.fhir.org and the publishers (README "Conformance
+# packages"). Beside this project's CI checkout, the official packages are in ../shared/ref: name that
+# folder as a source (unless sources were given) and keep what it restores in ./data, since some of
+# its folders are local builds that must not land in the shared ~/.fhir/packages under official names.
+if [ -z "${PHRFHIR_PACKAGE_SOURCES+set}" ] && [ -d ../shared/ref ]; then
+    export PHRFHIR_PACKAGE_SOURCES="$(cd ../shared/ref && pwd)"
+    export Packages__Cache="${Packages__Cache:-$(pwd)/data/fhir-packages}"
+    phase "packages: ../shared/ref is a folder source (cache ${Packages__Cache})"
+fi
 phase "starting the server (it logs its own phases: PostgreSQL, packages, conformance cache, listening URL)"
 exec dotnet "${out}/PhrFhir.Server.dll" "$@"
