@@ -41,14 +41,15 @@ public sealed class SignInThrottle : IDisposable
     readonly PartitionedRateLimiter<string> _perAddress;
     readonly MemoryCache _knownGood = new(new MemoryCacheOptions { SizeLimit = 100_000 });
     readonly ILogger<SignInThrottle> _log;
+    readonly TimeSpan _period;
 
     public SignInThrottle(IConfiguration config, ILogger<SignInThrottle> log)
     {
         _log = log;
-        var period = TimeSpan.FromSeconds(config.GetValue("Auth:Throttle:ReplenishSeconds", 60));
-        _perPair = Buckets(config.GetValue("Auth:Throttle:PerAccountAndAddress", 5), period);
-        _perAccount = Buckets(config.GetValue("Auth:Throttle:PerAccount", 20), period);
-        _perAddress = Buckets(config.GetValue("Auth:Throttle:PerAddress", 30), period);
+        _period = TimeSpan.FromSeconds(config.GetValue("Auth:Throttle:ReplenishSeconds", 60));
+        _perPair = Buckets(config.GetValue("Auth:Throttle:PerAccountAndAddress", 5), _period);
+        _perAccount = Buckets(config.GetValue("Auth:Throttle:PerAccount", 20), _period);
+        _perAddress = Buckets(config.GetValue("Auth:Throttle:PerAddress", 30), _period);
     }
 
     static PartitionedRateLimiter<string> Buckets(int failures, TimeSpan period) =>
@@ -102,13 +103,12 @@ public sealed class SignInThrottle : IDisposable
         return ($"{k}\n{account}\n{address}", $"{k}\n{account}", $"{k}\n\n{address}");
     }
 
-    /// <summary>Null while the bucket has a permit left; else how long until it regains one.</summary>
-    static TimeSpan? Empty(PartitionedRateLimiter<string> limiter, string key)
-    {
-        using var lease = limiter.AttemptAcquire(key, 0); // 0 permits: asks without taking
-        if (lease.IsAcquired) return null;
-        return lease.TryGetMetadata(MetadataName.RetryAfter, out var retry) ? retry : TimeSpan.FromSeconds(60);
-    }
+    /// <summary>
+    /// Null while the bucket has a permit left; else at most how long until it regains one. (Its statistics,
+    /// not a lease of 0 permits: the partitioned limiter does not answer those reliably.)
+    /// </summary>
+    TimeSpan? Empty(PartitionedRateLimiter<string> limiter, string key) =>
+        limiter.GetStatistics(key)?.CurrentAvailablePermits > 0 ? null : _period;
 
     Decision Refused(Kind kind, string account, string address, TimeSpan retryAfter)
     {
