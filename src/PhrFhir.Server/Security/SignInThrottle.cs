@@ -25,7 +25,7 @@ namespace PhrFhir.Server.Security;
 /// </list>
 /// A refused attempt is answered 429 with Retry-After, is not checked at all (no oracle while refused) and
 /// is not counted. Unknown accounts are counted exactly like known ones, so throttling tells nothing about
-/// which exist. The counters are in memory, per server process: with N processes an attacker gets at most
+/// which exist. Registered public apps are not throttled (nothing to guess). The counters are in memory, per server process: with N processes an attacker gets at most
 /// N times the budget, which keeps guessing as impractical, and no database write happens per failure.
 /// IPv6 sources are counted per /64, the block one subscriber usually holds.
 /// </summary>
@@ -68,7 +68,9 @@ public sealed class SignInThrottle : IDisposable
         var (pair, acct, addr) = Keys(kind, account, address);
         if (Empty(_perPair, pair) is { } strict) return Refused(kind, account, address, strict);
         if (_knownGood.TryGetValue(pair, out _)) return new Decision(true, TimeSpan.Zero);
-        if ((Empty(_perAccount, acct) ?? Empty(_perAddress, addr)) is { } soft) return Refused(kind, account, address, soft);
+        // No account named (a request without client_id): no account bucket that anyone could empty for everyone.
+        if (((account.Length > 0 ? Empty(_perAccount, acct) : null) ?? Empty(_perAddress, addr)) is { } soft)
+            return Refused(kind, account, address, soft);
         return new Decision(true, TimeSpan.Zero);
     }
 
@@ -76,7 +78,7 @@ public sealed class SignInThrottle : IDisposable
     {
         var (pair, acct, addr) = Keys(kind, account, address);
         _perPair.AttemptAcquire(pair).Dispose();
-        _perAccount.AttemptAcquire(acct).Dispose();
+        if (account.Length > 0) _perAccount.AttemptAcquire(acct).Dispose();
         _perAddress.AttemptAcquire(addr).Dispose();
     }
 
@@ -143,8 +145,15 @@ public sealed class SignInThrottle : IDisposable
         server.AddEventHandler(CountClientAuthentications.Descriptor);
     }
 
+    /// <summary>
+    /// A registered public app has no secret to guess and its client_id is no secret: it is never throttled,
+    /// so failures sent in its name (e.g. with a made-up client_secret) cannot stop its users' refreshes.
+    /// Unknown client ids are throttled like confidential ones, so the throttle does not tell them apart.
+    /// </summary>
+    static bool Throttled(ClientRegistry clients, string clientId) => clients.Find(clientId) is not { ClientSecret: null, Jwks: null };
+
     /// <summary>First of all token request checks: a throttled client id and address get no authentication at all.</summary>
-    sealed class RefuseThrottledClients(SignInThrottle throttle) : IOpenIddictServerHandler<OpenIddictServerEvents.ValidateTokenRequestContext>
+    sealed class RefuseThrottledClients(SignInThrottle throttle, ClientRegistry clients) : IOpenIddictServerHandler<OpenIddictServerEvents.ValidateTokenRequestContext>
     {
         public static OpenIddictServerHandlerDescriptor Descriptor { get; } =
             OpenIddictServerHandlerDescriptor.CreateBuilder<OpenIddictServerEvents.ValidateTokenRequestContext>()
@@ -156,7 +165,9 @@ public sealed class SignInThrottle : IDisposable
         public ValueTask HandleAsync(OpenIddictServerEvents.ValidateTokenRequestContext context)
         {
             var http = context.Transaction.GetHttpRequest()!.HttpContext;
-            var decision = throttle.Check(Kind.Client, context.Request.ClientId ?? "", Address(http));
+            var clientId = context.Request.ClientId ?? "";
+            if (!Throttled(clients, clientId)) return default;
+            var decision = throttle.Check(Kind.Client, clientId, Address(http));
             if (!decision.Allowed)
             {
                 context.Transaction.SetProperty(RetryAfterProperty, RetryAfterSeconds(decision.RetryAfter));
@@ -171,7 +182,7 @@ public sealed class SignInThrottle : IDisposable
     /// On every token response: a refusal above becomes 429 with Retry-After; a failed client authentication
     /// is counted and answered with one text; an authenticated success (secret or assertion) marks a known-good path.
     /// </summary>
-    sealed class CountClientAuthentications(SignInThrottle throttle) : IOpenIddictServerHandler<OpenIddictServerEvents.ApplyTokenResponseContext>
+    sealed class CountClientAuthentications(SignInThrottle throttle, ClientRegistry clients) : IOpenIddictServerHandler<OpenIddictServerEvents.ApplyTokenResponseContext>
     {
         public static OpenIddictServerHandlerDescriptor Descriptor { get; } =
             OpenIddictServerHandlerDescriptor.CreateBuilder<OpenIddictServerEvents.ApplyTokenResponseContext>()
@@ -194,7 +205,7 @@ public sealed class SignInThrottle : IDisposable
             {
                 throttle._log.LogInformation("Failed client authentication for {ClientId} from {Address}: {Reason}",
                     clientId.Length > 64 ? clientId[..64] : clientId, Address(http), context.Response.ErrorDescription);
-                throttle.Failed(Kind.Client, clientId, Address(http));
+                if (Throttled(clients, clientId)) throttle.Failed(Kind.Client, clientId, Address(http));
                 context.Response.ErrorDescription = ClientAuthenticationFailed;
                 context.Response.ErrorUri = null;
             }

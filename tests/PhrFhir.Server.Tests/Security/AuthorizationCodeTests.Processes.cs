@@ -89,7 +89,10 @@ public sealed partial class AuthorizationCodeTests
         {
             Content = new FormUrlEncodedContent(new Dictionary<string, string>
             {
-                ["grant_type"] = "authorization_code", ["code"] = code, ["redirect_uri"] = ServerFixture.PortalRedirectUri, ["code_verifier"] = portalVerifier,
+                ["grant_type"] = "authorization_code",
+                ["code"] = code,
+                ["redirect_uri"] = ServerFixture.PortalRedirectUri,
+                ["code_verifier"] = portalVerifier,
             }),
         };
         exchange.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{ServerFixture.OfflinePortalClient}:{ServerFixture.Secret}")));

@@ -67,4 +67,26 @@ public sealed partial class AuthorizationCodeTests
         var signedIn = await LoginAsync(homeAgain, url, person, ServerFixture.PersonPassword);
         Assert.True(signedIn.StatusCode == HttpStatusCode.Redirect, $"the person at a known-good address: {(int)signedIn.StatusCode}");
     }
+
+    [Fact]
+    public async System.Threading.Tasks.Task Failures_sent_in_a_public_apps_name_do_not_stop_its_users()
+    {
+        // The app has no secret to guess and its client_id is public: anyone could send failures in its name.
+        using var browser = Browser();
+        var verifier = NewVerifier();
+        var code = (await CodeAsync(browser, AuthorizeUrl(verifier)))["code"];
+        using var shared = ServerFixture.From("127.0.0.7", server.BaseUrl);
+        for (var i = 1; i <= 6; i++)
+        {
+            var failed = await shared.PostAsync("auth/token", new FormUrlEncodedContent(new Dictionary<string, string>
+            {
+                ["grant_type"] = "refresh_token",
+                ["refresh_token"] = "x",
+                ["client_id"] = ServerFixture.AppClient,
+                ["client_secret"] = "made-up-" + i,
+            }));
+            Assert.Equal(HttpStatusCode.Unauthorized, failed.StatusCode);
+        }
+        await JsonAsync(await ExchangeAsync(code, verifier, via: shared), HttpStatusCode.OK);
+    }
 }
