@@ -8,20 +8,26 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
 using PhrFhir.Server;
+using PhrFhir.Storage.Embedded;
 
 namespace PhrFhir.Server.Tests;
 
 /// <summary>
-/// The real server on a free loopback port, with its embedded PostgreSQL in a fresh temporary
-/// folder: started once for the whole test run, shared by every test class in the "server" collection.
-/// Tests isolate themselves by unique identifiers/names, not by wiping the database.
+/// The real server on a free loopback port, with an embedded PostgreSQL in a fresh temporary folder
+/// (started here and given to the server as its connection string, so that a second server process can
+/// share it: <see cref="StartInstanceAsync"/>): started once for the whole test run, shared by every test
+/// class in the "server" collection. Tests isolate themselves by unique identifiers/names, not by wiping
+/// the database.
 /// Its conformance packages are restored from ../shared/ref (the only source, named by
 /// PHRFHIR_PACKAGE_SOURCES as an operator would) into a package cache of this run.
 /// </summary>
 public class ServerFixture : IAsyncLifetime
 {
     WebApplication? _app;
+    EmbeddedPostgres? _postgres;
+    string[] _args = [];
     readonly string _dataDir = Path.Combine(Path.GetTempPath(), "phrfhir-tests-" + Guid.NewGuid().ToString("N")[..8]);
 
     /// <summary>
@@ -44,6 +50,12 @@ public class ServerFixture : IAsyncLifetime
     public const string PersonPassword = "test-sato-password";
     /// <summary>The test person's Patient identifier value (system urn:oid:1.2.392.100495.20.3.51.11312345678).</summary>
     public const string PersonIdentifier = "00077777";
+    /// <summary>A confidential portal registered for offline_access (refresh tokens that need its secret).</summary>
+    public const string OfflinePortalClient = "test-portal-offline";
+    public const string PortalRedirectUri = "https://portal.example.org/callback";
+    /// <summary>Accounts only the throttling tests fail to sign in with, so that no other test is slowed down by them.</summary>
+    public const string ThrottledClient = "test-throttled";
+    public static readonly string[] ThrottledPersons = ["test-throttled-a", "test-throttled-b"];
     /// <summary>The private key of the "test-jwt" client (private_key_jwt); its public half is registered.</summary>
     public System.Security.Cryptography.RSA JwtClientKey { get; } = System.Security.Cryptography.RSA.Create(2048);
     public Uri BaseUrl { get; private set; } = null!;
@@ -89,22 +101,27 @@ public class ServerFixture : IAsyncLifetime
                 new { clientId = AppClient, role = "person", grantTypes = new[] { "authorization_code" }, redirectUris = new[] { AppRedirectUri },
                       scopes = "patient/*.rs openid fhirUser launch/patient offline_access" },
                 new { clientId = PortalClient, clientSecret = Secret, role = "person", grantTypes = new[] { "authorization_code" },
-                      redirectUris = new[] { "https://portal.example.org/callback" }, scopes = "patient/*.rs" },
+                      redirectUris = new[] { PortalRedirectUri }, scopes = "patient/*.rs" },
+                new { clientId = OfflinePortalClient, clientSecret = Secret, role = "person", grantTypes = new[] { "authorization_code" },
+                      redirectUris = new[] { PortalRedirectUri }, scopes = "patient/*.rs offline_access" },
+                new { clientId = ThrottledClient, clientSecret = Secret, role = "institution", scopes = "system/Patient.rs" },
             },
-            persons = new[]
+            persons = ThrottledPersons.Prepend(PersonUsername).Select(username => new
             {
-                new { username = PersonUsername, passwordHash = new Microsoft.AspNetCore.Identity.PasswordHasher<object>().HashPassword(null!, PersonPassword),
-                      actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = PersonIdentifier } },
-            },
+                username,
+                passwordHash = new Microsoft.AspNetCore.Identity.PasswordHasher<object>().HashPassword(null!, PersonPassword),
+                actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = PersonIdentifier },
+            }),
         }));
-        _app = await PhrFhirApp.BuildAsync(
+        _postgres = await EmbeddedPostgres.StartAsync(Path.Combine(_dataDir, "pg"), 0, NullLogger.Instance, default);
+        _args =
         [
+            "--ConnectionStrings:Fhir", _postgres.ConnectionString,
             "--Auth:ClientsFile", clientsFile,
             "--Auth:SigningKeyFile", Path.Combine(_dataDir, "signing-key.pem"),
             "--urls", "http://127.0.0.1:0;https://127.0.0.1:0",
             "--Https:Certificate:Path", serverPfx,
             "--Https:Certificate:Password", "pfx-password",
-            "--Storage:DataDirectory", Path.Combine(_dataDir, "pg"),
             "--Logging:LogLevel:Default", "Warning",
             "--Limits:MaxBodyBytes", (2 * 1024 * 1024).ToString(),
             "--Limits:MaxBundleEntries", "200",
@@ -115,11 +132,11 @@ public class ServerFixture : IAsyncLifetime
             "--Packages:Cache", Path.Combine(_dataDir, "fhir-packages"),
             "--Packages:Downloads", "false", // CI has no internet: the folder source or nothing
             .. PackageArguments(),
-        ]);
+        ];
+        _app = await PhrFhirApp.BuildAsync(_args);
         await _app.StartAsync();
-        var addresses = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
-        BaseUrl = new Uri(addresses.First(a => a.StartsWith("http://", StringComparison.Ordinal)).TrimEnd('/') + "/");
-        HttpsUrl = new Uri(addresses.First(a => a.StartsWith("https://", StringComparison.Ordinal)).TrimEnd('/') + "/");
+        BaseUrl = Address(_app, "http://");
+        HttpsUrl = Address(_app, "https://");
         Anonymous = new HttpClient { BaseAddress = BaseUrl };
         Anonymous.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/fhir+json"));
         Http = await ClientAsync(InstitutionClient);
@@ -137,6 +154,61 @@ public class ServerFixture : IAsyncLifetime
         return [];
     }
 
+    static Uri Address(WebApplication app, string scheme) => new(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses
+        .First(a => a.StartsWith(scheme, StringComparison.Ordinal)).TrimEnd('/') + "/");
+
+    /// <summary>
+    /// Another server process's worth of the app (its own host, port, OpenIddict, caches and in-memory state)
+    /// on the same database, keys and clients file: what a second process behind a load balancer is, or this
+    /// one after a restart. The caller stops it (<see cref="ServerInstance.DisposeAsync"/>).
+    /// </summary>
+    public async Task<ServerInstance> StartInstanceAsync()
+    {
+        var app = await PhrFhirApp.BuildAsync(_args);
+        await app.StartAsync();
+        return new ServerInstance(app, Address(app, "http://"));
+    }
+
+    /// <summary>
+    /// A client whose connections come from <paramref name="source"/>, another loopback address (every
+    /// 127.x.y.z is this machine): a different client address for the throttling tests. Keeps cookies and
+    /// does not follow redirects, like a browser the test looks through.
+    /// </summary>
+    public static HttpClient From(string source, Uri baseUrl)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            AllowAutoRedirect = false,
+            CookieContainer = new System.Net.CookieContainer(),
+            ConnectCallback = async (context, ct) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                try
+                {
+                    socket.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Parse(source), 0));
+                    await socket.ConnectAsync(context.DnsEndPoint, ct);
+                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
+        };
+        return new HttpClient(handler) { BaseAddress = baseUrl };
+    }
+
+    /// <summary>A client_credentials token request authenticated with HTTP Basic (the secret given, right or wrong).</summary>
+    public static HttpRequestMessage TokenRequest(string clientId, string secret, string? scope = null)
+    {
+        var form = new Dictionary<string, string> { ["grant_type"] = "client_credentials" };
+        if (scope is not null) form["scope"] = scope;
+        var request = new HttpRequestMessage(HttpMethod.Post, "auth/token") { Content = new FormUrlEncodedContent(form) };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{clientId}:{secret}")));
+        return request;
+    }
+
     /// <summary>An HttpClient carrying a fresh token of a registered client (client_credentials, HTTP Basic).</summary>
     public async Task<HttpClient> ClientAsync(string clientId, string? scope = null)
     {
@@ -148,11 +220,7 @@ public class ServerFixture : IAsyncLifetime
 
     public async Task<string> TokenAsync(string clientId, string? scope = null)
     {
-        var form = new Dictionary<string, string> { ["grant_type"] = "client_credentials" };
-        if (scope is not null) form["scope"] = scope;
-        var request = new HttpRequestMessage(HttpMethod.Post, "auth/token") { Content = new FormUrlEncodedContent(form) };
-        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{clientId}:{Secret}")));
-        var response = await Anonymous.SendAsync(request);
+        var response = await Anonymous.SendAsync(TokenRequest(clientId, Secret, scope));
         var body = await response.Content.ReadAsStringAsync();
         Assert.True(response.IsSuccessStatusCode, $"token for {clientId}: {(int)response.StatusCode} {body}");
         return System.Text.Json.JsonDocument.Parse(body).RootElement.GetProperty("access_token").GetString()!;
@@ -167,9 +235,24 @@ public class ServerFixture : IAsyncLifetime
         if (_app is not null)
         {
             await _app.StopAsync();
-            await _app.DisposeAsync(); // stops the embedded PostgreSQL
+            await _app.DisposeAsync();
         }
+        if (_postgres is not null) await _postgres.DisposeAsync();
         try { Directory.Delete(_dataDir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}
+
+/// <summary>A second server process on the fixture's database (<see cref="ServerFixture.StartInstanceAsync"/>).</summary>
+public sealed class ServerInstance(WebApplication app, Uri baseUrl) : IAsyncDisposable
+{
+    public Uri BaseUrl { get; } = baseUrl;
+    public HttpClient Anonymous { get; } = new() { BaseAddress = baseUrl };
+
+    public async ValueTask DisposeAsync()
+    {
+        Anonymous.Dispose();
+        await app.StopAsync();
+        await app.DisposeAsync();
     }
 }
 

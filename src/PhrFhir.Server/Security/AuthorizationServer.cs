@@ -1,8 +1,6 @@
 using System.Security.Claims;
-using System.Security.Cryptography;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
-using Microsoft.EntityFrameworkCore;
 using Microsoft.IdentityModel.Tokens;
 using OpenIddict.Abstractions;
 using OpenIddict.Server;
@@ -51,8 +49,7 @@ public static class AuthorizationServer
             return;
         }
 
-        var signingKeyFile = config["Auth:SigningKeyFile"] ?? Path.Combine("data", "auth", "signing-key.pem");
-        var signingKey = LoadOrCreateSigningKey(signingKeyFile);
+        var keys = AuthorizationKeys.Load(config);
         auth.AddJwtBearer(o =>
         {
             o.MapInboundClaims = false;
@@ -60,22 +57,16 @@ public static class AuthorizationServer
             {
                 ValidIssuer = Issuer(config),
                 ValidAudience = Audience,
-                IssuerSigningKey = signingKey,
+                IssuerSigningKeys = keys.Verifying,
                 ClockSkew = TimeSpan.FromSeconds(30),
             };
         });
 
-        // One in-memory store per app (the name is process-wide: tests run two servers in one process);
-        // clients are re-registered from PHRFHIR_CLIENTS at every start.
-        var storeName = "phrfhir-openiddict-" + Guid.NewGuid().ToString("N");
-        builder.Services.AddDbContext<DbContext>(o =>
-        {
-            o.UseInMemoryDatabase(storeName);
-            o.UseOpenIddict();
-        });
-        // The in-memory provider has no bulk delete: pruning (TokenPruning) removes entries one by one.
+        // Codes, refresh tokens and authorizations in PostgreSQL (Schema/008): shared by every process, kept across restarts.
+        builder.Services.AddDbContext<AuthorizationStore>((sp, o) => AuthorizationStore.Configure(o, sp.GetRequiredService<FhirStore>().DataSource));
+        builder.Services.AddSingleton<SignInThrottle>();
         builder.Services.AddOpenIddict()
-            .AddCore(o => o.UseEntityFrameworkCore().UseDbContext<DbContext>().DisableBulkOperations())
+            .AddCore(o => o.UseEntityFrameworkCore().UseDbContext<AuthorizationStore>())
             .AddServer(o =>
             {
                 o.SetIssuer(new Uri(Issuer(config)));
@@ -87,13 +78,15 @@ public static class AuthorizationServer
                 o.AllowAuthorizationCodeFlow().RequireProofKeyForCodeExchange();
                 o.Configure(options => options.CodeChallengeMethods.Remove(CodeChallengeMethods.Plain));
                 o.AllowRefreshTokenFlow();
-                o.AddSigningKey(signingKey);
-                o.AddEphemeralEncryptionKey(); // required by OpenIddict; access tokens themselves stay signed JWTs (below)
+                // Persisted keys (AuthorizationKeys): codes and refresh tokens are encrypted with the encryption key, so
+                // a key made afresh at each start would end every refresh token with the process.
+                o.AddSigningKey(keys.Signing);
+                o.AddEncryptionKey(keys.Encryption); // access tokens themselves stay signed JWTs, not encrypted (below)
                 o.DisableAccessTokenEncryption();
                 o.SetAccessTokenLifetime(TimeSpan.FromMinutes(config.GetValue("Auth:AccessTokenMinutes", 15)));
                 o.DisableScopeValidation();   // SMART scopes are checked below against each client's registration
                 o.IgnoreScopePermissions();
-                // Codes and refresh tokens are stored (in memory), so a code is redeemed once and a refresh
+                // Codes and refresh tokens are stored (AuthorizationStore), so a code is redeemed once and a refresh
                 // token can be revoked; access tokens stay self-contained JWTs and are not stored (below).
                 o.AddEventHandler<OpenIddictServerEvents.GenerateTokenContext>(h => h
                     .UseInlineHandler(context =>
@@ -116,6 +109,12 @@ public static class AuthorizationServer
                 o.AddEventHandler<OpenIddictServerEvents.ValidateTokenContext>(h => h
                     .UseInlineHandler(context =>
                     {
+                        // Our own tokens: what a retired key (rotation, AuthorizationKeys) signed or encrypted is still read.
+                        if (!context.ValidTokenTypes.Contains(TokenTypeIdentifiers.Private.ClientAssertion) && keys.Retired.Count > 0)
+                        {
+                            context.TokenValidationParameters.IssuerSigningKeys = [.. context.TokenValidationParameters.IssuerSigningKeys ?? [], .. keys.Retired];
+                            context.TokenValidationParameters.TokenDecryptionKeys = [.. context.TokenValidationParameters.TokenDecryptionKeys ?? [], .. keys.Retired];
+                        }
                         if (context.TokenValidationParameters.ValidTypes is { } types && types.Contains("client-authentication+jwt"))
                         {
                             context.TokenValidationParameters.ValidTypes = [.. types, "JWT"];
@@ -161,6 +160,8 @@ public static class AuthorizationServer
                     })
                     .SetOrder(OpenIddictServerHandlers.PrepareAccessTokenPrincipal.Descriptor.Order + 1)
                     .SetType(OpenIddictServerHandlerType.Custom));
+                AcceptPublicRefreshWithoutClientId(o, registry);
+                SignInThrottle.AddTo(o);
                 o.UseAspNetCore()
                     .EnableTokenEndpointPassthrough()
                     .EnableAuthorizationEndpointPassthrough()
@@ -169,23 +170,34 @@ public static class AuthorizationServer
         builder.Services.AddSingleton<ClientSeeding>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ClientSeeding>());
         builder.Services.AddHostedService<TokenPruning>();
-        PersonLogin.AddServices(builder, Path.Combine(Path.GetDirectoryName(Path.GetFullPath(signingKeyFile))!, "data-protection-keys"));
+        AuthorizationKeys.AddDataProtection(builder);
+        PersonLogin.AddServices(builder);
     }
 
-    /// <summary>The embedded server's RSA key, created once (by the runtime's RSA, PEM in a 0600 file) and reused so tokens survive restarts.</summary>
-    static RsaSecurityKey LoadOrCreateSigningKey(string path)
+    /// <summary>
+    /// RFC 6749 §6 asks a public client for no client_id when it refreshes, and the most used SMART client
+    /// library (fhirclient 2.x) sends none. OpenIddict then accepts the request as anonymous only so far:
+    /// once the refresh token is validated, the client it was issued to is filled in as client_id when that
+    /// client is a registered public app, before OpenIddict checks that the token was issued to the caller
+    /// (ValidateAuthorizedParty) and the client's permissions. A confidential client's refresh token without the
+    /// client's authentication stays refused (invalid_grant), and client_credentials and authorization_code
+    /// requests still need their client_id (OpenIddict's ValidateClientIdParameter).
+    /// </summary>
+    static void AcceptPublicRefreshWithoutClientId(OpenIddictServerBuilder o, ClientRegistry registry)
     {
-        var full = Path.GetFullPath(path);
-        var rsa = RSA.Create();
-        if (File.Exists(full)) rsa.ImportFromPem(File.ReadAllText(full));
-        else
-        {
-            rsa.KeySize = 2048;
-            Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-            File.WriteAllText(full, rsa.ExportPkcs8PrivateKeyPem());
-            if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(full, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        }
-        return new RsaSecurityKey(rsa) { KeyId = Convert.ToHexString(SHA256.HashData(rsa.ExportRSAPublicKey()))[..16] };
+        o.AcceptAnonymousClients();
+        o.AddEventHandler<OpenIddictServerEvents.ValidateTokenRequestContext>(h => h
+            .UseInlineHandler(context =>
+            {
+                if (context.Request.IsRefreshTokenGrantType() && string.IsNullOrEmpty(context.Request.ClientId)
+                    && string.IsNullOrEmpty(context.Request.ClientAssertion) && string.IsNullOrEmpty(context.Request.ClientSecret)
+                    && context.RefreshTokenPrincipal?.GetPresenters() is [var presenter]
+                    && registry.Find(presenter) is { ClientSecret: null, Jwks: null, SignsInPersons: true })
+                    context.Request.ClientId = presenter;
+                return default;
+            })
+            .SetOrder(OpenIddictServerHandlers.Exchange.ValidateAuthentication.Descriptor.Order + 1)
+            .SetType(OpenIddictServerHandlerType.Custom));
     }
 
     public static void Map(WebApplication app, bool embedded)
@@ -327,8 +339,12 @@ public static class AuthorizationServer
         }),
         [OpenIddictServerAspNetCoreDefaults.AuthenticationScheme]);
 
-    /// <summary>Registers every PHRFHIR_CLIENTS client with OpenIddict at start (secret hashed by OpenIddict, or its JWKS).</summary>
-    sealed class ClientSeeding(IServiceProvider services, ClientRegistry clients, ILogger<ClientSeeding> log) : IHostedService
+    /// <summary>
+    /// Registers every PHRFHIR_CLIENTS client with OpenIddict at start (secret hashed by OpenIddict, or its JWKS):
+    /// the stored registration is brought in line with the file (a changed secret, redirect URI or grant takes
+    /// effect), and a client no longer in the file is removed with its authorizations and refresh tokens.
+    /// </summary>
+    sealed class ClientSeeding(IServiceProvider services, ClientRegistry clients, FhirStore store, ILogger<ClientSeeding> log) : IHostedService
     {
         readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -356,9 +372,9 @@ public static class AuthorizationServer
         {
             await using var scope = services.CreateAsyncScope();
             var manager = scope.ServiceProvider.GetRequiredService<IOpenIddictApplicationManager>();
+            await using var oneAtATime = await AuthorizationStore.LockClientRegistrationAsync(store.DataSource, ct);
             foreach (var c in clients.All)
             {
-                if (await manager.FindByClientIdAsync(c.ClientId, ct) is not null) continue;
                 var descriptor = new OpenIddictApplicationDescriptor
                 {
                     ClientId = c.ClientId,
@@ -377,14 +393,19 @@ public static class AuthorizationServer
                     foreach (var uri in c.RedirectUris) descriptor.RedirectUris.Add(new Uri(uri)); // compared exactly by OpenIddict
                 }
                 else descriptor.Permissions.Add(Permissions.GrantTypes.ClientCredentials);
-                await manager.CreateAsync(descriptor, ct);
+                if (await manager.FindByClientIdAsync(c.ClientId, ct) is { } registered) await manager.UpdateAsync(registered, descriptor, ct);
+                else await manager.CreateAsync(descriptor, ct);
             }
+            var removed = new List<object>();
+            await foreach (var application in manager.ListAsync(count: null, offset: null, ct))
+                if (clients.Find(await manager.GetClientIdAsync(application, ct) ?? "") is null) removed.Add(application);
+            foreach (var application in removed) await manager.DeleteAsync(application, ct);
         }
 
         public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
     }
 
-    /// <summary>Removes redeemed or expired codes and refresh tokens (and their authorizations) from the in-memory store every hour.</summary>
+    /// <summary>Removes redeemed or expired codes and refresh tokens (and their authorizations) from the store every hour.</summary>
     sealed class TokenPruning(IServiceProvider services, ILogger<TokenPruning> log) : BackgroundService
     {
         protected override async Task ExecuteAsync(CancellationToken stoppingToken)

@@ -4,7 +4,6 @@ using System.Text;
 using System.Text.Encodings.Web;
 using Microsoft.AspNetCore;
 using Microsoft.AspNetCore.Antiforgery;
-using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.Cookies;
 using Microsoft.AspNetCore.Identity;
@@ -35,7 +34,7 @@ public static class PersonLogin
     // Form fields of our own pages, which are not authorisation request parameters.
     static readonly HashSet<string> OwnFields = ["__RequestVerificationToken", "decision", "username", "password", "returnUrl"];
 
-    public static void AddServices(WebApplicationBuilder builder, string keyDirectory)
+    public static void AddServices(WebApplicationBuilder builder)
     {
         builder.Services.AddAuthentication().AddCookie(Scheme, o =>
         {
@@ -47,10 +46,7 @@ public static class PersonLogin
             o.ExpireTimeSpan = TimeSpan.FromMinutes(builder.Configuration.GetValue("Auth:LoginSessionMinutes", 30));
             o.SlidingExpiration = false;
         });
-        // Login cookies and antiforgery tokens must survive a restart: keys beside the signing key, 0700.
-        Directory.CreateDirectory(keyDirectory);
-        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(keyDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        builder.Services.AddDataProtection().PersistKeysToFileSystem(new DirectoryInfo(keyDirectory)).SetApplicationName("PhrFhir");
+        // Login cookies and antiforgery tokens survive a restart: their Data Protection keys are persisted (AuthorizationKeys).
         builder.Services.AddAntiforgery(o =>
         {
             o.Cookie.Name = "phrfhir.antiforgery";
@@ -103,7 +99,7 @@ public static class PersonLogin
     }
 
     /// <summary>The login form's POST: the password checked against the person's stored hash, then back to the authorization request.</summary>
-    static async Task<IResult> LoginAsync(HttpContext ctx, ClientRegistry clients, IAntiforgery antiforgery)
+    static async Task<IResult> LoginAsync(HttpContext ctx, ClientRegistry clients, IAntiforgery antiforgery, SignInThrottle throttle)
     {
         if (!ctx.Request.HasFormContentType) return Page(ctx, antiforgery, 400, Title, Paragraph(ExpiredText));
         var form = await ctx.Request.ReadFormAsync(ctx.RequestAborted);
@@ -116,16 +112,26 @@ public static class PersonLogin
 
         var username = form["username"].ToString().Trim();
         var password = form["password"].ToString();
+        var clientId = QueryHelpers(returnUrl, Parameters.ClientId);
+        // Too many failures for this username from this address (SignInThrottle): refused unchecked, known or not.
+        var address = SignInThrottle.Address(ctx);
+        if (throttle.Check(SignInThrottle.Kind.Person, username, address) is { Allowed: false } refused)
+        {
+            AuditFailedLogin(ctx, clientId, username);
+            ctx.Response.Headers.RetryAfter = SignInThrottle.RetryAfterSeconds(refused.RetryAfter);
+            return LoginPage(ctx, antiforgery, 429, returnUrl, failed: true, retryAfter: refused.RetryAfter);
+        }
         var person = username.Length is > 0 and <= 200 ? clients.FindPerson(username) : null;
         var hasher = new PasswordHasher<PersonRegistration>();
         var verified = hasher.VerifyHashedPassword(person!, person?.PasswordHash ?? DummyHash, password);
-        var clientId = QueryHelpers(returnUrl, Parameters.ClientId);
         if (person is null || verified == PasswordVerificationResult.Failed || password.Length == 0)
         {
             // Recorded with the username as typed (truncated); the page says the same for an unknown user and a wrong password.
+            throttle.Failed(SignInThrottle.Kind.Person, username, address);
             AuditFailedLogin(ctx, clientId, username);
             return LoginPage(ctx, antiforgery, 403, returnUrl, failed: true);
         }
+        throttle.Succeeded(SignInThrottle.Kind.Person, username, address);
         var session = new ClaimsIdentity(Scheme, Claims.Subject, Claims.Role);
         session.AddClaim(new Claim(Claims.Subject, person.Username));
         await ctx.SignInAsync(Scheme, new ClaimsPrincipal(session));
@@ -166,10 +172,15 @@ public static class PersonLogin
     const string Title = "PhrFhir ログイン / Sign in";
     const string ExpiredText = "このページの有効期限が切れました。アプリからやり直してください。 / This page has expired: start again from the app.";
 
-    static IResult LoginPage(HttpContext ctx, IAntiforgery antiforgery, int status, string returnUrl, bool failed)
+    static IResult LoginPage(HttpContext ctx, IAntiforgery antiforgery, int status, string returnUrl, bool failed, TimeSpan? retryAfter = null)
     {
         var body = new StringBuilder();
-        if (failed)
+        if (retryAfter is { } wait)
+        {
+            var minutes = Math.Max(1, (int)Math.Ceiling(wait.TotalMinutes));
+            body.Append($"<p class=\"error\" role=\"alert\">ログインの失敗が続いたため、{minutes} 分後にもう一度お試しください。 / Too many failed sign-ins: try again in {minutes} minute(s).</p>");
+        }
+        else if (failed)
             body.Append("<p class=\"error\" role=\"alert\">ユーザー名またはパスワードが正しくありません。 / The username or password is incorrect.</p>");
         body.Append($"<form method=\"post\" action=\"{E(ctx.Request.PathBase + LoginPath)}\">")
             .Append(Hidden("returnUrl", returnUrl)).Append("{antiforgery}")

@@ -65,7 +65,7 @@ public sealed partial class AuthorizationCodeTests(ServerFixture server)
     }
 
     /// <summary>Login, consent (allow), and the redirect to the app: returns the redirect's query.</summary>
-    async Task<Dictionary<string, string>> CodeAsync(HttpClient browser, string authorizeUrl, string decision = "allow")
+    async Task<Dictionary<string, string>> CodeAsync(HttpClient browser, string authorizeUrl, string decision = "allow", string redirectUri = ServerFixture.AppRedirectUri)
     {
         var login = await LoginAsync(browser, authorizeUrl, ServerFixture.PersonUsername, ServerFixture.PersonPassword);
         Assert.True(login.StatusCode is HttpStatusCode.Redirect or HttpStatusCode.SeeOther, $"login: {(int)login.StatusCode} {await login.Content.ReadAsStringAsync()}");
@@ -75,19 +75,19 @@ public sealed partial class AuthorizationCodeTests(ServerFixture server)
         var fields = HiddenFields(html);
         fields["decision"] = decision;
         var redirect = await PostFormAsync(browser, "auth/authorize", fields);
-        return RedirectQuery(redirect);
+        return RedirectQuery(redirect, redirectUri);
     }
 
-    static Dictionary<string, string> RedirectQuery(HttpResponseMessage redirect)
+    static Dictionary<string, string> RedirectQuery(HttpResponseMessage redirect, string redirectUri = ServerFixture.AppRedirectUri)
     {
         Assert.True(redirect.StatusCode is HttpStatusCode.Redirect or HttpStatusCode.SeeOther, $"expected a redirect to the app, got {(int)redirect.StatusCode}");
         var location = redirect.Headers.Location!.ToString();
-        Assert.StartsWith(ServerFixture.AppRedirectUri + "?", location);
+        Assert.StartsWith(redirectUri + "?", location);
         return QueryHelpers.ParseQuery(new Uri(location).Query).ToDictionary(p => p.Key, p => p.Value.ToString());
     }
 
-    async Task<HttpResponseMessage> ExchangeAsync(string code, string verifier, string? redirectUri = null, string client = ServerFixture.AppClient) =>
-        await server.Anonymous.PostAsync("auth/token", new FormUrlEncodedContent(new Dictionary<string, string>
+    async Task<HttpResponseMessage> ExchangeAsync(string code, string verifier, string? redirectUri = null, string client = ServerFixture.AppClient, HttpClient? via = null) =>
+        await (via ?? server.Anonymous).PostAsync("auth/token", new FormUrlEncodedContent(new Dictionary<string, string>
         {
             ["grant_type"] = "authorization_code",
             ["code"] = code,

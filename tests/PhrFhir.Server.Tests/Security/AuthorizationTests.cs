@@ -141,14 +141,8 @@ public sealed class AuthorizationTests(ServerFixture server)
 
     // ---- the token endpoint ---------------------------------------------------------------------
 
-    async Task<HttpResponseMessage> TokenRequestAsync(string clientId, string secret, string? scope = null)
-    {
-        var form = new Dictionary<string, string> { ["grant_type"] = "client_credentials" };
-        if (scope is not null) form["scope"] = scope;
-        var request = new HttpRequestMessage(HttpMethod.Post, "auth/token") { Content = new FormUrlEncodedContent(form) };
-        request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{clientId}:{secret}")));
-        return await server.Anonymous.SendAsync(request);
-    }
+    async Task<HttpResponseMessage> TokenRequestAsync(string clientId, string secret, string? scope = null) =>
+        await server.Anonymous.SendAsync(ServerFixture.TokenRequest(clientId, secret, scope));
 
     [Theory]
     [InlineData("test-operator", "wrong-secret", null, "invalid_client")]
@@ -160,6 +154,43 @@ public sealed class AuthorizationTests(ServerFixture server)
         Assert.False(response.IsSuccessStatusCode);
         using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
         Assert.Equal(error, doc.RootElement.GetProperty("error").GetString());
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task An_unknown_client_and_a_wrong_secret_get_the_same_answer()
+    {
+        // Otherwise the answers tell which client ids exist (RFC 6749 5.2: invalid_client for both).
+        var unknown = await TokenRequestAsync(Fhir.Unique("nobody-"), ServerFixture.Secret);
+        var wrongSecret = await TokenRequestAsync("test-operator", "wrong-secret");
+        Assert.Equal(HttpStatusCode.Unauthorized, unknown.StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, wrongSecret.StatusCode);
+        var a = await unknown.Content.ReadAsStringAsync();
+        var b = await wrongSecret.Content.ReadAsStringAsync();
+        Assert.Equal(a, b);
+        Assert.Equal("invalid_client", JsonDocument.Parse(a).RootElement.GetProperty("error").GetString());
+        Assert.Equal(unknown.Headers.WwwAuthenticate.ToString(), wrongSecret.Headers.WwwAuthenticate.ToString());
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task Repeated_wrong_secrets_from_one_address_refuse_even_the_right_secret_there_for_a_while_but_not_elsewhere()
+    {
+        using var attacker = ServerFixture.From("127.0.0.2", server.BaseUrl);
+        using var realClient = ServerFixture.From("127.0.0.3", server.BaseUrl);
+        for (var i = 1; i <= 5; i++)
+        {
+            var wrong = await attacker.SendAsync(ServerFixture.TokenRequest(ServerFixture.ThrottledClient, "guess-" + i));
+            Assert.True(wrong.StatusCode == HttpStatusCode.Unauthorized, $"wrong secret {i}: {(int)wrong.StatusCode}");
+        }
+        // The bucket of this client at this address is empty: the right secret is not even checked there.
+        var refused = await attacker.SendAsync(ServerFixture.TokenRequest(ServerFixture.ThrottledClient, ServerFixture.Secret));
+        var body = await refused.Content.ReadAsStringAsync();
+        Assert.True(refused.StatusCode == HttpStatusCode.TooManyRequests, $"expected 429, got {(int)refused.StatusCode}: {body}");
+        Assert.True(refused.Headers.RetryAfter?.Delta is { TotalSeconds: > 0 and <= 60 }, $"Retry-After: {refused.Headers.RetryAfter}");
+        Assert.Equal("temporarily_unavailable", JsonDocument.Parse(body).RootElement.GetProperty("error").GetString());
+        Assert.DoesNotContain("access_token", body);
+        // The same client from its own address is not locked out by the attacker.
+        var ok = await realClient.SendAsync(ServerFixture.TokenRequest(ServerFixture.ThrottledClient, ServerFixture.Secret));
+        Assert.True(ok.StatusCode == HttpStatusCode.OK, $"from another address: {(int)ok.StatusCode} {await ok.Content.ReadAsStringAsync()}");
     }
 
     [Fact]
