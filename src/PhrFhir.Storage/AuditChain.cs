@@ -20,10 +20,7 @@ public sealed partial class WriteTransaction
     {
         if (audits.Count == 0) return;
         foreach (var (doc, _) in audits)
-        {
-            Written.Add((doc.Id, doc.Person));
             _session.Insert(doc); // append-only: no history copy, never a previous version
-        }
         IndexRowsOf([.. audits.Select(a => (a.Doc.Id, a.Doc.Person, a.Doc.Writer, a.Rows))]);
         Add("insert into fhir.audit_chain (rkey, person, content_hash) select u.rkey, u.person, u.content_hash from unnest($1::text[], $2::text[], $3::bytea[]) with ordinality as u(rkey, person, content_hash, n) order by n",
             audits.Select(a => a.Doc.Id).ToArray(), audits.Select(a => a.Doc.Person).ToArray(),
@@ -35,6 +32,15 @@ public sealed partial class WriteTransaction
 
     /// <summary>The keys this transaction wrote, with their Patient compartment.</summary>
     public List<(string Key, string? Person)> Written { get; } = [];
+
+    /// <summary>
+    /// The keys this transaction read or was about to write, with their Patient compartment, whether or
+    /// not the request then went through: a refused or failed attempt is audited in those patients' logs.
+    /// </summary>
+    public List<(string Key, string? Person)> Touched { get; } = [];
+
+    /// <summary>True once the commit went through (the AuditEvents appended before it are stored).</summary>
+    public bool Committed { get; private set; }
 }
 
 public sealed partial class FhirStore

@@ -80,7 +80,9 @@ public sealed partial class WriteTransaction : IAsyncDisposable
             $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d where d.id = $1",
             _conn, _tx);
         cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
-        return (await FhirStore.ReadAll(cmd, ct)).FirstOrDefault();
+        var found = (await FhirStore.ReadAll(cmd, ct)).FirstOrDefault();
+        if (found is not null) Touched.Add((found.Key, found.Person));
+        return found;
     }
 
     /// <summary>True when the requester may see the resource (<see cref="ReadFilter"/>), inside this transaction.</summary>
@@ -246,6 +248,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         }
         await FlushAsync(ct);
         await _tx.CommitAsync(ct);
+        Committed = true;
         // This process learns synchronously, before the request is answered: a revoked Consent is
         // never served from a cache by the next request.
         foreach (var type in _notified) _store.RaiseChanged(type);

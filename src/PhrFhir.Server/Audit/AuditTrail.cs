@@ -22,7 +22,8 @@ namespace PhrFhir.Server.Audit;
 /// </summary>
 public sealed class AuditTrail(FhirStore store)
 {
-    const string Recorded = "phrfhir.audited";
+    const string TransactionsKey = "phrfhir.audit.transactions";
+    const string AccountedKey = "phrfhir.audit.accounted";
     const string PatientsKey = "phrfhir.audit.patients";
     const string SubmissionSetKey = "phrfhir.audit.submission-set";
     const int MaxNamedPatients = 100;
@@ -43,10 +44,15 @@ public sealed class AuditTrail(FhirStore store)
     /// <summary>The request is an ITI-65 submission of this SubmissionSet (its id is assigned by commit time).</summary>
     public static void SubmitsDocuments(HttpContext ctx, List submissionSet) => ctx.Items[SubmissionSetKey] = submissionSet;
 
-    /// <summary>A write transaction whose commit also stores the request's AuditEvents (one per patient written).</summary>
+    /// <summary>
+    /// A write transaction whose commit also stores the request's AuditEvents (one per patient whose data
+    /// it wrote or read). If it never commits — refused, or failed inside the database — the request's
+    /// events are written by <see cref="Use"/> instead, with that outcome and the same patients.
+    /// </summary>
     public async Task<WriteTransaction> BeginWriteAsync(HttpContext ctx)
     {
         var tx = await store.BeginWriteAsync(ctx.RequestAborted);
+        Transactions(ctx).Add(tx);
         tx.BeforeCommit = (t, _) =>
         {
             var written = t.Written.ToList(); // before the AuditEvents below add themselves
@@ -58,15 +64,47 @@ public sealed class AuditTrail(FhirStore store)
                 audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, [.. written.Select(w => w.Key)], patient, set)));
             }
             else
-                foreach (var group in written.GroupBy(w => w.Person))
-                    audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, [.. group.Select(w => w.Key)], group.Key)));
+                foreach (var (patient, keys) in ByPatient(written.Concat(t.Touched)))
+                    audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, keys, patient)));
             if (audits.Count == 0) audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, [], null)));
             t.AppendAudits([.. audits.Select(a => (AuditDocument(a), store.Indexer.Extract(a)))]);
-            ctx.Items[Recorded] = true;
             return Task.CompletedTask;
         };
         return tx;
     }
+
+    /// <summary>
+    /// A batch entry failed alone (its transaction rolled back, the batch goes on): its attempt is
+    /// recorded now, with the entry's outcome and the patients whose data it reached for.
+    /// </summary>
+    public async Task EntryFailedAsync(HttpContext ctx, WriteTransaction tx, FhirError error, string? entryKey)
+    {
+        ((HashSet<WriteTransaction>)(ctx.Items[AccountedKey] ??= new HashSet<WriteTransaction>())).Add(tx);
+        var groups = ByPatient(tx.Written.Concat(tx.Touched)).ToList();
+        if (groups.Count == 0)
+            groups.Add((entryKey?.StartsWith("Patient/", StringComparison.Ordinal) == true ? entryKey[8..] : null, entryKey is null ? [] : [entryKey]));
+        foreach (var (patient, keys) in groups)
+            await _queue.Writer.WriteAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(OutcomeOf((int)error.Status), error.Message, keys, patient)), CancellationToken.None);
+    }
+
+    static List<WriteTransaction> Transactions(HttpContext ctx) =>
+        (List<WriteTransaction>)(ctx.Items[TransactionsKey] ??= new List<WriteTransaction>());
+
+    /// <summary>One group per patient (null: no patient), each with the keys of that patient's resources only.</summary>
+    static IEnumerable<(string? Patient, List<string> Keys)> ByPatient(IEnumerable<(string Key, string? Person)> touched) =>
+        touched.Distinct().GroupBy(t => t.Person).OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => (g.Key, g.Select(t => t.Key).Distinct().ToList()));
+
+    // A client's error is described as it was answered; our own failure only by its kind (the details,
+    // which may quote SQL or data, are in the server log, not in someone's access log).
+    static string? Described(Exception? failure) => failure switch
+    {
+        null => null,
+        FhirError fe => fe.Message,
+        _ => $"The server failed ({failure.GetType().Name}); nothing was stored.",
+    };
+
+    static int OutcomeOf(int status) => status < 400 ? 0 : status < 500 ? 4 : 8;
 
     /// <summary>
     /// The document an AuditEvent is stored as (ids and meta set here: it never goes through ResourceWrites),
@@ -101,13 +139,19 @@ public sealed class AuditTrail(FhirStore store)
         catch (Exception e) { failure = e; throw; }
         finally
         {
-            if (!ctx.Items.ContainsKey(Recorded) && ShouldAudit(ctx))
+            // A write transaction that committed stored the request's events; one that did not (refused,
+            // or failed in the database: its events rolled back with it) is recorded here.
+            var transactions = ctx.Items[TransactionsKey] as List<WriteTransaction> ?? [];
+            var accounted = ctx.Items[AccountedKey] as HashSet<WriteTransaction> ?? [];
+            var open = transactions.Where(t => !t.Committed && !accounted.Contains(t)).ToList();
+            if ((transactions.Count == 0 || open.Count > 0) && ShouldAudit(ctx))
             {
                 var status = failure switch { FhirError fe => (int)fe.Status, null => ctx.Response.StatusCode, _ => 500 };
-                var outcome = status < 400 ? 0 : status < 500 ? 4 : 8;
                 var keys = ctx.GetRouteValue("type") is string type && ctx.GetRouteValue("id") is string id ? [type + "/" + id] : new List<string>();
-                foreach (var patient in Patients(ctx, keys))
-                    await _queue.Writer.WriteAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure?.Message, keys, patient)), CancellationToken.None);
+                var groups = ByPatient(open.SelectMany(t => t.Written.Concat(t.Touched))).ToList();
+                if (groups.Count == 0) groups = [.. Patients(ctx, keys).Select(p => (p, keys))];
+                foreach (var (patient, resources) in groups)
+                    await _queue.Writer.WriteAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(OutcomeOf(status), Described(failure), resources, patient)), CancellationToken.None);
             }
         }
     });
@@ -148,7 +192,11 @@ public static class AuditedWrites
         var filter = await policy.FilterAsync();
         var tx = await ctx.RequestServices.GetRequiredService<AuditTrail>().BeginWriteAsync(ctx);
         tx.Writer = policy.WriterKey;
-        tx.Guard = policy.CheckWrite;
+        tx.Guard = (current, next) =>
+        {
+            tx.Touched.Add((next.Id, next.Person)); // a refused write is audited in that patient's log too
+            policy.CheckWrite(current, next);
+        };
         tx.ReadFilter = filter;
         return tx;
     }

@@ -29,12 +29,12 @@ public sealed class PersonAccessLogTests(ServerFixture server)
     async Task<string> OtherPatientAsync() => (await Fhir.ExpectAsync<Patient>(
         await _http.PostAsync("Patient", Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("他人") }] })), HttpStatusCode.Created)).Id;
 
-    static string? PatientOf(AuditEvent a) => a.Entity.SingleOrDefault(e => e.Type?.Code == "1" && e.Role?.Code == "1")?.What?.Reference;
+    internal static string? PatientOf(AuditEvent a) => a.Entity.SingleOrDefault(e => e.Type?.Code == "1" && e.Role?.Code == "1")?.What?.Reference;
 
-    static string ClientOf(AuditEvent a) => a.Agent.First(g => g.Who?.Identifier?.System == "urn:phrfhir:client").Who.Identifier.Value;
+    internal static string ClientOf(AuditEvent a) => a.Agent.First(g => g.Who?.Identifier?.System == "urn:phrfhir:client").Who.Identifier.Value;
 
     /// <summary>Reads and searches are stored in batches (~200 ms): poll until <paramref name="until"/> holds.</summary>
-    static async Task<List<AuditEvent>> PollAsync(HttpClient client, string query, Func<List<AuditEvent>, bool> until)
+    internal static async Task<List<AuditEvent>> PollAsync(HttpClient client, string query, Func<List<AuditEvent>, bool> until)
     {
         List<AuditEvent> found = [];
         for (var i = 0; i < 60; i++)
