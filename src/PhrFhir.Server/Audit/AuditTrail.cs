@@ -149,12 +149,42 @@ public sealed class AuditTrail(FhirStore store)
                 var status = failure switch { FhirError fe => (int)fe.Status, null => ctx.Response.StatusCode, _ => 500 };
                 var keys = ctx.GetRouteValue("type") is string type && ctx.GetRouteValue("id") is string id ? [type + "/" + id] : new List<string>();
                 var groups = ByPatient(open.SelectMany(t => t.Written.Concat(t.Touched))).ToList();
-                if (groups.Count == 0) groups = [.. Patients(ctx, keys).Select(p => (p, keys))];
-                foreach (var (patient, resources) in groups)
-                    await _queue.Writer.WriteAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(OutcomeOf(status), Described(failure), resources, patient)), CancellationToken.None);
+                if (groups.Count > 0 || !BalpAuditEvents.IsSearch(ctx))
+                {
+                    if (groups.Count == 0) groups = [.. Patients(ctx, keys).Select(p => (p, keys))];
+                    foreach (var (patient, resources) in groups)
+                        await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(OutcomeOf(status), Described(failure), resources, patient)));
+                }
+                else
+                    await SearchedAsync(ctx, OutcomeOf(status), Described(failure));
             }
         }
     });
+
+    Task RecordAsync(AuditEvent audit) => _queue.Writer.WriteAsync(audit, CancellationToken.None).AsTask();
+
+    /// <summary>
+    /// A search: one event per patient concerned, each with the query reduced to what concerns that patient
+    /// (QueryPerPatient), and then the whole query once, outside every compartment, for the operator.
+    /// </summary>
+    async Task SearchedAsync(HttpContext ctx, int outcome, string? failure)
+    {
+        var patients = Patients(ctx, []).OfType<string>().ToList();
+        var query = await QueryPerPatient.ReadAsync(ctx, store, patients, MaxNamedPatients);
+        patients = [.. patients.Union(query.Identified, StringComparer.Ordinal).Order(StringComparer.Ordinal)];
+        var reduced = false;
+        foreach (var patient in patients)
+        {
+            var part = query.Reduces(patient);
+            reduced |= part;
+            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], patient,
+                Query: part ? query.For(patient) : null,
+                QueryNote: part ? "Only the parts of the query that concern this patient; the whole query is in the operator's audit trail. (本人に関する検索条件のみ)" : null)));
+        }
+        if (patients.Count == 0 || reduced)
+            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], null,
+                QueryNote: reduced ? "The whole query of a search about several patients; each patient's own AuditEvent records only the parts naming them. (複数患者の検索条件の全体)" : null)));
+    }
 
     /// <summary>
     /// The patients a read, search or refusal was about: what the endpoint reported (the resource read,
