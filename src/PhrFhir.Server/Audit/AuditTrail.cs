@@ -2,6 +2,7 @@ using System.Net;
 using System.Text;
 using System.Threading.Channels;
 using Hl7.Fhir.Model;
+using Hl7.Fhir.Utility;
 using PhrFhir.Server.Rest;
 using PhrFhir.Server.Security;
 using PhrFhir.Storage;
@@ -53,7 +54,7 @@ public sealed class AuditTrail(FhirStore store)
     {
         var tx = await store.BeginWriteAsync(ctx.RequestAborted);
         Transactions(ctx).Add(tx);
-        tx.BeforeCommit = (t, _) =>
+        tx.BeforeCommit = (t, ct) =>
         {
             var written = t.Written.ToList(); // before the AuditEvents below add themselves
             var audits = new List<AuditEvent>();
@@ -67,8 +68,7 @@ public sealed class AuditTrail(FhirStore store)
                 foreach (var (patient, keys) in ByPatient(written.Concat(t.Touched)))
                     audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, keys, patient)));
             if (audits.Count == 0) audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, [], null)));
-            t.AppendAudits([.. audits.Select(a => (AuditDocument(a), store.Indexer.Extract(a)))]);
-            return Task.CompletedTask;
+            return t.AppendAuditsAsync([.. audits.Select(Row)], ct);
         };
         return tx;
     }
@@ -107,25 +107,28 @@ public sealed class AuditTrail(FhirStore store)
     static int OutcomeOf(int status) => status < 400 ? 0 : status < 500 ? 4 : 8;
 
     /// <summary>
-    /// The document an AuditEvent is stored as (ids and meta set here: it never goes through ResourceWrites),
-    /// in the compartment of the patient its BALP patient entity names.
+    /// The row an AuditEvent is stored as (fhir.audit_event: ids and meta set here, it never goes through
+    /// ResourceWrites), in the compartment of the patient its BALP patient entity names, with the columns the
+    /// access log searches (Storage/AuditQuery).
     /// </summary>
-    public static ResourceDocument AuditDocument(AuditEvent audit)
+    public static AuditRow Row(AuditEvent audit)
     {
-        var now = DateTimeOffset.UtcNow;
+        // Milliseconds: what the JSON shows is exactly what the row keeps (and its MAC covers).
+        var at = audit.Recorded ?? DateTimeOffset.UtcNow;
+        var recorded = new DateTimeOffset(at.UtcTicks - at.UtcTicks % TimeSpan.TicksPerMillisecond, TimeSpan.Zero);
         audit.Id = Guid.NewGuid().ToString();
+        audit.Recorded = recorded;
         audit.Meta ??= new Meta();
         audit.Meta.VersionId = "1";
-        audit.Meta.LastUpdated = new DateTimeOffset(now.Ticks - now.Ticks % TimeSpan.TicksPerMillisecond, TimeSpan.Zero);
-        return new ResourceDocument
-        {
-            Id = ResourceDocument.Key("AuditEvent", audit.Id),
-            ResourceType = "AuditEvent",
-            Person = PatientOf(audit),
-            LastUpdated = audit.Meta.LastUpdated.Value,
-            Version = 1,
-            Json = FhirFormat.ToJson(audit),
-        };
+        audit.Meta.LastUpdated = recorded;
+        static string Clean(string s) => s.Replace('\0', '\uFFFD'); // PostgreSQL text holds no U+0000
+        return new AuditRow(audit.Id, recorded, PatientOf(audit), audit.Type?.System, audit.Type?.Code,
+            [.. audit.Subtype.Select(c => Clean($"{c.System}|{c.Code}"))],
+            audit.Action?.GetLiteral(), audit.Outcome?.GetLiteral(),
+            [.. audit.Agent.SelectMany(a => new[] { a.Who?.Reference, a.Who?.Identifier is { } id ? $"{id.System}|{id.Value}" : null }).OfType<string>().Select(Clean)],
+            [.. audit.Agent.Select(a => a.AltId).OfType<string>().Select(Clean)],
+            [.. audit.Entity.Select(e => e.What?.Reference).OfType<string>().Select(Clean)],
+            FhirFormat.ToJson(audit));
     }
 
     static string? PatientOf(AuditEvent audit) =>
@@ -286,7 +289,7 @@ public sealed class AuditWriter(AuditTrail trail, FhirStore store, ILogger<Audit
     async Task StoreAsync(List<AuditEvent> batch)
     {
         await using var tx = await store.BeginWriteAsync(CancellationToken.None);
-        tx.AppendAudits([.. batch.Select(a => (AuditTrail.AuditDocument(a), store.Indexer.Extract(a)))]);
+        await tx.AppendAuditsAsync([.. batch.Select(AuditTrail.Row)], CancellationToken.None);
         await tx.CommitAsync(CancellationToken.None);
         batch.Clear();
     }
