@@ -28,7 +28,7 @@ public sealed class AccessLogSearchTests(ServerFixture server)
         await PollAsync(server.Operator, $"patient=Patient/{patient}&_count=10", l => l.Count >= 3); // create + 2 reads
         var first = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync($"AuditEvent?patient=Patient/{patient}&subtype=read&_count=1&_total=accurate"), HttpStatusCode.OK);
         Assert.Equal(2, first.Total);
-        var next = first.Link.Single(l => l.Relation == "next").Url;
+        var next = first.Link.Single(l => l.Relation == "next").Url!;
         var second = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync(next), HttpStatusCode.OK);
         Assert.Single(second.Entry);
         Assert.DoesNotContain(second.Link, l => l.Relation == "next");
