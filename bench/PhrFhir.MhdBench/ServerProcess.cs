@@ -76,6 +76,7 @@ public sealed class ServerProcess
                 if (resp.StatusCode == HttpStatusCode.OK) return sw.Elapsed;
             }
             catch (HttpRequestException) { /* not listening yet */ }
+            catch (TaskCanceledException) when (!ct.IsCancellationRequested) { /* a slow first answer on a loaded machine: ask again */ }
             await Task.Delay(50, ct);
         }
     }

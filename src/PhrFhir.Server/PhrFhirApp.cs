@@ -42,7 +42,14 @@ public static class PhrFhirApp
         validationOptions.Packages = Validation.PackageSettings.From(builder.Configuration);
         var validator = await DocumentValidator.CreateAsync(validationOptions, loggerFactory.CreateLogger("PhrFhir.Validation"), ct);
         var parameters = SearchParameters.CreateDefault(IgSearchParameters(validator, startLog));
-        var store = await FhirStore.OpenAsync(connectionString, parameters, ct);
+        // The audit chain's key never enters the database (docs/audit.md, "Threat model"): configuration
+        // (Audit:ChainKey, or PHRFHIR_AUDIT_CHAIN_KEY), or else a 0600 key file made once in Audit:KeyDirectory
+        // (default: "audit" beside the PostgreSQL data directory), where the chain's checkpoint is kept too.
+        var auditChain = Storage.AuditChain.Open(
+            builder.Configuration["Audit:ChainKey"] ?? Environment.GetEnvironmentVariable("PHRFHIR_AUDIT_CHAIN_KEY"),
+            Path.GetFullPath(builder.Configuration["Audit:KeyDirectory"]
+                ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(builder.Configuration["Storage:DataDirectory"] ?? Path.Combine("data", "postgres")))!, "audit")));
+        var store = await FhirStore.OpenAsync(connectionString, parameters, ct, auditChain);
 
         builder.Services.AddSingleton(store);
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));

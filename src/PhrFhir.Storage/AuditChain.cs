@@ -1,52 +1,178 @@
+using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
 using Npgsql;
 
 namespace PhrFhir.Storage;
 
-/// <summary>Where verification found the chain broken, or null when it is intact.</summary>
+/// <summary>Where verification found the trail broken, or null when it is intact.</summary>
 public sealed record AuditChainBreak(long Position, string AuditEventKey, string Reason);
 
-public sealed record AuditChainReport(long Checked, long PendingSeal, AuditChainBreak? FirstBreak);
+public sealed record AuditChainReport(long Checked, long PendingSeal, long FromPosition, AuditChainBreak? FirstBreak);
 
-public sealed partial class WriteTransaction
+/// <summary>
+/// Tamper evidence for the audit table (docs/audit.md, "Threat model"). A key that never enters the
+/// database (configuration, or a 0600 key file beside the checkpoint) gives every row an HMAC-SHA256 of
+/// all its columns (<see cref="RowMac"/>) and links the rows into a keyed chain; the chain's head is
+/// written after every seal to a checkpoint file outside the database, so deleting the newest rows shows
+/// too. Someone with SQL access but without the key can neither recompute a MAC nor forge the chain.
+/// </summary>
+public sealed class AuditChain
 {
-    /// <summary>
-    /// Stores AuditEvents (already serialised) with their index and chain rows, in this transaction: the
-    /// audit of a write commits or rolls back with the write. One statement per index table and one for
-    /// the chain, however many (AuditWriter's batches; measured in bench/PhrFhir.AuditBench).
-    /// </summary>
-    public void AppendAudits(IReadOnlyList<(ResourceDocument Doc, Search.IndexRows Rows)> audits)
+    readonly byte[] _key;
+    readonly string _checkpointFile;
+    readonly Lock _fileLock = new();
+
+    public AuditChain(byte[] key, string checkpointFile)
     {
-        if (audits.Count == 0) return;
-        foreach (var (doc, _) in audits)
-        {
-            Written.Add((doc.Id, doc.Person));
-            _session.Insert(doc); // append-only: no history copy, never a previous version
-        }
-        IndexRowsOf([.. audits.Select(a => (a.Doc.Id, a.Doc.Person, a.Doc.Writer, a.Rows))]);
-        Add("insert into fhir.audit_chain (rkey, person, content_hash) select u.rkey, u.person, u.content_hash from unnest($1::text[], $2::text[], $3::bytea[]) with ordinality as u(rkey, person, content_hash, n) order by n",
-            audits.Select(a => a.Doc.Id).ToArray(), audits.Select(a => a.Doc.Person).ToArray(),
-            audits.Select(a => SHA256.HashData(Encoding.UTF8.GetBytes(a.Doc.Json))).ToArray());
+        if (key.Length < 32) throw new ArgumentException("The audit chain key must be at least 32 bytes.", nameof(key));
+        _key = key;
+        _checkpointFile = checkpointFile;
     }
 
-    /// <summary>Runs just before commit (the server records the request's AuditEvent here).</summary>
-    public Func<WriteTransaction, CancellationToken, Task>? BeforeCommit { get; set; }
+    public const string KeyFileName = "audit-chain.key";
+    public const string CheckpointFileName = "audit-chain.checkpoint";
 
-    /// <summary>The keys this transaction wrote, with their Patient compartment.</summary>
-    public List<(string Key, string? Person)> Written { get; } = [];
+    /// <summary>
+    /// The configured key (base64), or else the key file in <paramref name="directory"/>, created once with
+    /// 32 random bytes and owner-only permissions (0600); a key file others may read is refused.
+    /// </summary>
+    public static AuditChain Open(string? configuredKey, string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var checkpoint = Path.Combine(directory, CheckpointFileName);
+        if (!string.IsNullOrWhiteSpace(configuredKey))
+            return new AuditChain(Convert.FromBase64String(configuredKey.Trim()), checkpoint);
+        var keyFile = Path.Combine(directory, KeyFileName);
+        if (!File.Exists(keyFile))
+        {
+            var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+            if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            try
+            {
+                using var w = new StreamWriter(new FileStream(keyFile, options));
+                w.Write(Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)));
+            }
+            catch (IOException) when (File.Exists(keyFile)) { } // another process created it first
+        }
+        if (!OperatingSystem.IsWindows() && (File.GetUnixFileMode(keyFile) & (UnixFileMode.GroupRead | UnixFileMode.OtherRead | UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
+            throw new InvalidOperationException($"The audit chain key file {keyFile} is readable or writable by others: chmod 600 it.");
+        return new AuditChain(Convert.FromBase64String(File.ReadAllText(keyFile).Trim()), checkpoint);
+    }
+
+    /// <summary>HMAC of every column of the row (length-prefixed, so no two rows encode alike).</summary>
+    public byte[] RowMac(AuditRow r)
+    {
+        using var ms = new MemoryStream();
+        void Text(string? s)
+        {
+            Span<byte> len = stackalloc byte[4];
+            if (s is null) { BinaryPrimitives.WriteInt32BigEndian(len, -1); ms.Write(len); return; }
+            var bytes = Encoding.UTF8.GetBytes(s);
+            BinaryPrimitives.WriteInt32BigEndian(len, bytes.Length);
+            ms.Write(len);
+            ms.Write(bytes);
+        }
+        void Texts(string[] values)
+        {
+            Span<byte> len = stackalloc byte[4];
+            BinaryPrimitives.WriteInt32BigEndian(len, values.Length);
+            ms.Write(len);
+            foreach (var v in values) Text(v);
+        }
+        Text(r.Key);
+        Span<byte> when = stackalloc byte[8];
+        BinaryPrimitives.WriteInt64BigEndian(when, r.Recorded.ToUnixTimeMilliseconds());
+        ms.Write(when);
+        Text(r.Person);
+        Text(r.TypeSystem);
+        Text(r.TypeCode);
+        Texts(r.Subtype);
+        Text(r.Action);
+        Text(r.Outcome);
+        Texts(r.Agent);
+        Texts(r.AltId);
+        Texts(r.Entity);
+        Text(r.Json);
+        return HMACSHA256.HashData(_key, ms.ToArray());
+    }
+
+    /// <summary>The chain link at <paramref name="position"/>: HMAC(previous link ‖ row MAC ‖ position).</summary>
+    public byte[] Link(byte[] previous, byte[] rowMac, long position)
+    {
+        var data = new byte[previous.Length + rowMac.Length + 8];
+        previous.CopyTo(data, 0);
+        rowMac.CopyTo(data, previous.Length);
+        BinaryPrimitives.WriteInt64BigEndian(data.AsSpan(previous.Length + rowMac.Length), position);
+        return HMACSHA256.HashData(_key, data);
+    }
+
+    /// <summary>A point of the chain: its position and link (position 0: the empty chain).</summary>
+    public sealed record Point(long Position, byte[] Link);
+
+    static readonly Point Start = new(0, new byte[32]);
+
+    /// <summary>The chain head as last sealed, and the point up to which the chain was last verified intact.</summary>
+    public sealed record Checkpoint(Point Head, Point Verified);
+
+    /// <summary>
+    /// The checkpoint file (outside the database), or the start of the chain when there is none yet. A file
+    /// whose MAC does not match was changed by someone without the key: that is a break too.
+    /// </summary>
+    public Checkpoint ReadCheckpoint()
+    {
+        lock (_fileLock)
+        {
+            if (!File.Exists(_checkpointFile)) return new(Start, Start);
+            using var doc = JsonDocument.Parse(File.ReadAllText(_checkpointFile));
+            var root = doc.RootElement;
+            Point P(string name) => new(root.GetProperty(name).GetProperty("pos").GetInt64(), Convert.FromBase64String(root.GetProperty(name).GetProperty("link").GetString()!));
+            var checkpoint = new Checkpoint(P("head"), P("verified"));
+            if (!CryptographicOperations.FixedTimeEquals(CheckpointMac(checkpoint), Convert.FromBase64String(root.GetProperty("mac").GetString()!)))
+                throw new InvalidDataException($"The audit checkpoint file {_checkpointFile} does not carry a valid MAC: it was changed without the key.");
+            return checkpoint;
+        }
+    }
+
+    /// <summary>Moves the head and/or the verified point forward (never back), atomically (write, then rename).</summary>
+    public void WriteCheckpoint(Point? head = null, Point? verified = null)
+    {
+        lock (_fileLock)
+        {
+            var current = ReadCheckpoint();
+            var next = new Checkpoint(
+                head is not null && head.Position >= current.Head.Position ? head : current.Head,
+                verified is not null && verified.Position >= current.Verified.Position ? verified : current.Verified);
+            if (next == current) return;
+            object J(Point p) => new { pos = p.Position, link = Convert.ToBase64String(p.Link) };
+            var json = JsonSerializer.Serialize(new { head = J(next.Head), verified = J(next.Verified), mac = Convert.ToBase64String(CheckpointMac(next)) });
+            var temp = _checkpointFile + ".tmp";
+            File.WriteAllText(temp, json);
+            File.Move(temp, _checkpointFile, overwrite: true);
+        }
+    }
+
+    byte[] CheckpointMac(Checkpoint c) =>
+        HMACSHA256.HashData(_key, Encoding.UTF8.GetBytes($"head:{c.Head.Position}:{Convert.ToBase64String(c.Head.Link)};verified:{c.Verified.Position}:{Convert.ToBase64String(c.Verified.Link)}"));
 }
 
 public sealed partial class FhirStore
 {
-    const long SealLock = 7262020;
+    /// <summary>The advisory lock the sealer holds (one sealer at a time across processes).</summary>
+    public const long SealLock = 7262020;
+
+    /// <summary>The key and checkpoint of the audit table's chain (set when the store opens).</summary>
+    public AuditChain AuditChain => _auditChain ?? throw new InvalidOperationException("The store was opened without an audit chain key.");
+    AuditChain? _auditChain;
 
     /// <summary>
-    /// Links unsealed audit rows onto the end of the chain, in insertion order. One sealer at a time
-    /// (an advisory lock), so several server processes may run it.
+    /// Links unsealed audit rows onto the end of the chain, in insertion order, then writes the new head to
+    /// the checkpoint file. One sealer at a time (an advisory lock), so several server processes may run it.
     /// </summary>
     public async Task<int> SealAuditChainAsync(CancellationToken ct)
     {
+        var chain = AuditChain;
         await using var conn = await DataSource.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
         await using (var l = new NpgsqlCommand($"select pg_try_advisory_xact_lock({SealLock})", conn, tx))
@@ -54,69 +180,98 @@ public sealed partial class FhirStore
 
         long pos = 0;
         byte[] previous = new byte[32];
-        await using (var last = new NpgsqlCommand("select chain_pos, chain_hash from fhir.audit_chain where chain_pos is not null order by chain_pos desc limit 1", conn, tx))
+        await using (var last = new NpgsqlCommand("select chain_pos, chain_mac from fhir.audit_event where chain_pos is not null order by chain_pos desc limit 1", conn, tx))
         await using (var r = await last.ExecuteReaderAsync(ct))
             if (await r.ReadAsync(ct)) { pos = r.GetInt64(0); previous = r.GetFieldValue<byte[]>(1); }
 
-        var pending = new List<(long Seq, byte[] Content)>();
-        await using (var sel = new NpgsqlCommand("select seq, content_hash from fhir.audit_chain where chain_pos is null order by seq limit 1000", conn, tx))
+        var pending = new List<(long Seq, byte[] RowMac)>();
+        await using (var sel = new NpgsqlCommand("select seq, row_mac from fhir.audit_event where chain_pos is null order by seq limit 1000", conn, tx))
         await using (var r = await sel.ExecuteReaderAsync(ct))
             while (await r.ReadAsync(ct)) pending.Add((r.GetInt64(0), r.GetFieldValue<byte[]>(1)));
         if (pending.Count == 0) return 0;
 
         var positions = new long[pending.Count];
-        var hashes = new byte[pending.Count][];
+        var links = new byte[pending.Count][];
         for (var i = 0; i < pending.Count; i++)
         {
-            previous = Link(previous, pending[i].Content);
-            positions[i] = ++pos;
-            hashes[i] = previous;
+            previous = chain.Link(previous, pending[i].RowMac, ++pos);
+            positions[i] = pos;
+            links[i] = previous;
         }
         // One statement for the whole batch (an UPDATE per row was most of the sealing time).
         await using (var update = new NpgsqlCommand(
-            "update fhir.audit_chain c set chain_pos = u.pos, chain_hash = u.hash from unnest($1::bigint[], $2::bigint[], $3::bytea[]) as u(seq, pos, hash) where c.seq = u.seq", conn, tx))
+            "update fhir.audit_event a set chain_pos = u.pos, chain_mac = u.link from unnest($1::bigint[], $2::bigint[], $3::bytea[]) as u(seq, pos, link) where a.seq = u.seq", conn, tx))
         {
             update.Parameters.Add(new() { Value = pending.Select(p => p.Seq).ToArray() });
             update.Parameters.Add(new() { Value = positions });
-            update.Parameters.Add(new() { Value = hashes });
+            update.Parameters.Add(new() { Value = links });
             await update.ExecuteNonQueryAsync(ct);
         }
         await tx.CommitAsync(ct);
+        // After the commit: the file is never ahead of what the database holds, unless rows were removed.
+        chain.WriteCheckpoint(head: new AuditChain.Point(pos, previous));
         return pending.Count;
     }
 
-    static byte[] Link(byte[] previous, byte[] content) => SHA256.HashData([.. previous, .. content]);
-
     /// <summary>
-    /// Recomputes every AuditEvent's content hash from the stored JSON and every link of the chain;
-    /// reports the first row where either differs (a row changed or removed by hand shows up there).
+    /// Verifies the trail: every row's MAC against its columns, every link of the chain, the positions without
+    /// gaps, and the chain reaching the head the checkpoint file recorded. Incremental by default: from the
+    /// last verified point (itself checked against its row), recording the new one when intact; <paramref name="full"/>
+    /// rechecks every row from the start.
     /// </summary>
-    public async Task<AuditChainReport> VerifyAuditChainAsync(CancellationToken ct)
+    public async Task<AuditChainReport> VerifyAuditChainAsync(bool full, CancellationToken ct)
     {
+        var chain = AuditChain;
+        AuditChain.Checkpoint checkpoint;
+        try { checkpoint = chain.ReadCheckpoint(); }
+        catch (InvalidDataException e) { return new(0, 0, 0, new(0, "", e.Message)); }
+        var from = full ? new AuditChain.Point(0, new byte[32]) : checkpoint.Verified;
+
         await using var cmd = DataSource.CreateCommand(
-            "select c.chain_pos, c.rkey, c.content_hash, c.chain_hash, d.data->>'json' from fhir.audit_chain c " +
-            "left join fhir.mt_doc_resourcedocument d on d.id = c.rkey order by c.chain_pos nulls last, c.seq");
+            "select chain_pos, id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac, chain_mac " +
+            "from fhir.audit_event where chain_pos >= $1 or chain_pos is null order by chain_pos nulls last, seq");
+        cmd.Parameters.Add(new() { Value = Math.Max(from.Position, 1) });
         await using var r = await cmd.ExecuteReaderAsync(ct);
-        var previous = new byte[32];
-        long checkedRows = 0, pending = 0, expectedPos = 1;
+        var previous = from.Link;
+        long checkedRows = 0, pending = 0, expected = from.Position + 1, last = from.Position;
+        var anchorSeen = from.Position == 0;
+        AuditChainReport Broken(long pos, string key, string reason) => new(checkedRows, pending, from.Position, new(pos, key, reason));
         while (await r.ReadAsync(ct))
         {
-            var key = r.GetString(1);
-            var content = r.GetFieldValue<byte[]>(2);
-            var json = r.IsDBNull(4) ? null : r.GetString(4);
             long? pos = r.IsDBNull(0) ? null : r.GetInt64(0);
-            if (json is null) return new(checkedRows, pending, new(pos ?? 0, key, "the AuditEvent is missing"));
-            if (!SHA256.HashData(Encoding.UTF8.GetBytes(json)).AsSpan().SequenceEqual(content))
-                return new(checkedRows, pending, new(pos ?? 0, key, "the AuditEvent's content no longer matches its recorded hash"));
+            var key = r.GetString(1);
+            var row = new AuditRow(key["AuditEvent/".Length..], r.GetFieldValue<DateTimeOffset>(2), Text(r, 3), Text(r, 4), Text(r, 5),
+                r.GetFieldValue<string[]>(6), Text(r, 7), Text(r, 8), r.GetFieldValue<string[]>(9), r.GetFieldValue<string[]>(10), r.GetFieldValue<string[]>(11), r.GetString(12));
+            var rowMac = r.GetFieldValue<byte[]>(13);
+            if (!CryptographicOperations.FixedTimeEquals(chain.RowMac(row), rowMac))
+                return Broken(pos ?? 0, key, "the AuditEvent's columns no longer match its MAC (changed, or written without the key)");
             if (pos is null) { pending++; continue; }
-            if (pos != expectedPos)
-                return new(checkedRows, pending, new(pos.Value, key, $"chain position {expectedPos} is missing"));
-            previous = Link(previous, content);
-            if (!previous.AsSpan().SequenceEqual(r.GetFieldValue<byte[]>(3)))
-                return new(checkedRows, pending, new(pos.Value, key, "the chain link does not follow from the previous row"));
-            expectedPos++;
+            if (pos == from.Position && from.Position > 0)
+            {
+                // The verified point itself: still the row it was (its link unchanged).
+                if (!CryptographicOperations.FixedTimeEquals(r.GetFieldValue<byte[]>(14), from.Link))
+                    return Broken(pos.Value, key, "the last verified chain position no longer holds the row it held");
+                anchorSeen = true;
+                continue;
+            }
+            if (!anchorSeen) return Broken(from.Position, key, $"chain position {from.Position}, verified before, is missing");
+            if (pos != expected) return Broken(pos.Value, key, $"chain position {expected} is missing");
+            previous = chain.Link(previous, rowMac, pos.Value);
+            if (r.IsDBNull(14) || !CryptographicOperations.FixedTimeEquals(previous, r.GetFieldValue<byte[]>(14)))
+                return Broken(pos.Value, key, "the chain link does not follow from the previous row");
+            // The head the checkpoint file recorded must still be this very link (not rows sealed anew after a removal).
+            if (pos == checkpoint.Head.Position && !CryptographicOperations.FixedTimeEquals(previous, checkpoint.Head.Link))
+                return Broken(pos.Value, key, "the chain no longer passes through the head recorded when it was last sealed: AuditEvents were removed and others sealed in their place");
+            last = pos.Value;
+            expected++;
             checkedRows++;
         }
-        return new(checkedRows, pending, null);
+        if (!anchorSeen) return Broken(from.Position, "", $"chain position {from.Position}, verified before, is missing");
+        if (last < checkpoint.Head.Position)
+            return Broken(last + 1, "", $"the chain ends at position {last} but reached position {checkpoint.Head.Position} when last sealed: the newest AuditEvents were removed");
+        chain.WriteCheckpoint(verified: new AuditChain.Point(last, previous));
+        return new(checkedRows, pending, from.Position, null);
     }
+
+    static string? Text(NpgsqlDataReader r, int i) => r.IsDBNull(i) ? null : r.GetString(i);
 }

@@ -37,7 +37,7 @@ public sealed partial class FhirStore : IAsyncDisposable
     /// in an explicit step (Marten's document table, then our numbered scripts). After that Marten
     /// never touches the schema again (AutoCreate.None).
     /// </summary>
-    public static async Task<FhirStore> OpenAsync(string connectionString, SearchParameters parameters, CancellationToken ct)
+    public static async Task<FhirStore> OpenAsync(string connectionString, SearchParameters parameters, CancellationToken ct, AuditChain? auditChain = null)
     {
         var csb = new NpgsqlConnectionStringBuilder(connectionString);
         if (csb.MaxAutoPrepare == 0) csb.MaxAutoPrepare = 200; // search SQL repeats: prepare it
@@ -45,7 +45,7 @@ public sealed partial class FhirStore : IAsyncDisposable
         var dataSource = NpgsqlDataSource.Create(csb.ConnectionString);
         await MigrateAsync(dataSource, ct);
         var marten = DocumentStore.For(o => Configure(o, dataSource, AutoCreate.None));
-        return new FhirStore(dataSource, marten, parameters);
+        return new FhirStore(dataSource, marten, parameters) { _auditChain = auditChain };
     }
 
     static void Configure(StoreOptions o, NpgsqlDataSource dataSource, AutoCreate autoCreate)
@@ -166,9 +166,7 @@ public sealed partial class FhirStore : IAsyncDisposable
     public async Task<StoredResource?> ReadVersionAsync(string type, string id, int version, CancellationToken ct)
     {
         await using var cmd = DataSource.CreateCommand(
-            "select resource_type, rkey, version, last_updated, deleted, json, person, null from fhir.resource_history where rkey = $1 and version = $2 " +
-            // AuditEvents keep no history copy (append-only, one version): their document is that version.
-            $"union all select {DocColumns} from {Docs} d where d.id = $1 and d.mt_version = $2 and d.resource_type = 'AuditEvent' limit 1");
+            "select resource_type, rkey, version, last_updated, deleted, json, person, null from fhir.resource_history where rkey = $1 and version = $2");
         cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
         cmd.Parameters.Add(new() { Value = version });
         return (await ReadAll(cmd, ct)).FirstOrDefault();

@@ -80,7 +80,9 @@ public sealed partial class WriteTransaction : IAsyncDisposable
             $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d where d.id = $1",
             _conn, _tx);
         cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
-        return (await FhirStore.ReadAll(cmd, ct)).FirstOrDefault();
+        var found = (await FhirStore.ReadAll(cmd, ct)).FirstOrDefault();
+        if (found is not null) Touched.Add((found.Key, found.Person));
+        return found;
     }
 
     /// <summary>True when the requester may see the resource (<see cref="ReadFilter"/>), inside this transaction.</summary>
@@ -108,14 +110,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// Queues a new version. <paramref name="previousVersion"/> is the version this write replaces
     /// (0 for a create): Marten refuses the write at commit if another writer got there first.
     /// </summary>
-    public void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows) =>
-        Write(doc, previousVersion, method, rows, history: true);
-
-    /// <summary>
-    /// <paramref name="history"/> false is for resources that only ever have one version (AuditEvents,
-    /// append-only): their current document is their history, so no copy is written.
-    /// </summary>
-    internal void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows, bool history)
+    public void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows)
     {
         Written.Add((doc.Id, doc.Person));
         // Other server processes learn at commit that a watched type changed (FhirStore.ListenAsync).
@@ -124,8 +119,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         if (previousVersion == 0) _session.Insert(doc);
         else _session.UpdateRevision(doc, doc.Version);
 
-        if (history)
-            Add("insert into fhir.resource_history (rkey, version, resource_type, person, last_updated, deleted, method, json) values ($1,$2,$3,$4,$5,$6,$7,$8)",
+        Add("insert into fhir.resource_history (rkey, version, resource_type, person, last_updated, deleted, method, json) values ($1,$2,$3,$4,$5,$6,$7,$8)",
             doc.Id, doc.Version, doc.ResourceType, (object?)doc.Person ?? DBNull.Value, doc.LastUpdated, doc.Deleted, method, doc.Json);
 
         if (previousVersion != 0)
@@ -137,9 +131,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     }
 
     /// <summary>
-    /// The index rows of several resources, one statement per index table whatever their number (an
-    /// AuditWriter batch stores hundreds of AuditEvents at once; a statement per event and table cost
-    /// more than the events themselves).
+    /// The index rows of several resources, one statement per index table whatever their number.
     /// </summary>
     internal void IndexRowsOf(IReadOnlyList<(string Key, string? Person, string? Writer, IndexRows Rows)> docs)
     {
@@ -246,6 +238,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         }
         await FlushAsync(ct);
         await _tx.CommitAsync(ct);
+        Committed = true;
         // This process learns synchronously, before the request is answered: a revoked Consent is
         // never served from a cache by the next request.
         foreach (var type in _notified) _store.RaiseChanged(type);

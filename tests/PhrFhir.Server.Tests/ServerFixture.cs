@@ -119,6 +119,7 @@ public class ServerFixture : IAsyncLifetime
             "--ConnectionStrings:Fhir", _postgres.ConnectionString,
             "--Auth:ClientsFile", clientsFile,
             "--Auth:SigningKeyFile", Path.Combine(_dataDir, "signing-key.pem"),
+            "--Audit:KeyDirectory", Path.Combine(_dataDir, "audit"), // the audit chain's key and checkpoint belong to this run's database
             "--urls", "http://127.0.0.1:0;https://127.0.0.1:0",
             "--Https:Certificate:Path", serverPfx,
             "--Https:Certificate:Password", "pfx-password",

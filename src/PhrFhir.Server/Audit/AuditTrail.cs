@@ -2,6 +2,7 @@ using System.Net;
 using System.Text;
 using System.Threading.Channels;
 using Hl7.Fhir.Model;
+using Hl7.Fhir.Utility;
 using PhrFhir.Server.Rest;
 using PhrFhir.Server.Security;
 using PhrFhir.Storage;
@@ -22,7 +23,8 @@ namespace PhrFhir.Server.Audit;
 /// </summary>
 public sealed class AuditTrail(FhirStore store)
 {
-    const string Recorded = "phrfhir.audited";
+    const string TransactionsKey = "phrfhir.audit.transactions";
+    const string AccountedKey = "phrfhir.audit.accounted";
     const string PatientsKey = "phrfhir.audit.patients";
     const string SubmissionSetKey = "phrfhir.audit.submission-set";
     const int MaxNamedPatients = 100;
@@ -43,11 +45,16 @@ public sealed class AuditTrail(FhirStore store)
     /// <summary>The request is an ITI-65 submission of this SubmissionSet (its id is assigned by commit time).</summary>
     public static void SubmitsDocuments(HttpContext ctx, List submissionSet) => ctx.Items[SubmissionSetKey] = submissionSet;
 
-    /// <summary>A write transaction whose commit also stores the request's AuditEvents (one per patient written).</summary>
+    /// <summary>
+    /// A write transaction whose commit also stores the request's AuditEvents (one per patient whose data
+    /// it wrote or read). If it never commits — refused, or failed inside the database — the request's
+    /// events are written by <see cref="Use"/> instead, with that outcome and the same patients.
+    /// </summary>
     public async Task<WriteTransaction> BeginWriteAsync(HttpContext ctx)
     {
         var tx = await store.BeginWriteAsync(ctx.RequestAborted);
-        tx.BeforeCommit = (t, _) =>
+        Transactions(ctx).Add(tx);
+        tx.BeforeCommit = (t, ct) =>
         {
             var written = t.Written.ToList(); // before the AuditEvents below add themselves
             var audits = new List<AuditEvent>();
@@ -58,36 +65,70 @@ public sealed class AuditTrail(FhirStore store)
                 audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, [.. written.Select(w => w.Key)], patient, set)));
             }
             else
-                foreach (var group in written.GroupBy(w => w.Person))
-                    audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, [.. group.Select(w => w.Key)], group.Key)));
+                foreach (var (patient, keys) in ByPatient(written.Concat(t.Touched)))
+                    audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, keys, patient)));
             if (audits.Count == 0) audits.Add(BalpAuditEvents.Describe(ctx, new AuditFacts(0, null, [], null)));
-            t.AppendAudits([.. audits.Select(a => (AuditDocument(a), store.Indexer.Extract(a)))]);
-            ctx.Items[Recorded] = true;
-            return Task.CompletedTask;
+            return t.AppendAuditsAsync([.. audits.Select(Row)], ct);
         };
         return tx;
     }
 
     /// <summary>
-    /// The document an AuditEvent is stored as (ids and meta set here: it never goes through ResourceWrites),
-    /// in the compartment of the patient its BALP patient entity names.
+    /// A batch entry failed alone (its transaction rolled back, the batch goes on): its attempt is
+    /// recorded now, with the entry's outcome and the patients whose data it reached for.
     /// </summary>
-    public static ResourceDocument AuditDocument(AuditEvent audit)
+    public async Task EntryFailedAsync(HttpContext ctx, WriteTransaction tx, FhirError error, string? entryKey)
     {
-        var now = DateTimeOffset.UtcNow;
+        ((HashSet<WriteTransaction>)(ctx.Items[AccountedKey] ??= new HashSet<WriteTransaction>())).Add(tx);
+        var groups = ByPatient(tx.Written.Concat(tx.Touched)).ToList();
+        if (groups.Count == 0)
+            groups.Add((entryKey?.StartsWith("Patient/", StringComparison.Ordinal) == true ? entryKey[8..] : null, entryKey is null ? [] : [entryKey]));
+        foreach (var (patient, keys) in groups)
+            await _queue.Writer.WriteAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(OutcomeOf((int)error.Status), error.Message, keys, patient)), CancellationToken.None);
+    }
+
+    static List<WriteTransaction> Transactions(HttpContext ctx) =>
+        (List<WriteTransaction>)(ctx.Items[TransactionsKey] ??= new List<WriteTransaction>());
+
+    /// <summary>One group per patient (null: no patient), each with the keys of that patient's resources only.</summary>
+    static IEnumerable<(string? Patient, List<string> Keys)> ByPatient(IEnumerable<(string Key, string? Person)> touched) =>
+        touched.Distinct().GroupBy(t => t.Person).OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => (g.Key, g.Select(t => t.Key).Distinct().ToList()));
+
+    // A client's error is described as it was answered; our own failure only by its kind (the details,
+    // which may quote SQL or data, are in the server log, not in someone's access log).
+    static string? Described(Exception? failure) => failure switch
+    {
+        null => null,
+        FhirError fe => fe.Message,
+        _ => $"The server failed ({failure.GetType().Name}); nothing was stored.",
+    };
+
+    static int OutcomeOf(int status) => status < 400 ? 0 : status < 500 ? 4 : 8;
+
+    /// <summary>
+    /// The row an AuditEvent is stored as (fhir.audit_event: ids and meta set here, it never goes through
+    /// ResourceWrites), in the compartment of the patient its BALP patient entity names, with the columns the
+    /// access log searches (Storage/AuditQuery).
+    /// </summary>
+    public static AuditRow Row(AuditEvent audit)
+    {
+        // Milliseconds: what the JSON shows is exactly what the row keeps (and its MAC covers).
+        var at = audit.Recorded ?? DateTimeOffset.UtcNow;
+        var recorded = new DateTimeOffset(at.UtcTicks - at.UtcTicks % TimeSpan.TicksPerMillisecond, TimeSpan.Zero);
         audit.Id = Guid.NewGuid().ToString();
+        audit.Recorded = recorded;
         audit.Meta ??= new Meta();
         audit.Meta.VersionId = "1";
-        audit.Meta.LastUpdated = new DateTimeOffset(now.Ticks - now.Ticks % TimeSpan.TicksPerMillisecond, TimeSpan.Zero);
-        return new ResourceDocument
-        {
-            Id = ResourceDocument.Key("AuditEvent", audit.Id),
-            ResourceType = "AuditEvent",
-            Person = PatientOf(audit),
-            LastUpdated = audit.Meta.LastUpdated.Value,
-            Version = 1,
-            Json = FhirFormat.ToJson(audit),
-        };
+        audit.Meta.LastUpdated = recorded;
+        static string Clean(string s) => s.Replace('\0', '\uFFFD'); // PostgreSQL text holds no U+0000
+        return new AuditRow(audit.Id, recorded, PatientOf(audit), audit.Type?.System, audit.Type?.Code,
+            [.. audit.Subtype.Select(c => Clean($"{c.System}|{c.Code}"))],
+            audit.Action?.GetLiteral(), audit.Outcome?.GetLiteral(),
+            [.. audit.Agent.SelectMany(a => new[] { a.Who?.Reference, a.Who?.Identifier is { } id ? $"{id.System}|{id.Value}" : null }).OfType<string>().Select(Clean)],
+            [.. audit.Agent.Select(a => a.AltId).OfType<string>().Select(Clean)],
+            [.. audit.Entity.Select(e => e.What?.Reference).OfType<string>().Select(Clean)],
+            FhirFormat.ToJson(audit));
     }
 
     static string? PatientOf(AuditEvent audit) =>
@@ -101,16 +142,52 @@ public sealed class AuditTrail(FhirStore store)
         catch (Exception e) { failure = e; throw; }
         finally
         {
-            if (!ctx.Items.ContainsKey(Recorded) && ShouldAudit(ctx))
+            // A write transaction that committed stored the request's events; one that did not (refused,
+            // or failed in the database: its events rolled back with it) is recorded here.
+            var transactions = ctx.Items[TransactionsKey] as List<WriteTransaction> ?? [];
+            var accounted = ctx.Items[AccountedKey] as HashSet<WriteTransaction> ?? [];
+            var open = transactions.Where(t => !t.Committed && !accounted.Contains(t)).ToList();
+            if ((transactions.Count == 0 || open.Count > 0) && ShouldAudit(ctx))
             {
                 var status = failure switch { FhirError fe => (int)fe.Status, null => ctx.Response.StatusCode, _ => 500 };
-                var outcome = status < 400 ? 0 : status < 500 ? 4 : 8;
                 var keys = ctx.GetRouteValue("type") is string type && ctx.GetRouteValue("id") is string id ? [type + "/" + id] : new List<string>();
-                foreach (var patient in Patients(ctx, keys))
-                    await _queue.Writer.WriteAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure?.Message, keys, patient)), CancellationToken.None);
+                var groups = ByPatient(open.SelectMany(t => t.Written.Concat(t.Touched))).ToList();
+                if (groups.Count > 0 || !BalpAuditEvents.IsSearch(ctx))
+                {
+                    if (groups.Count == 0) groups = [.. Patients(ctx, keys).Select(p => (p, keys))];
+                    foreach (var (patient, resources) in groups)
+                        await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(OutcomeOf(status), Described(failure), resources, patient)));
+                }
+                else
+                    await SearchedAsync(ctx, OutcomeOf(status), Described(failure));
             }
         }
     });
+
+    Task RecordAsync(AuditEvent audit) => _queue.Writer.WriteAsync(audit, CancellationToken.None).AsTask();
+
+    /// <summary>
+    /// A search: one event per patient concerned, each with the query reduced to what concerns that patient
+    /// (QueryPerPatient), and then the whole query once, outside every compartment, for the operator.
+    /// </summary>
+    async Task SearchedAsync(HttpContext ctx, int outcome, string? failure)
+    {
+        var patients = Patients(ctx, []).OfType<string>().ToList();
+        var query = await QueryPerPatient.ReadAsync(ctx, store, patients, MaxNamedPatients);
+        patients = [.. patients.Union(query.Identified, StringComparer.Ordinal).Order(StringComparer.Ordinal)];
+        var reduced = false;
+        foreach (var patient in patients)
+        {
+            var part = query.Reduces(patient);
+            reduced |= part;
+            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], patient,
+                Query: part ? query.For(patient) : null,
+                QueryNote: part ? "Only the parts of the query that concern this patient; the whole query is in the operator's audit trail. (本人に関する検索条件のみ)" : null)));
+        }
+        if (patients.Count == 0 || reduced)
+            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], null,
+                QueryNote: reduced ? "The whole query of a search about several patients; each patient's own AuditEvent records only the parts naming them. (複数患者の検索条件の全体)" : null)));
+    }
 
     /// <summary>
     /// The patients a read, search or refusal was about: what the endpoint reported (the resource read,
@@ -148,7 +225,11 @@ public static class AuditedWrites
         var filter = await policy.FilterAsync();
         var tx = await ctx.RequestServices.GetRequiredService<AuditTrail>().BeginWriteAsync(ctx);
         tx.Writer = policy.WriterKey;
-        tx.Guard = policy.CheckWrite;
+        tx.Guard = (current, next) =>
+        {
+            tx.Touched.Add((next.Id, next.Person)); // a refused write is audited in that patient's log too
+            policy.CheckWrite(current, next);
+        };
         tx.ReadFilter = filter;
         return tx;
     }
@@ -208,7 +289,7 @@ public sealed class AuditWriter(AuditTrail trail, FhirStore store, ILogger<Audit
     async Task StoreAsync(List<AuditEvent> batch)
     {
         await using var tx = await store.BeginWriteAsync(CancellationToken.None);
-        tx.AppendAudits([.. batch.Select(a => (AuditTrail.AuditDocument(a), store.Indexer.Extract(a)))]);
+        await tx.AppendAuditsAsync([.. batch.Select(AuditTrail.Row)], CancellationToken.None);
         await tx.CommitAsync(CancellationToken.None);
         batch.Clear();
     }

@@ -6,8 +6,13 @@ using PhrFhir.Storage.Search;
 
 namespace PhrFhir.Server.Audit;
 
-/// <summary>What one request did, as its AuditEvent needs it (the patient is one: BALP records one patient per event).</summary>
-public sealed record AuditFacts(int Outcome, string? Failure, IReadOnlyList<string> Resources, string? Patient, string? SubmissionSet = null);
+/// <summary>
+/// What one request did, as its AuditEvent needs it (the patient is one: BALP records one patient per event).
+/// <see cref="Query"/>: a search's query as it concerns <see cref="Patient"/> (QueryPerPatient), when it is
+/// not the whole query; <see cref="QueryNote"/> says so in the query entity's description.
+/// </summary>
+public sealed record AuditFacts(int Outcome, string? Failure, IReadOnlyList<string> Resources, string? Patient, string? SubmissionSet = null,
+    string? Query = null, string? QueryNote = null);
 
 /// <summary>
 /// The shape of each AuditEvent, after the IHE profile that fits the request (docs/audit.md):
@@ -78,7 +83,8 @@ public static class BalpAuditEvents
             {
                 Type = new Coding(EntityType, "2", "System Object"),
                 Role = new Coding(ObjectRole, "24", "Query"),
-                Query = Encoding.UTF8.GetBytes(QueryText(ctx, login)),
+                Query = Encoding.UTF8.GetBytes(facts.Query ?? QueryText(ctx, login)),
+                Description = facts.QueryNote,
             });
         else
             foreach (var key in facts.Resources)
@@ -182,6 +188,9 @@ public static class BalpAuditEvents
                 Requestor = true,
             });
     }
+
+    /// <summary>True for a search (GET [type]?…, POST [type]/_search): its query entity is recorded per patient.</summary>
+    public static bool IsSearch(HttpContext ctx) => !ctx.Request.Path.StartsWithSegments("/auth") && Interaction(ctx).Item1 == "search-type";
 
     static (string, AuditEvent.AuditEventAction) Interaction(HttpContext ctx)
     {

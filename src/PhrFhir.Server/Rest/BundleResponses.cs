@@ -12,13 +12,17 @@ namespace PhrFhir.Server.Rest;
 /// stored bytes; everything else goes through the SDK's POCOs.</summary>
 public static class BundleResponses
 {
-    public static Task SearchsetAsync(HttpContext ctx, SearchQuery q, SearchResult result)
+    public static Task SearchsetAsync(HttpContext ctx, SearchQuery q, SearchResult result) =>
+        SearchsetAsync(ctx, q.ResourceType, q.Applied, q.Offset, q.Count, result);
+
+    /// <summary>A searchset page with its self/previous/next links (also for searches not made by SearchQuery: the access log).</summary>
+    public static Task SearchsetAsync(HttpContext ctx, string type, List<KeyValuePair<string, string>> applied, int offset, int count, SearchResult result)
     {
         var baseUrl = FhirResponse.BaseUrl(ctx.Request);
-        var self = Link(baseUrl, q.ResourceType, q.Applied, q.Offset, q.Count);
+        var self = Link(baseUrl, type, applied, offset, count);
         var links = new List<(string Rel, string Url)> { ("self", self) };
-        if (q.Offset > 0) links.Add(("previous", Link(baseUrl, q.ResourceType, q.Applied, Math.Max(0, q.Offset - q.Count), q.Count)));
-        if (result.HasMore) links.Add(("next", Link(baseUrl, q.ResourceType, q.Applied, q.Offset + q.Count, q.Count)));
+        if (offset > 0) links.Add(("previous", Link(baseUrl, type, applied, Math.Max(0, offset - count), count)));
+        if (result.HasMore) links.Add(("next", Link(baseUrl, type, applied, offset + count, count)));
         var entries = result.Matches.Select(m => (m, "match"))
             .Concat(result.Included.Select(i => (i, "include"))).ToList();
         return WriteAsync(ctx, Bundle.BundleType.Searchset, result.Total, links, entries, history: false);

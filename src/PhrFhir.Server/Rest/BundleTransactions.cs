@@ -22,7 +22,7 @@ public static class BundleTransactions
         public Bundle.EntryComponent Response { get; } = new() { Response = new Bundle.ResponseComponent() };
     }
 
-    public static async Task HandleAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits)
+    public static async Task HandleAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, AuditTrail trail, IOptions<ServerLimits> limits)
     {
         var resource = await FhirFormat.ReadResourceAsync(ctx.Request, limits.Value, ctx.RequestAborted);
         if (resource is not Bundle bundle || bundle.Type is not (Bundle.BundleType.Transaction or Bundle.BundleType.Batch))
@@ -38,7 +38,7 @@ public static class BundleTransactions
         }
         var response = bundle.Type == Bundle.BundleType.Transaction
             ? await TransactionAsync(ctx, bundle, store, writes, beforeWrites: null)
-            : await BatchAsync(ctx, bundle, store, writes);
+            : await BatchAsync(ctx, bundle, writes, trail);
         await FhirResponse.ResourceAsync(ctx, response, 200);
     }
 
@@ -70,14 +70,14 @@ public static class BundleTransactions
         return Response(Bundle.BundleType.TransactionResponse, entries);
     }
 
-    static async Task<Bundle> BatchAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes)
+    static async Task<Bundle> BatchAsync(HttpContext ctx, Bundle bundle, ResourceWrites writes, AuditTrail trail)
     {
         var entries = bundle.Entry.Select(Parse).ToList();
         foreach (var e in entries)
         {
+            await using var tx = await ctx.BeginAuditedWriteAsync();
             try
             {
-                await using var tx = await ctx.BeginAuditedWriteAsync();
                 await Run(e, async () =>
                 {
                     Security.AccessControl.Demand(ctx.User, Security.AccessControl.ForMethod(e.Method, e.Id is not null), e.Type, inBundle: true);
@@ -88,9 +88,10 @@ public static class BundleTransactions
             }
             catch (FhirError err)
             {
-                // A batch entry fails alone (R4 http.html#brules).
+                // A batch entry fails alone (R4 http.html#brules); its attempt is audited alone too.
                 e.Response.Response!.Status = ((int)err.Status).ToString(CultureInfo.InvariantCulture) + " " + err.Status;
                 e.Response.Response!.Outcome = ErrorHandling.ToOutcome(err);
+                await trail.EntryFailedAsync(ctx, tx, err, (e.Id ?? e.AssignedId) is { } id ? e.Type + "/" + id : null);
             }
         }
         return Response(Bundle.BundleType.BatchResponse, entries);

@@ -21,6 +21,12 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
         CapabilityStatement.TypeRestfulInteraction.Create, CapabilityStatement.TypeRestfulInteraction.SearchType,
     ];
 
+    static readonly CapabilityStatement.TypeRestfulInteraction[] AuditInteractions =
+    [
+        CapabilityStatement.TypeRestfulInteraction.Read, CapabilityStatement.TypeRestfulInteraction.Vread,
+        CapabilityStatement.TypeRestfulInteraction.Create, CapabilityStatement.TypeRestfulInteraction.SearchType,
+    ];
+
     CapabilityStatement? _cached;
 
     public CapabilityStatement Build(string baseUrl)
@@ -64,22 +70,26 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
         var enforced = validator.EnforcedProfiles;
         foreach (var type in ServedResources.Types)
         {
-            var parameters = store.SearchParameters.For(type).OrderBy(p => p.Code, StringComparer.Ordinal).ToList();
+            // The access log has its own table and search (Audit/AuditEndpoints, Storage/AuditQuery): it offers
+            // exactly the parameters that search supports, and no history, update, delete or includes.
+            var audit = type == "AuditEvent";
+            var parameters = store.SearchParameters.For(type).Where(p => !audit || AuditQuery.Parameters.Contains(p.Code))
+                .OrderBy(p => p.Code, StringComparer.Ordinal).ToList();
             var references = parameters.Where(p => p.Type == SearchParamType.Reference).Select(p => $"{type}:{p.Code}").ToList();
             rest.Resource.Add(new CapabilityStatement.ResourceComponent
             {
                 Type = type,
-                Interaction = Interactions.Select(i => new CapabilityStatement.ResourceInteractionComponent { Code = i }).ToList(),
-                Versioning = CapabilityStatement.ResourceVersionPolicy.VersionedUpdate,
-                ReadHistory = true,
-                UpdateCreate = true,
-                ConditionalCreate = true,
-                ConditionalUpdate = true,
-                ConditionalDelete = CapabilityStatement.ConditionalDeleteStatus.Single,
+                Interaction = (audit ? AuditInteractions : Interactions).Select(i => new CapabilityStatement.ResourceInteractionComponent { Code = i }).ToList(),
+                Versioning = audit ? CapabilityStatement.ResourceVersionPolicy.Versioned : CapabilityStatement.ResourceVersionPolicy.VersionedUpdate,
+                ReadHistory = !audit,
+                UpdateCreate = !audit,
+                ConditionalCreate = !audit,
+                ConditionalUpdate = !audit,
+                ConditionalDelete = audit ? CapabilityStatement.ConditionalDeleteStatus.NotSupported : CapabilityStatement.ConditionalDeleteStatus.Single,
                 ConditionalRead = CapabilityStatement.ConditionalReadStatus.NotSupported,
                 SupportedProfile = enforced.GetValueOrDefault(type)?.ToList() ?? [],
-                SearchInclude = references,
-                SearchRevInclude = ["*"],
+                SearchInclude = audit ? [] : references,
+                SearchRevInclude = audit ? [] : ["*"],
                 SearchParam = parameters.Select(p => new CapabilityStatement.SearchParamComponent
                 {
                     Name = p.Code,

@@ -162,6 +162,10 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
     /// <summary>Sets id/meta, serialises and indexes one version, and queues it on the transaction.</summary>
     async Task<StoredResource> StageAsync(WriteTransaction tx, Resource resource, StoredResource? current, string method, CancellationToken ct, Stream? rawContent = null)
     {
+        // AuditEvents live in the audit table (Audit/AuditEndpoints: POST /AuditEvent), never as documents.
+        if (resource.TypeName == "AuditEvent")
+            throw new FhirError(System.Net.HttpStatusCode.MethodNotAllowed, OperationOutcome.IssueType.NotSupported,
+                "AuditEvents are recorded with POST /AuditEvent only, not in a Bundle or by a conditional write. (監査ログは POST /AuditEvent で記録します)");
         var version = (current?.Version ?? 0) + 1;
         await enforcement.CheckAsync(resource, resource.TypeName, ct);
         var now = Now();

@@ -29,12 +29,12 @@ public sealed class PersonAccessLogTests(ServerFixture server)
     async Task<string> OtherPatientAsync() => (await Fhir.ExpectAsync<Patient>(
         await _http.PostAsync("Patient", Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("他人") }] })), HttpStatusCode.Created)).Id;
 
-    static string? PatientOf(AuditEvent a) => a.Entity.SingleOrDefault(e => e.Type?.Code == "1" && e.Role?.Code == "1")?.What?.Reference;
+    internal static string? PatientOf(AuditEvent a) => a.Entity.SingleOrDefault(e => e.Type?.Code == "1" && e.Role?.Code == "1")?.What?.Reference;
 
-    static string ClientOf(AuditEvent a) => a.Agent.First(g => g.Who?.Identifier?.System == "urn:phrfhir:client").Who.Identifier.Value;
+    internal static string ClientOf(AuditEvent a) => a.Agent.First(g => g.Who?.Identifier?.System == "urn:phrfhir:client").Who.Identifier.Value;
 
     /// <summary>Reads and searches are stored in batches (~200 ms): poll until <paramref name="until"/> holds.</summary>
-    static async Task<List<AuditEvent>> PollAsync(HttpClient client, string query, Func<List<AuditEvent>, bool> until)
+    internal static async Task<List<AuditEvent>> PollAsync(HttpClient client, string query, Func<List<AuditEvent>, bool> until)
     {
         List<AuditEvent> found = [];
         for (var i = 0; i < 60; i++)
@@ -107,8 +107,51 @@ public sealed class PersonAccessLogTests(ServerFixture server)
             var events = await PollAsync(server.Operator, $"patient=Patient/{p}&subtype=search-type&_count=100", l => l.Any(IsPatientSearch));
             var search = Assert.Single(events, IsPatientSearch);
             Assert.Equal($"Patient/{p}", PatientOf(search));
-            Assert.Contains($"_id={a},{b}", System.Text.Encoding.UTF8.GetString(search.Entity.Single(e => e.Query is not null).Query));
+            // Each patient's event names only them (the other id is someone else's business).
+            var query = System.Text.Encoding.UTF8.GetString(search.Entity.Single(e => e.Query is not null).Query);
+            Assert.Contains($"_id={p}", query);
+            Assert.DoesNotContain(p == a ? b : a, query);
         }
+    }
+
+    static string QueryOf(AuditEvent a) => System.Text.Encoding.UTF8.GetString(a.Entity.Single(e => e.Query is not null).Query);
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_patients_access_log_shows_only_the_parts_of_a_search_that_name_them()
+    {
+        const string system = "urn:oid:1.2.392.100495.20.3.51.19999999999";
+        var (idA, idB) = (Fhir.Unique("A"), Fhir.Unique("B"));
+        var patients = new List<string>();
+        foreach (var value in new[] { idA, idB })
+        {
+            var p = await Fhir.ExpectAsync<Patient>(await _http.PostAsync("Patient", Fhir.Json(new Patient { Identifier = [new Identifier(system, value)] })), HttpStatusCode.Created);
+            patients.Add(p.Id);
+            await Fhir.ExpectAsync<Observation>(await _http.PostAsync("Observation", Fhir.Json(new Observation
+            {
+                Status = ObservationStatus.Final,
+                Code = new CodeableConcept("http://loinc.org", "8310-5"),
+                Subject = new ResourceReference("Patient/" + p.Id),
+            })), HttpStatusCode.Created);
+        }
+        var since = "ge" + Uri.EscapeDataString(DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", System.Globalization.CultureInfo.InvariantCulture));
+        // An institution's search about two people at once (ITI-67 style, by identifier).
+        var search = $"Observation?patient.identifier={system}|{idA},{system}|{idB}&status=final";
+        Assert.Equal(2, (await Fhir.ExpectAsync<Bundle>(await _http.GetAsync(search), HttpStatusCode.OK)).Entry.Count);
+
+        foreach (var (patient, mine, theirs) in new[] { (patients[0], idA, idB), (patients[1], idB, idA) })
+        {
+            var events = await PollAsync(server.Operator, $"patient=Patient/{patient}&subtype=search-type&_count=100",
+                l => l.Any(e => QueryOf(e).Contains("/Observation", StringComparison.Ordinal)));
+            var logged = Assert.Single(events, e => QueryOf(e).Contains("/Observation", StringComparison.Ordinal));
+            Assert.Contains(mine, QueryOf(logged));
+            Assert.Contains("status=final", QueryOf(logged));
+            Assert.DoesNotContain(theirs, QueryOf(logged));
+        }
+        // The whole query is kept once, in no one's compartment: the operator reads it.
+        var whole = await PollAsync(server.Operator, $"subtype=search-type&date={since}&_count=1000",
+            l => l.Any(e => QueryOf(e).Contains(idA, StringComparison.Ordinal) && QueryOf(e).Contains(idB, StringComparison.Ordinal)));
+        var operatorEvent = Assert.Single(whole, e => QueryOf(e).Contains(idA, StringComparison.Ordinal) && QueryOf(e).Contains(idB, StringComparison.Ordinal));
+        Assert.Null(PatientOf(operatorEvent));
     }
 
     [Fact]
@@ -122,8 +165,11 @@ public sealed class PersonAccessLogTests(ServerFixture server)
         // Poll until the writer has stored them (at most 100), then once more to see that no more arrive.
         var first = await PollAsync(server.Operator, $"subtype=search-type&date={since}&_count=1000", l => l.Count(e => Mine(e, marker)) >= 100);
         await System.Threading.Tasks.Task.Delay(500);
-        var events = (await PollAsync(server.Operator, $"subtype=search-type&date={since}&_count=1000", _ => true)).Where(e => Mine(e, marker)).ToList();
+        var all = (await PollAsync(server.Operator, $"subtype=search-type&date={since}&_count=1000", _ => true)).Where(e => Mine(e, marker)).ToList();
+        var events = all.Where(e => PatientOf(e) is not null).ToList();
         Assert.Equal(100, events.Count);
         Assert.Equal(100, events.Select(PatientOf).Distinct().Count());
+        // and the whole query once more, for the operator only (each patient's event names that patient alone)
+        Assert.Single(all, e => PatientOf(e) is null);
     }
 }
