@@ -32,9 +32,16 @@ public sealed class OpenApiTests(ServerFixture server)
             var names = search.GetProperty("get").GetProperty("parameters").EnumerateArray().Select(p => p.GetProperty("name").GetString()).ToHashSet();
             foreach (var p in resource.SearchParam)
                 Assert.True(names.Contains(p.Name), $"{resource.Type}?{p.Name} is in the CapabilityStatement but not in the OpenAPI description");
+            // Each declared instance interaction is an operation on /{type}/{id}, and only those.
+            var declared = resource.Interaction.Select(i => i.Code).ToHashSet();
             Assert.True(paths.TryGetProperty($"/{resource.Type}/{{id}}", out var instance), $"no path /{resource.Type}/{{id}}");
-            foreach (var verb in new[] { "get", "put", "patch", "delete" })
-                Assert.True(instance.TryGetProperty(verb, out _), $"{verb} /{resource.Type}/{{id}} missing");
+            foreach (var (verb, interaction) in new[]
+            {
+                ("get", CapabilityStatement.TypeRestfulInteraction.Read), ("put", CapabilityStatement.TypeRestfulInteraction.Update),
+                ("patch", CapabilityStatement.TypeRestfulInteraction.Patch), ("delete", CapabilityStatement.TypeRestfulInteraction.Delete),
+            })
+                Assert.True(instance.TryGetProperty(verb, out _) == declared.Contains(interaction),
+                    $"{verb} /{resource.Type}/{{id}}: declared {declared.Contains(interaction)} in the CapabilityStatement, but not so in the OpenAPI description");
         }
         Assert.True(paths.GetProperty("/").TryGetProperty("post", out _), "transaction/batch POST / missing");
     }
