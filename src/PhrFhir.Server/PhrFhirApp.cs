@@ -42,6 +42,7 @@ public static class PhrFhirApp
         builder.Services.AddSingleton(store);
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
         builder.Services.AddSingleton<ResourceWrites>();
+        builder.Services.AddSingleton<Mhd.DocumentRegistry>();
         builder.Services.AddSingleton<Security.ConsentRules>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Security.ConsentRules>());
         builder.Services.AddSingleton<CapabilityStatementBuilder>();

@@ -150,6 +150,7 @@ public static class AuditedWrites
         tx.Writer = policy.WriterKey;
         tx.Guard = policy.CheckWrite;
         tx.ReadFilter = filter;
+        tx.BaseUrl = Rest.FhirResponse.BaseUrl(ctx.Request);
         return tx;
     }
 }
