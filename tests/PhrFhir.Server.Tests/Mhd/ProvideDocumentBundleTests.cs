@@ -22,7 +22,7 @@ public sealed class ProvideDocumentBundleTests(ServerFixture server)
     /// <summary>The resources the examples refer to as already registered (Patient/ex-patient, …).</summary>
     async System.Threading.Tasks.Task PrerequisitesAsync()
     {
-        foreach (var file in new[] { "Patient-ex-patient.json", "DocumentReference-ex-DocumentReferenceComprehensive.json" })
+        foreach (var file in new[] { "Patient-ex-patient.json", "DocumentReference-ex-documentreference.json", "DocumentReference-ex-DocumentReferenceComprehensive.json" })
         {
             var r = MhdExamples.Load<Resource>(file);
             if ((await _http.GetAsync($"{r.TypeName}/{r.Id}")).StatusCode == HttpStatusCode.OK) continue;
