@@ -26,7 +26,11 @@ public static class PhrFhirApp
         // Lives as long as the app: the embedded PostgreSQL logs through it when it stops.
         var loggerFactory = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true));
         var startLog = loggerFactory.CreateLogger("PhrFhir.Startup");
-        var benchOff = Audit.BenchSwitch.AuthAndAuditOff(builder.Configuration, startLog); // benchmarks only, loopback only
+#if BENCH
+        var benchOff = Audit.BenchSwitch.AuthAndAuditOff(builder.Configuration, startLog); // the Bench build only, loopback only
+#else
+        Audit.BenchSwitch.RefuseOutsideTheBenchBuild(builder.Configuration);
+#endif
         var connectionString = builder.Configuration.GetConnectionString("Fhir") ?? Environment.GetEnvironmentVariable("PHRFHIR_DB");
         EmbeddedPostgres? embedded = null;
         if (string.IsNullOrEmpty(connectionString))
@@ -60,13 +64,15 @@ public static class PhrFhirApp
 
         var app = builder.Build();
         ErrorHandling.Use(app);
-        if (!benchOff) app.Services.GetRequiredService<Audit.AuditTrail>().Use(app); // records every request, refused ones too
-        if (!benchOff)
+#if BENCH
+        if (benchOff) { app.UseRouting(); app.UseAuthentication(); }
+        else
+#endif
         {
+            app.Services.GetRequiredService<Audit.AuditTrail>().Use(app); // records every request, refused ones too
             Security.AccessControl.Use(app);
             Security.CertificateBinding.Use(app); // after authentication, before any endpoint: cnf-bound tokens need their certificate
         }
-        else { app.UseRouting(); app.UseAuthentication(); }
         app.MapGet("/healthz", () => Results.Text("ok")).AllowAnonymous();
         app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
             await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503)).AllowAnonymous();

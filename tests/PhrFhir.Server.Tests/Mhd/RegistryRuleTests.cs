@@ -100,7 +100,7 @@ public sealed class RegistryRuleTests(ServerFixture server)
         content.Headers.ContentType = new MediaTypeHeaderValue("text/plain");
         var binary = await _http.PostAsync("Binary", content);
         Assert.Equal(HttpStatusCode.Created, binary.StatusCode);
-        var w = new World(patient.Id, bytes, binary.Headers.Location!.Segments[^3].TrimEnd('/'), "", "", "", "");
+        var w = new World(patient.Id!, bytes, binary.Headers.Location!.Segments[^3].TrimEnd('/'), "", "", "", "");
 
         var current = await CreateAsync(Document(w, "current"));
         var taken = await CreateAsync(Document(w, "taken"));
@@ -110,7 +110,7 @@ public sealed class RegistryRuleTests(ServerFixture server)
         var replacement = Document(w, "replacement");
         replacement.RelatesTo = [new DocumentReference.RelatesToComponent { Code = DocumentRelationshipType.Replaces, Target = new ResourceReference("DocumentReference/" + old.Id) }];
         await CreateAsync(replacement);
-        return w with { CurrentDoc = current.Id, TakenDocUid = taken.MasterIdentifier.Value, TakenSetUid = set.Identifier[0].Value, SupersededDoc = old.Id };
+        return w with { CurrentDoc = current.Id!, TakenDocUid = taken.MasterIdentifier!.Value!, TakenSetUid = set.Identifier[0].Value!, SupersededDoc = old.Id! };
     }
 
     /// <summary>Makes a valid resource break the rule; <paramref name="self"/> is how the List can name itself on this path.</summary>
@@ -118,7 +118,7 @@ public sealed class RegistryRuleTests(ServerFixture server)
     {
         switch (rule, resource)
         {
-            case (DuplicateDocumentUid, DocumentReference doc): doc.MasterIdentifier.Value = w.TakenDocUid; break;
+            case (DuplicateDocumentUid, DocumentReference doc): doc.MasterIdentifier!.Value = w.TakenDocUid; break;
             case (DuplicateSetUid, List list): list.Identifier[0].Value = w.TakenSetUid; break;
             case (ListsItself, List list): list.Entry.Add(new List.EntryComponent { Item = new ResourceReference(self) }); break;
             case (ReplacesSuperseded, DocumentReference doc):
@@ -220,11 +220,11 @@ public sealed class RegistryRuleTests(ServerFixture server)
                     Entry = [Entry(inBatch, Bundle.HTTPVerb.PUT, $"{type}/{id}")],
                 })), HttpStatusCode.OK);
                 // A batch entry fails alone: its response carries the status and the OperationOutcome.
-                var answer = batch.Entry.Single().Response;
+                var answer = batch.Entry.Single().Response!;
                 var (status, code) = Expected(rule);
-                Assert.True(answer.Status.StartsWith(((int)status).ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal),
+                Assert.True(answer.Status!.StartsWith(((int)status).ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal),
                     $"[{rule} × {path}] expected {(int)status}, got {answer.Status}");
-                Assert.Equal(code, ((OperationOutcome)answer.Outcome).Issue[0].Details?.Text);
+                Assert.Equal(code, ((OperationOutcome)answer.Outcome!).Issue[0].Details?.Text);
                 await AssertNothingStoredAsync(marker, rule, path);
                 return;
             case "transaction":
@@ -281,7 +281,7 @@ public sealed class RegistryRuleTests(ServerFixture server)
             doc.Content[0].Attachment.Url = "Binary/" + w.Binary;
         }
         Break(rule, rule is DuplicateSetUid or ListsItself ? set : doc, w, setUrl);
-        set.Subject = new ResourceReference(doc.Subject.Reference); // the SubmissionSet's patient is the document's
+        set.Subject = new ResourceReference(doc.Subject!.Reference); // the SubmissionSet's patient is the document's
         return bundle;
     }
 
@@ -299,7 +299,7 @@ public sealed class RegistryRuleTests(ServerFixture server)
         var w = await WorldAsync();
         var old = await Fhir.ExpectAsync<DocumentReference>(await _http.GetAsync("DocumentReference/" + w.SupersededDoc), HttpStatusCode.OK);
         Assert.Equal(DocumentReferenceStatus.Superseded, old.Status);
-        Assert.Equal("2", old.Meta.VersionId);
+        Assert.Equal("2", old.Meta?.VersionId);
     }
 
     [Fact]
@@ -320,7 +320,7 @@ public sealed class RegistryRuleTests(ServerFixture server)
         var doc = Document(w, Fhir.Unique("size"));
         doc.Content[0].Attachment.SizeUnsignedInt = w.Bytes.Length + 1;
         var outcome = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("DocumentReference", Fhir.Json(doc)), HttpStatusCode.UnprocessableEntity);
-        Assert.Equal("XDSNonIdenticalSize", outcome.Issue[0].Details.Text);
+        Assert.Equal("XDSNonIdenticalSize", outcome.Issue[0].Details?.Text);
         Assert.Equal("DocumentReference.content[0].attachment.size", outcome.Issue[0].Expression.Single());
     }
 
@@ -355,7 +355,7 @@ public sealed class RegistryRuleTests(ServerFixture server)
             return;
         }
         var outcome = await Fhir.ExpectAsync<OperationOutcome>(response, HttpStatusCode.UnprocessableEntity);
-        Assert.Equal("XDSNonIdenticalHash", outcome.Issue[0].Details.Text);
+        Assert.Equal("XDSNonIdenticalHash", outcome.Issue[0].Details?.Text);
         await AssertNothingStoredAsync(marker, HashOfStoredBytes, "transaction, bytes in a later entry");
         var patients = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"Patient?family={marker}"), HttpStatusCode.OK);
         Assert.Equal(0, patients.Total);
@@ -373,7 +373,7 @@ public sealed class RegistryRuleTests(ServerFixture server)
         {
             Resource r = type == "List" ? SubmissionSet(w, marker, "DocumentReference/" + w.CurrentDoc) : Document(w, marker);
             if (r is List l) l.Identifier[0].Value = uid;
-            else ((DocumentReference)r).MasterIdentifier.Value = uid;
+            else ((DocumentReference)r).MasterIdentifier!.Value = uid;
             return r;
         }
         var answers = await Task.WhenAll(Enumerable.Range(0, 6).Select(_ => _http.PostAsync(type, Fhir.Json(Copy()))));
