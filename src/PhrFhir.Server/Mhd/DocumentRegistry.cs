@@ -21,13 +21,13 @@ namespace PhrFhir.Server.Mhd;
 /// </summary>
 public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> options)
 {
-    const string ListTypes = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes";
+    public const string ListTypes = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes";
 
     public static FhirError Error(string xdsCode, string message, string? expression, HttpStatusCode status = HttpStatusCode.UnprocessableEntity) =>
         new(status, OperationOutcome.IssueType.Processing, message, expression) { DetailCode = xdsCode };
 
     /// <summary>A SubmissionSet or a Folder: the Lists the registry owns (MHD 2:3.65.4.1.2.2).</summary>
-    public static bool IsRegistryList(List list) =>
+    static bool IsRegistryList(List list) =>
         list.Code?.Coding.Any(c => c.System == ListTypes && c.Code is "submissionset" or "folder") == true;
 
     /// <summary><paramref name="current"/>: the version being replaced (null for a create).</summary>

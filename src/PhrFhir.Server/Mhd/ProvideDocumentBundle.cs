@@ -1,11 +1,8 @@
 using System.Net;
 using System.Security.Cryptography;
-using System.Text;
 using Hl7.Fhir.Model;
-using Microsoft.Extensions.Options;
 using PhrFhir.Server.Rest;
 using PhrFhir.Storage;
-using PhrFhir.Storage.Search;
 using Task = System.Threading.Tasks.Task;
 
 namespace PhrFhir.Server.Mhd;
@@ -21,7 +18,7 @@ public static class ProvideDocumentBundle
     const string Profiles = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/";
     static readonly string[] BundleProfiles =
         [Profiles + "IHE.MHD.Minimal.ProvideBundle", Profiles + "IHE.MHD.Comprehensive.ProvideBundle", Profiles + "IHE.MHD.UnContained.Comprehensive.ProvideBundle"];
-    const string ListTypes = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes";
+    const string ListTypes = DocumentRegistry.ListTypes;
 
     public static bool Declares(Bundle bundle) =>
         bundle.Meta?.Profile?.Any(p => p is not null && BundleProfiles.Contains(p.Split('|')[0])) == true;
@@ -111,7 +108,7 @@ public static class ProvideDocumentBundle
     };
 
     /// <summary>What the registry rules need of the Bundle, found before any id is assigned.</summary>
-    sealed record Submission(int SubmissionSetIndex, List<(int Index, DocumentReference Doc)> Documents);
+    sealed record Submission(List<(int Index, DocumentReference Doc)> Documents);
 
     /// <summary>Rules that need only the Bundle: one SubmissionSet, every document listed, bytes that match their metadata.</summary>
     static Submission CheckShape(Bundle bundle)
@@ -156,7 +153,7 @@ public static class ProvideDocumentBundle
         foreach (var item in listed)
             if (item.StartsWith("urn:", StringComparison.Ordinal) && !byFullUrl.ContainsKey(item))
                 throw DocumentRegistry.Error("UnresolvedReferenceException", $"The SubmissionSet lists '{item}', which is not in the Bundle. (参照先がバンドル内にありません)", $"Bundle.entry[{setIndex}].resource.entry", HttpStatusCode.BadRequest);
-        return new Submission(setIndex, documents);
+        return new Submission(documents);
     }
 
     static void CheckContent(Attachment? attachment, Dictionary<string, Bundle.EntryComponent> byFullUrl, string at)
