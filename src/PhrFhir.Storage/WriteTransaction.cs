@@ -89,7 +89,13 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     {
         await using var cmd = new NpgsqlCommand("select pg_advisory_xact_lock(hashtextextended($1, 0))", _conn, _tx);
         cmd.Parameters.Add(new() { Value = key });
-        await cmd.ExecuteNonQueryAsync(ct);
+        try { await cmd.ExecuteNonQueryAsync(ct); }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DeadlockDetected)
+        {
+            // Two transactions took the same keys in opposite orders (two submissions sharing uniqueIds):
+            // PostgreSQL ends one of them; its client is told to retry, not given a 500.
+            throw FhirError.Conflict("Another request was writing the same identifiers at the same time; retry. (他の更新と競合しました)");
+        }
     }
 
     /// <summary>Current version inside this transaction, including this transaction's own earlier writes.</summary>

@@ -383,6 +383,34 @@ public sealed class RegistryRuleTests(ServerFixture server)
         Assert.Equal(1, stored.Total);
     }
 
+    [Fact]
+    public async Task Transactions_racing_for_two_uniqueIds_in_opposite_orders_register_one_and_answer_the_other_409()
+    {
+        var w = await WorldAsync();
+        Bundle Transaction(string first, string second)
+        {
+            var bundle = new Bundle { Type = Bundle.BundleType.Transaction };
+            foreach (var uid in new[] { first, second })
+            {
+                var doc = Document(w, Fhir.Unique("pair"));
+                doc.MasterIdentifier!.Value = uid;
+                bundle.Entry.Add(Entry(doc, Bundle.HTTPVerb.POST, "DocumentReference", "urn:uuid:" + Guid.NewGuid()));
+            }
+            return bundle;
+        }
+        // Each pair takes the uniqueId locks in opposite orders: PostgreSQL may end one as a deadlock,
+        // which must read as a conflict like any lost race, never a 500.
+        var pairs = Enumerable.Range(0, 4).Select(_ => (A: NewOid(), B: NewOid())).ToList();
+        var answers = await Task.WhenAll(pairs.SelectMany(p => new[] { Transaction(p.A, p.B), Transaction(p.B, p.A) })
+            .Select(b => _http.PostAsync("", Fhir.Json(b))));
+        for (var i = 0; i < pairs.Count; i++)
+        {
+            var statuses = new[] { answers[2 * i].StatusCode, answers[2 * i + 1].StatusCode };
+            Assert.True(statuses.Count(s => s == HttpStatusCode.OK) == 1 && statuses.Count(s => s == HttpStatusCode.Conflict) == 1,
+                $"pair {i}: {string.Join(", ", statuses.Select(s => (int)s))}");
+        }
+    }
+
     [Theory]
     [InlineData(Bundle.BundleType.Batch)]
     [InlineData(Bundle.BundleType.Transaction)]
