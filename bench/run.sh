@@ -3,6 +3,9 @@
 # starts the server on 127.0.0.1 (its embedded PostgreSQL in bench/data/postgres), times start-up,
 # seeds the 100k dataset if it is not there yet, runs the load scenarios and prints the figures.
 #   bash bench/run.sh [--seconds N] [--warmup N] [--clients 1,16] [--scenarios read,search] [--fresh] [--port P] [--no-build]
+#   bash bench/run.sh --audit [--seconds N] [--clients 1,2] [--rounds N] [--no-build]
+#     ITI-67 with and without authorisation and audit (bench/PhrFhir.AuditBench): builds the server in the
+#     Bench configuration (the only build with the Bench:AuthAndAuditOff switch) and runs that bench.
 # See bench/README.md for how to read the output.
 set -euo pipefail
 
@@ -13,10 +16,12 @@ data_dir=bench/data/postgres
 pid_file=bench/data/server.pid
 
 build=1
+audit=0
 args=()
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
+        --audit) audit=1 ;;
         -h|--help) build=0; args+=("$a") ;;
         *) args+=("$a") ;;
     esac
@@ -52,6 +57,21 @@ stop_leftover_server() {
     fi
     rm -f "$pid_file"
 }
+if [ "$audit" = 1 ]; then
+    bench_server_dll=src/PhrFhir.Server/bin/Bench/net10.0/PhrFhir.Server.dll
+    audit_dll=bench/PhrFhir.AuditBench/bin/Release/net10.0/PhrFhir.AuditBench.dll
+    if [ "$build" = 1 ]; then
+        echo "building the server (Bench: Release code plus Bench:AuthAndAuditOff) and the audit bench …"
+        dotnet build -c Bench -nologo -v q src/PhrFhir.Server
+        dotnet build -c Release -nologo -v q bench/PhrFhir.AuditBench
+    fi
+    [ -f "$bench_server_dll" ] || { echo "run.sh: $bench_server_dll missing (build failed?)" >&2; exit 1; }
+    [ -f "$audit_dll" ] || { echo "run.sh: $audit_dll missing (build failed?)" >&2; exit 1; }
+    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    # The audit bench starts and stops its own servers, on temporary data.
+    exec dotnet "$audit_dll" --server-dll "$bench_server_dll" "${args[@]+"${args[@]}"}"
+fi
+
 stop_leftover_server
 trap stop_leftover_server EXIT
 

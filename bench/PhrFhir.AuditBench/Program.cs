@@ -1,11 +1,14 @@
 // What authorisation and audit cost an ITI-67 Find Document References
 // (GET /DocumentReference?patient.identifier=…&status=current): the same build, the same data, the server
-// started in turn with them on and with Bench:AuthAndAuditOff=true (loopback only), measured alike.
+// started in turn with them on and with Bench:AuthAndAuditOff=true (loopback only), measured alike. The
+// switch exists only in the Bench build of the server (dotnet build -c Bench; a Release server refuses to
+// start with it), so both modes run that build.
 // Order on → off → on (→ off → on … with --rounds N), so a drift of the machine over time (the 2 cores are
 // shared) shows as a difference between runs of the same mode; the medians are compared. Target (issue #7):
 // ≤ 20 % added latency.
 //
-//   dotnet build -c Release src/PhrFhir.Server && dotnet run -c Release --project bench/PhrFhir.AuditBench -- [options]
+//   bash bench/run.sh --audit [options]     (builds both, then runs this)
+//   dotnet build -c Bench src/PhrFhir.Server && dotnet run -c Release --project bench/PhrFhir.AuditBench -- [options]
 //   --seconds N (15)  --warmup N (5)  --clients 1,2  --documents N (20)  --rounds N (1)  --server-dll …/PhrFhir.Server.dll
 using System.Globalization;
 using System.Net.Http.Headers;
@@ -19,8 +22,8 @@ var warmup = double.Parse(Arg("--warmup", "5"), CultureInfo.InvariantCulture);
 var clientCounts = Arg("--clients", "1,2").Split(',').Select(int.Parse).ToArray();
 var documents = int.Parse(Arg("--documents", "20"), CultureInfo.InvariantCulture);
 var rounds = int.Parse(Arg("--rounds", "1"), CultureInfo.InvariantCulture);
-var serverDll = Path.GetFullPath(Arg("--server-dll", Path.Combine(repoRoot, "src/PhrFhir.Server/bin/Release/net10.0/PhrFhir.Server.dll")));
-if (!File.Exists(serverDll)) { Console.Error.WriteLine($"{serverDll} not found: dotnet build -c Release src/PhrFhir.Server"); return 2; }
+var serverDll = Path.GetFullPath(Arg("--server-dll", Path.Combine(repoRoot, "src/PhrFhir.Server/bin/Bench/net10.0/PhrFhir.Server.dll")));
+if (!File.Exists(serverDll)) { Console.Error.WriteLine($"{serverDll} not found: dotnet build -c Bench src/PhrFhir.Server"); return 2; }
 var document = new Hs037Document(Path.Combine(repoRoot, "examples/documents/HS037-checkup-report.json"));
 var identifier = $"{(string)document.Patient["identifier"]![0]!["system"]!}|{(string)document.Patient["identifier"]![0]!["value"]!}";
 var iti67 = $"DocumentReference?patient.identifier={Uri.EscapeDataString(identifier)}&status=current";
@@ -43,7 +46,11 @@ try
         http.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/fhir+json"));
         try
         {
-            await server.WaitForMetadataAsync(http, TimeSpan.FromSeconds(180), cts.Token);
+            try { await server.WaitForMetadataAsync(http, TimeSpan.FromSeconds(180), cts.Token); }
+            catch (InvalidOperationException e) when (off)
+            {
+                throw new InvalidOperationException($"{e.Message} (a server not built with 'dotnet build -c Bench' refuses --Bench:AuthAndAuditOff=true)", e);
+            }
             // The same token in both modes: with the switch off it is simply not looked at.
             http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await Token.GetAsync(http, cts.Token));
             if (!seeded)

@@ -26,7 +26,11 @@ public static class PhrFhirApp
         // Lives as long as the app: the embedded PostgreSQL logs through it when it stops.
         var loggerFactory = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true));
         var startLog = loggerFactory.CreateLogger("PhrFhir.Startup");
-        var benchOff = Audit.BenchSwitch.AuthAndAuditOff(builder.Configuration, startLog); // benchmarks only, loopback only
+#if BENCH
+        var benchOff = Audit.BenchSwitch.AuthAndAuditOff(builder.Configuration, startLog); // the Bench build only, loopback only
+#else
+        Audit.BenchSwitch.RefuseOutsideTheBenchBuild(builder.Configuration);
+#endif
         var connectionString = builder.Configuration.GetConnectionString("Fhir") ?? Environment.GetEnvironmentVariable("PHRFHIR_DB");
         EmbeddedPostgres? embedded = null;
         if (string.IsNullOrEmpty(connectionString))
@@ -54,6 +58,7 @@ public static class PhrFhirApp
         builder.Services.AddSingleton(store);
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
         builder.Services.AddSingleton<ResourceWrites>();
+        builder.Services.AddSingleton<Mhd.DocumentRegistry>();
         builder.Services.AddSingleton<Security.ConsentRules>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Security.ConsentRules>());
         builder.Services.AddSingleton<CapabilityStatementBuilder>();
@@ -69,13 +74,15 @@ public static class PhrFhirApp
         var app = builder.Build();
         ErrorHandling.Use(app);
         OpenApiDescription.Map(app); // Swagger UI's static files, before routing
-        if (!benchOff) app.Services.GetRequiredService<Audit.AuditTrail>().Use(app); // records every request, refused ones too
-        if (!benchOff)
+#if BENCH
+        if (benchOff) { app.UseRouting(); app.UseAuthentication(); }
+        else
+#endif
         {
+            app.Services.GetRequiredService<Audit.AuditTrail>().Use(app); // records every request, refused ones too
             Security.AccessControl.Use(app);
             Security.CertificateBinding.Use(app); // after authentication, before any endpoint: cnf-bound tokens need their certificate
         }
-        else { app.UseRouting(); app.UseAuthentication(); }
         app.MapGet("/healthz", () => Results.Text("ok")).AllowAnonymous();
         app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
             await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503)).AllowAnonymous();

@@ -13,8 +13,13 @@ public sealed partial class FhirStore
 
     public async Task<BinaryInfo?> ReadBinaryInfoAsync(string id, int version, CancellationToken ct)
     {
-        await using var cmd = DataSource.CreateCommand(
-            "select content_type, size, sha1, chunk_size from fhir.binary_content where rkey = $1 and version = $2");
+        await using var cmd = DataSource.CreateCommand();
+        return await ReadBinaryInfoAsync(cmd, id, version, ct);
+    }
+
+    internal static async Task<BinaryInfo?> ReadBinaryInfoAsync(NpgsqlCommand cmd, string id, int version, CancellationToken ct)
+    {
+        cmd.CommandText = "select content_type, size, sha1, chunk_size from fhir.binary_content where rkey = $1 and version = $2";
         cmd.Parameters.Add(new() { Value = ResourceDocument.Key("Binary", id) });
         cmd.Parameters.Add(new() { Value = version });
         await using var reader = await cmd.ExecuteReaderAsync(ct);
@@ -59,6 +64,13 @@ public sealed partial class FhirStore
 
 public sealed partial class WriteTransaction
 {
+    /// <summary>What is known of a Binary version's bytes, inside this transaction (its own writes included).</summary>
+    public async Task<BinaryInfo?> ReadBinaryInfoAsync(string id, int version, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand(null, _conn, _tx);
+        return await FhirStore.ReadBinaryInfoAsync(cmd, id, version, ct);
+    }
+
     /// <summary>
     /// Streams a Binary version's bytes into 1 MB chunk rows on this transaction, hashing as it goes.
     /// Refuses (FhirError 413) past <paramref name="maxBytes"/>; the rows vanish with the rollback.

@@ -61,6 +61,26 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     public AccessFilter? ReadFilter { get; set; }
 
     /// <summary>
+    /// The server's base URL as the request addressed it: an absolute reference under it is a local one
+    /// (the registry rules resolve subjects, relatesTo targets and attachment URLs with it).
+    /// </summary>
+    public string? BaseUrl { get; set; }
+
+    /// <summary>
+    /// Keys ("Type/id") a transaction Bundle is yet to write, known once its ids are assigned: a
+    /// reference to one resolves although the entry that writes it may come later.
+    /// </summary>
+    public IReadOnlySet<string> Planned { get; set; } = new HashSet<string>();
+
+    readonly List<Func<CancellationToken, Task>> _deferred = [];
+
+    /// <summary>
+    /// A check that needs what a later entry of the transaction writes (a document's bytes, say): run by
+    /// <see cref="CommitAsync"/> once everything is written and before anything is committed; it throws to refuse.
+    /// </summary>
+    public void Defer(Func<CancellationToken, Task> check) => _deferred.Add(check);
+
+    /// <summary>
     /// Serialises writers that must not interleave (conditional create/update with the same criteria),
     /// until this transaction ends. Without it, 16 identical conditional creates racing each other
     /// could each find nothing and each create.
@@ -69,7 +89,13 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     {
         await using var cmd = new NpgsqlCommand("select pg_advisory_xact_lock(hashtextextended($1, 0))", _conn, _tx);
         cmd.Parameters.Add(new() { Value = key });
-        await cmd.ExecuteNonQueryAsync(ct);
+        try { await cmd.ExecuteNonQueryAsync(ct); }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DeadlockDetected)
+        {
+            // Two transactions took the same keys in opposite orders (two submissions sharing uniqueIds):
+            // PostgreSQL ends one of them; its client is told to retry, not given a 500.
+            throw FhirError.Conflict("Another request was writing the same identifiers at the same time; retry. (他の更新と競合しました)");
+        }
     }
 
     /// <summary>Current version inside this transaction, including this transaction's own earlier writes.</summary>
@@ -231,6 +257,8 @@ public sealed partial class WriteTransaction : IAsyncDisposable
 
     public async Task CommitAsync(CancellationToken ct)
     {
+        foreach (var check in _deferred) await check(ct);
+        _deferred.Clear();
         if (BeforeCommit is { } hook)
         {
             BeforeCommit = null;

@@ -231,6 +231,7 @@ public static class AuditedWrites
             policy.CheckWrite(current, next);
         };
         tx.ReadFilter = filter;
+        tx.BaseUrl = Rest.FhirResponse.BaseUrl(ctx.Request);
         return tx;
     }
 }

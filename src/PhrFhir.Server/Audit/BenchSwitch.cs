@@ -2,14 +2,19 @@ namespace PhrFhir.Server.Audit;
 
 /// <summary>
 /// <c>Bench:AuthAndAuditOff=true</c>: the server runs without the access check and without request
-/// AuditEvents, so a benchmark can measure what they cost on the same data and build (docs/audit.md).
-/// Never for real use: it is refused at start-up unless every address the server listens on is loopback,
-/// and logged as a warning when on.
+/// AuditEvents, so a benchmark can measure what they cost on the same data (docs/audit.md). The switch
+/// exists only in the Bench build (<c>dotnet build -c Bench</c>, which defines BENCH; bench/README.md): no
+/// configuration of a Release or Debug server can turn authorisation off. Those refuse to start when asked.
 /// </summary>
 public static class BenchSwitch
 {
     public const string Key = "Bench:AuthAndAuditOff";
 
+#if BENCH
+    /// <summary>
+    /// True when the switch is on. Even in the Bench build it is refused at start-up unless every address
+    /// the server listens on is loopback, and logged as a warning when on.
+    /// </summary>
     public static bool AuthAndAuditOff(IConfiguration config, ILogger log)
     {
         if (!config.GetValue(Key, false)) return false;
@@ -26,4 +31,16 @@ public static class BenchSwitch
     static bool IsLoopback(string url) =>
         Uri.TryCreate(url.Replace("://+", "://plus", StringComparison.Ordinal).Replace("://*", "://star", StringComparison.Ordinal), UriKind.Absolute, out var u)
         && (u.IsLoopback || u.Host == "[::1]");
+#else
+    /// <summary>
+    /// A server built for use has no switch to turn authorisation off. Asked for one, it refuses to start
+    /// rather than run in a way its operator did not expect.
+    /// </summary>
+    public static void RefuseOutsideTheBenchBuild(IConfiguration config)
+    {
+        if (config.GetValue(Key, false))
+            throw new InvalidOperationException(
+                $"{Key}=true: this server is not the benchmark build and cannot run without authorisation and auditing. Remove the setting; benchmarks build the server with 'dotnet build -c Bench' (bench/README.md).");
+    }
+#endif
 }

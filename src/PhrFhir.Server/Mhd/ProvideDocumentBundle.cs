@@ -1,11 +1,8 @@
 using System.Net;
 using System.Security.Cryptography;
-using System.Text;
 using Hl7.Fhir.Model;
-using Microsoft.Extensions.Options;
 using PhrFhir.Server.Rest;
 using PhrFhir.Storage;
-using PhrFhir.Storage.Search;
 using Task = System.Threading.Tasks.Task;
 
 namespace PhrFhir.Server.Mhd;
@@ -21,7 +18,7 @@ public static class ProvideDocumentBundle
     const string Profiles = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/";
     static readonly string[] BundleProfiles =
         [Profiles + "IHE.MHD.Minimal.ProvideBundle", Profiles + "IHE.MHD.Comprehensive.ProvideBundle", Profiles + "IHE.MHD.UnContained.Comprehensive.ProvideBundle"];
-    const string ListTypes = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes";
+    const string ListTypes = DocumentRegistry.ListTypes;
 
     public static bool Declares(Bundle bundle) =>
         bundle.Meta?.Profile?.Any(p => p is not null && BundleProfiles.Contains(p.Split('|')[0])) == true;
@@ -38,7 +35,7 @@ public static class ProvideDocumentBundle
     public static async Task HandleAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes)
     {
         if (!Declares(bundle))
-            throw Error("XDSRegistryMetadataError",
+            throw DocumentRegistry.Error("XDSRegistryMetadataError",
                 $"An ITI-65 Provide Document Bundle declares its option in Bundle.meta.profile: one of {string.Join(", ", BundleProfiles)}. (Bundle.meta.profile に MHD のプロファイルがありません)",
                 "Bundle.meta.profile", HttpStatusCode.BadRequest);
         // Its AuditEvent is MHD's ITI-65 Recipient event: the patient and this SubmissionSet.
@@ -55,7 +52,6 @@ public static class ProvideDocumentBundle
     /// </summary>
     public static async Task<Bundle> SubmitAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes, bool documentsValidated = false)
     {
-        var options = ctx.RequestServices.GetRequiredService<IOptions<MhdOptions>>().Value;
         var submission = CheckShape(bundle);
         // A document's bytes belong to the document's patient (SearchIndexer.PersonOf reads securityContext).
         foreach (var (_, doc) in submission.Documents)
@@ -76,8 +72,9 @@ public static class ProvideDocumentBundle
         }
         if (!documentsValidated)
             await CheckFhirDocumentsAsync(bundle, enforcement, ctx.RequestAborted);
-        var response = await BundleTransactions.TransactionAsync(ctx, bundle, store, writes,
-            (tx, created) => RegistryRulesAsync(tx, writes, submission, created, options, FhirResponse.BaseUrl(ctx.Request), ctx.RequestAborted));
+        // The rules that read the registry (uniqueIds, the patient, relatesTo, bytes already stored) hold for
+        // every write of a DocumentReference or List: ResourceWrites applies them to each entry (DocumentRegistry).
+        var response = await BundleTransactions.TransactionAsync(ctx, bundle, store, writes);
         // MHD's response examples name the resource, not a version ("DocumentReference/1"), and Document
         // Sources (the NIST toolkit among them) read the location back expecting the current document:
         // an unversioned location keeps it current after a later replace.
@@ -111,10 +108,7 @@ public static class ProvideDocumentBundle
     };
 
     /// <summary>What the registry rules need of the Bundle, found before any id is assigned.</summary>
-    sealed record Submission(int SubmissionSetIndex, List<(int Index, DocumentReference Doc)> Documents);
-
-    static FhirError Error(string xdsCode, string message, string? expression, HttpStatusCode status = HttpStatusCode.UnprocessableEntity) =>
-        new(status, OperationOutcome.IssueType.Processing, message, expression) { DetailCode = xdsCode };
+    sealed record Submission(List<(int Index, DocumentReference Doc)> Documents);
 
     /// <summary>Rules that need only the Bundle: one SubmissionSet, every document listed, bytes that match their metadata.</summary>
     static Submission CheckShape(Bundle bundle)
@@ -123,7 +117,7 @@ public static class ProvideDocumentBundle
         var sets = bundle.Entry.Select((e, i) => (e, i))
             .Where(x => x.e.Resource is List l && IsSubmissionSet(l)).ToList();
         if (sets.Count != 1)
-            throw Error("XDSRegistryMetadataError",
+            throw DocumentRegistry.Error("XDSRegistryMetadataError",
                 $"An ITI-65 Provide Document Bundle carries exactly one SubmissionSet (a List with code {ListTypes}#submissionset); this one has {sets.Count}. (SubmissionSet は一つ必要です)",
                 "Bundle.entry", HttpStatusCode.BadRequest);
         var (setEntry, setIndex) = sets[0];
@@ -131,10 +125,10 @@ public static class ProvideDocumentBundle
 
         // The SubmissionSet's uniqueId: an identifier of use "usual" holding an OID (MHD SubmissionSetUniqueIdIdentifier).
         if (!set.Identifier.Any(i => i.Use == Identifier.IdentifierUse.Usual && i.Value?.StartsWith("urn:oid:", StringComparison.Ordinal) == true))
-            throw Error("XDSRegistryMetadataError", "The SubmissionSet has no uniqueId: an identifier with use 'usual' whose value is an OID (urn:oid:…). (SubmissionSet の uniqueId がありません)",
+            throw DocumentRegistry.Error("XDSRegistryMetadataError", "The SubmissionSet has no uniqueId: an identifier with use 'usual' whose value is an OID (urn:oid:…). (SubmissionSet の uniqueId がありません)",
                 $"Bundle.entry[{setIndex}].resource.identifier", HttpStatusCode.BadRequest);
         if (set.Entry.Count == 0)
-            throw Error("XDSRegistryMetadataError", "The SubmissionSet lists no DocumentReference or Folder: there is nothing to register. (登録する文書がありません)",
+            throw DocumentRegistry.Error("XDSRegistryMetadataError", "The SubmissionSet lists no DocumentReference or Folder: there is nothing to register. (登録する文書がありません)",
                 $"Bundle.entry[{setIndex}].resource.entry", HttpStatusCode.BadRequest);
 
         var documents = bundle.Entry.Select((e, i) => (e, i)).Where(x => x.e.Resource is DocumentReference)
@@ -146,51 +140,35 @@ public static class ProvideDocumentBundle
             var at = $"Bundle.entry[{index}].resource";
             var fullUrl = bundle.Entry[index].FullUrl;
             if (doc.MasterIdentifier?.Value is null)
-                throw Error("XDSRegistryMetadataError", "The DocumentReference has no masterIdentifier: the document's uniqueId is required. (文書の uniqueId がありません)", at + ".masterIdentifier", HttpStatusCode.BadRequest);
+                throw DocumentRegistry.Error("XDSRegistryMetadataError", "The DocumentReference has no masterIdentifier: the document's uniqueId is required. (文書の uniqueId がありません)", at + ".masterIdentifier", HttpStatusCode.BadRequest);
             if (fullUrl is null || !listed.Contains(fullUrl))
-                throw Error("XDSRegistryMetadataError", $"The DocumentReference in entry {index} is not listed in the SubmissionSet's entries. (SubmissionSet に含まれていない文書です)", at, HttpStatusCode.BadRequest);
+                throw DocumentRegistry.Error("XDSRegistryMetadataError", $"The DocumentReference in entry {index} is not listed in the SubmissionSet's entries. (SubmissionSet に含まれていない文書です)", at, HttpStatusCode.BadRequest);
             if (set.Subject?.Reference is { } setSubject && doc.Subject?.Reference is { } docSubject && setSubject != docSubject)
-                throw Error("XDSPatientIdDoesNotMatch", $"The DocumentReference's subject '{docSubject}' differs from the SubmissionSet's '{setSubject}'. (患者が一致しません)", at + ".subject");
+                throw DocumentRegistry.Error("XDSPatientIdDoesNotMatch", $"The DocumentReference's subject '{docSubject}' differs from the SubmissionSet's '{setSubject}'. (患者が一致しません)", at + ".subject");
             if (doc.MasterIdentifier?.Value is { } uid && !masterIds.Add((doc.MasterIdentifier.System ?? "") + "|" + uid))
-                throw Error("XDSRegistryDuplicateUniqueIdInMessage", $"Two DocumentReferences in this Bundle share masterIdentifier '{uid}'. (文書 ID が重複しています)", at + ".masterIdentifier");
+                throw DocumentRegistry.Error("XDSRegistryDuplicateUniqueIdInMessage", $"Two DocumentReferences in this Bundle share masterIdentifier '{uid}'. (文書 ID が重複しています)", at + ".masterIdentifier");
             for (var c = 0; c < doc.Content.Count; c++)
                 CheckContent(doc.Content[c].Attachment, byFullUrl, $"{at}.content[{c}].attachment");
         }
         foreach (var item in listed)
             if (item.StartsWith("urn:", StringComparison.Ordinal) && !byFullUrl.ContainsKey(item))
-                throw Error("UnresolvedReferenceException", $"The SubmissionSet lists '{item}', which is not in the Bundle. (参照先がバンドル内にありません)", $"Bundle.entry[{setIndex}].resource.entry", HttpStatusCode.BadRequest);
-        return new Submission(setIndex, documents);
+                throw DocumentRegistry.Error("UnresolvedReferenceException", $"The SubmissionSet lists '{item}', which is not in the Bundle. (参照先がバンドル内にありません)", $"Bundle.entry[{setIndex}].resource.entry", HttpStatusCode.BadRequest);
+        return new Submission(documents);
     }
 
     static void CheckContent(Attachment? attachment, Dictionary<string, Bundle.EntryComponent> byFullUrl, string at)
     {
-        if (attachment is null) throw Error("XDSMissingDocument", "content.attachment is missing. (文書本体がありません)", at);
+        if (attachment is null) throw DocumentRegistry.Error("XDSMissingDocument", "content.attachment is missing. (文書本体がありません)", at);
         if (attachment.Url is null && attachment.Data is null)
-            throw Error("XDSMissingDocument", "The attachment has neither a url nor data: the document itself is missing. (文書本体がありません)", at);
+            throw DocumentRegistry.Error("XDSMissingDocument", "The attachment has neither a url nor data: the document itself is missing. (文書本体がありません)", at);
         var bytes = attachment.Data;
         if (attachment.Url is { } url && url.StartsWith("urn:", StringComparison.Ordinal))
         {
             if (!byFullUrl.TryGetValue(url, out var target))
-                throw Error("XDSMissingDocument", $"attachment.url '{url}' names no entry of the Bundle. (文書本体がバンドル内にありません)", at + ".url");
+                throw DocumentRegistry.Error("XDSMissingDocument", $"attachment.url '{url}' names no entry of the Bundle. (文書本体がバンドル内にありません)", at + ".url");
             bytes = target.Resource is Binary b ? b.Data ?? [] : null; // a FHIR document Bundle (FHIR Documents option) has no bytes to compare
         }
-        if (bytes is null) return;
-        if (attachment.SizeUnsignedInt is { } size && size != bytes.LongLength) // R4 size is unsignedInt; the SDK's Size is the R5 integer64
-            throw Error("XDSNonIdenticalSize", $"attachment.size is {size} but the document has {bytes.LongLength} bytes. (サイズが一致しません)", at + ".size");
-        if (attachment.Hash is { } hash && !HashMatches(hash, bytes))
-            throw Error("XDSNonIdenticalHash", "attachment.hash is not the SHA-1 of the document. (ハッシュ値が一致しません)", at + ".hash");
-    }
-
-    /// <summary>
-    /// FHIR defines attachment.hash as the base64 of the SHA-1 bytes. Every IHE MHD 4.2.3 example instead
-    /// carries base64 of the SHA-1's hex text (docs/mhd.md shows the evidence); both are accepted so
-    /// that conformant and example-trained senders work, and anything else is a mismatch.
-    /// </summary>
-    static bool HashMatches(byte[] hash, byte[] data)
-    {
-        var sha1 = SHA1.HashData(data);
-        return hash.AsSpan().SequenceEqual(sha1)
-            || hash.AsSpan().SequenceEqual(Encoding.ASCII.GetBytes(Convert.ToHexString(sha1).ToLowerInvariant()));
+        if (bytes is not null) DocumentRegistry.CheckBytes(attachment, bytes.LongLength, SHA1.HashData(bytes), at);
     }
 
     /// <summary>
@@ -212,77 +190,6 @@ public static class ProvideDocumentBundle
                 { MoreIssues = e.MoreIssues };
             }
             await enforcement.CheckAsync(document, $"Bundle.entry[{i}].resource.data", ct);
-        }
-    }
-
-    /// <summary>Rules that read the registry, inside the transaction and before anything is written.</summary>
-    static async Task RegistryRulesAsync(WriteTransaction tx, ResourceWrites writes, Submission submission, IReadOnlySet<string> created, MhdOptions options, string baseUrl, CancellationToken ct)
-    {
-        foreach (var (index, doc) in submission.Documents)
-        {
-            var at = $"Bundle.entry[{index}].resource";
-            await CheckPatientAsync(tx, doc.Subject, created, options, baseUrl, at + ".subject", ct);
-
-            if (doc.MasterIdentifier?.Value is { } uid)
-            {
-                // Serialise submitters of the same uniqueId, then look: two racing copies cannot both pass.
-                await tx.LockAsync("mhd-uniqueid:" + uid, ct);
-                var system = doc.MasterIdentifier.System;
-                var query = new SearchQuery(writes.Store.SearchParameters, "DocumentReference",
-                    [new("identifier", (system is null ? "" : system.Replace("|", "\\|") + "|") + uid.Replace(",", "\\,").Replace("|", "\\|"))], lenient: false);
-                query.Restrict(AccessFilter.Everything); // uniqueIds are unique across everyone's documents
-                if ((await tx.SearchAsync(query, 1, ct)).Count > 0)
-                    throw Error("XDSDuplicateUniqueIdInRegistry", $"A document with masterIdentifier '{uid}' is already registered. (同じ文書 ID が登録済みです)", at + ".masterIdentifier", HttpStatusCode.Conflict);
-            }
-
-            for (var r = 0; r < doc.RelatesTo.Count; r++)
-                await RelatesToAsync(tx, writes, doc.RelatesTo[r], created, baseUrl, $"{at}.relatesTo[{r}]", ct);
-        }
-    }
-
-    /// <summary>"Type/id" of a reference to this server, relative or absolute (our base URL); null for another server's.</summary>
-    static (string Type, string Id)? Local(string? reference, string baseUrl) =>
-        reference is null ? null
-        : reference.StartsWith(baseUrl + "/", StringComparison.Ordinal) ? ReferenceTarget.Local(reference[(baseUrl.Length + 1)..])
-        : ReferenceTarget.Local(reference);
-
-    static async Task CheckPatientAsync(WriteTransaction tx, ResourceReference? subject, IReadOnlySet<string> created, MhdOptions options, string baseUrl, string at, CancellationToken ct)
-    {
-        if (subject is null) return; // Minimal metadata may leave the subject out
-        var reference = subject.Reference
-            ?? throw Error("XDSUnknownPatientId", "The subject has no reference: it must reference a registered Patient (an identifier alone is not resolved here). (患者への参照がありません)", at);
-        if (Local(reference, baseUrl) is null && reference.Contains("://", StringComparison.Ordinal))
-        {
-            // A Patient held by a Patient Identity Source this server trusts (PIXm/PMIR), referenced as is.
-            if (options.PatientIdentitySources.Any(b => reference.StartsWith(b.TrimEnd('/') + "/Patient/", StringComparison.Ordinal))) return;
-            throw Error("XDSUnknownPatientId", $"The subject '{reference}' is on a server this registry does not trust for patient identity. (未知の患者です)", at);
-        }
-        if (Local(reference, baseUrl) is not { Type: "Patient" } target)
-            throw Error("XDSUnknownPatientId", $"The subject '{reference}' is not a Patient reference. (患者への参照ではありません)", at);
-        if (created.Contains("Patient/" + target.Id)) return;
-        var patient = await tx.ReadAsync("Patient", target.Id, ct);
-        if (patient is null || patient.Deleted)
-            throw Error("XDSUnknownPatientId", $"Patient/{target.Id} is not known to this server: register the patient first (or resolve it by identifier). (未登録の患者です)", at);
-    }
-
-    /// <summary>MHDS: replaces supersedes its target atomically; a target that is no longer current cannot be replaced.</summary>
-    static async Task RelatesToAsync(WriteTransaction tx, ResourceWrites writes, DocumentReference.RelatesToComponent relation, IReadOnlySet<string> created, string baseUrl, string at, CancellationToken ct)
-    {
-        if (Local(relation.Target?.Reference, baseUrl) is not { Type: "DocumentReference" } target)
-            throw Error("XDSRegistryMetadataError", "relatesTo.target must reference a DocumentReference of this registry. (関連文書の参照が不正です)", at + ".target", HttpStatusCode.BadRequest);
-        if (created.Contains("DocumentReference/" + target.Id)) return;
-        var stored = await tx.ReadAsync("DocumentReference", target.Id, ct);
-        if (stored is null || stored.Deleted)
-            throw Error("UnresolvedReferenceException", $"relatesTo.target DocumentReference/{target.Id} is not in the registry. (関連文書が登録されていません)", at + ".target");
-        var original = (DocumentReference)FhirFormat.ParseStored(stored.Json);
-        if (original.Status != DocumentReferenceStatus.Current)
-            throw Error("XDSRegistryMetadataError",
-                $"DocumentReference/{target.Id} is {original.Status?.ToString().ToLowerInvariant()}: only a current document can be {relation.Code?.ToString().ToLowerInvariant()}d. (現行版ではない文書は置換できません)",
-                at + ".target");
-        if (relation.Code == DocumentRelationshipType.Replaces)
-        {
-            original.Status = DocumentReferenceStatus.Superseded;
-            await writes.UpdateAsync(tx, "DocumentReference", target.Id, original, stored.Version, ct);
         }
     }
 }

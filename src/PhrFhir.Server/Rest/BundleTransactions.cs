@@ -31,25 +31,34 @@ public static class BundleTransactions
             throw new FhirError(HttpStatusCode.RequestEntityTooLarge, OperationOutcome.IssueType.TooCostly,
                 $"The Bundle has {bundle.Entry.Count} entries; at most {limits.Value.MaxBundleEntries} are accepted. (エントリ数が多すぎます)", "Bundle.entry");
 
+        UniqueFullUrls(bundle);
         if (bundle.Type == Bundle.BundleType.Transaction && Mhd.ProvideDocumentBundle.IsSubmission(bundle))
         {
             await Mhd.ProvideDocumentBundle.HandleAsync(ctx, bundle, store, writes); // IHE MHD ITI-65
             return;
         }
         var response = bundle.Type == Bundle.BundleType.Transaction
-            ? await TransactionAsync(ctx, bundle, store, writes, beforeWrites: null)
+            ? await TransactionAsync(ctx, bundle, store, writes)
             : await BatchAsync(ctx, bundle, writes, trail);
         await FhirResponse.ResourceAsync(ctx, response, 200);
     }
 
     /// <summary>
-    /// Runs a transaction Bundle in one database transaction and returns its transaction-response.
-    /// <paramref name="beforeWrites"/> (used by MHD) runs inside the transaction once ids are assigned
-    /// and references rewritten, before any entry is written; it receives the keys ("Type/id") the
-    /// Bundle creates or updates.
+    /// R4 bundle.html bdl-7: a fullUrl is unique within a Bundle (only a history Bundle repeats one, one
+    /// entry per version). In a batch or transaction it is also what references resolve to, so a repeat is
+    /// refused whatever its meta.versionId.
     /// </summary>
-    public static async Task<Bundle> TransactionAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes,
-        Func<WriteTransaction, IReadOnlySet<string>, Task>? beforeWrites)
+    static void UniqueFullUrls(Bundle bundle)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < bundle.Entry.Count; i++)
+            if (bundle.Entry[i].FullUrl is { } fullUrl && !seen.Add(fullUrl))
+                throw FhirError.BadRequest($"Bundle.entry[{i}].fullUrl '{fullUrl}' is the fullUrl of an earlier entry: a fullUrl is unique within a Bundle (R4 bdl-7). (fullUrl が重複しています)",
+                    $"Bundle.entry[{i}].fullUrl");
+    }
+
+    /// <summary>Runs a transaction Bundle in one database transaction and returns its transaction-response.</summary>
+    public static async Task<Bundle> TransactionAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes)
     {
         var entries = bundle.Entry.Select(Parse).ToList();
         // Every entry is authorised before anything is read: a refused client learns nothing from the registry.
@@ -58,8 +67,8 @@ public static class BundleTransactions
         await using var tx = await ctx.BeginAuditedWriteAsync();
         await AssignIdsAsync(tx, writes, entries, ctx.RequestAborted);
         RewriteReferences(entries, FhirResponse.BaseUrl(ctx.Request));
-        if (beforeWrites is not null)
-            await beforeWrites(tx, entries.Where(e => e.AssignedId is not null && e.Existing is null).Select(e => e.Type + "/" + e.AssignedId).ToHashSet());
+        // What the Bundle will write: a reference to it resolves before the entry that writes it has run.
+        tx.Planned = entries.Where(e => e.AssignedId is not null && e.Existing is null).Select(e => e.Type + "/" + e.AssignedId).ToHashSet();
         // R4 http.html#trules: DELETE, then POST, then PUT/PATCH, then GET.
         foreach (var e in entries.OrderBy(e => e.Method switch { Bundle.HTTPVerb.DELETE => 0, Bundle.HTTPVerb.POST => 1, Bundle.HTTPVerb.PUT or Bundle.HTTPVerb.PATCH => 2, _ => 3 }))
         {

@@ -16,7 +16,7 @@ public sealed record WriteOutcome(StoredResource Stored, bool Created)
 /// create / update / delete and their conditional forms (R4 http.html), inside a caller's
 /// <see cref="WriteTransaction"/> so a single request and a transaction Bundle share one code path.
 /// </summary>
-public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits, Validation.ProfileEnforcement enforcement)
+public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits, Validation.ProfileEnforcement enforcement, Mhd.DocumentRegistry registry)
 {
     public FhirStore Store => store;
 
@@ -183,6 +183,9 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
             Version = version,
         };
         tx.Guard?.Invoke(current, doc); // before any bytes are streamed to storage
+        // Every DocumentReference and List meets the MHDS registry rules, whichever path writes it
+        // (after the access rule: a refused requester learns nothing of the registry).
+        await registry.CheckAsync(tx, this, resource, current, ct);
         if (resource is Binary binary)
         {
             // The bytes go to chunk rows, not into the JSON: reads stream them (BinaryContent).

@@ -51,16 +51,20 @@ public sealed class AccessPolicy
 
     readonly HttpContext _ctx;
     readonly FhirStore _store;
-    // Bench:AuthAndAuditOff (loopback only, refused otherwise at start-up): no rules at all, so the
-    // benchmark's "off" runs measure the server without them (docs/audit.md).
+#if BENCH
+    // Bench:AuthAndAuditOff (the Bench build only; loopback only): no rules at all, so the benchmark's
+    // "off" runs measure the server without them (docs/audit.md).
     readonly bool _benchOff;
+#endif
     readonly Dictionary<string, AccessFilter?> _filters = new();
 
     AccessPolicy(HttpContext ctx, FhirStore store)
     {
         _ctx = ctx;
         _store = store;
+#if BENCH
         _benchOff = ctx.RequestServices.GetRequiredService<IConfiguration>().GetValue(Audit.BenchSwitch.Key, false);
+#endif
         Role = ctx.User.FindFirst(AuthorizationServer.RoleClaim)?.Value;
         var actor = ctx.User.FindFirst(AuthorizationServer.ActorClaim)?.Value;
         WriterKey = actor ?? "client:" + (ctx.User.FindFirst("client_id")?.Value ?? ctx.User.FindFirst("sub")?.Value ?? "?");
@@ -99,7 +103,9 @@ public sealed class AccessPolicy
 
     async Task<AccessFilter?> BuildAsync(string? person)
     {
+#if BENCH
         if (_benchOff) return null;
+#endif
         var args = new List<object>();
         switch (Role)
         {
@@ -191,7 +197,9 @@ public sealed class AccessPolicy
     /// </summary>
     public void CheckWrite(StoredResource? current, ResourceDocument next)
     {
+#if BENCH
         if (_benchOff) return;
+#endif
         var existing = current is { Deleted: false } ? current : null;
         switch (Role)
         {

@@ -4,7 +4,11 @@ using PhrFhir.Server.Audit;
 
 namespace PhrFhir.Server.Tests.Audit;
 
-/// <summary>Bench:AuthAndAuditOff is for benchmarks on loopback only: anything else refuses to start.</summary>
+#if BENCH
+/// <summary>
+/// The Bench build (dotnet test -c Bench tests/PhrFhir.Server.Tests): Bench:AuthAndAuditOff is for
+/// benchmarks on loopback only, anything else refuses to start.
+/// </summary>
 public sealed class BenchSwitchTests
 {
     static bool Off(params (string Key, string Value)[] settings) => BenchSwitch.AuthAndAuditOff(
@@ -35,3 +39,22 @@ public sealed class BenchSwitchTests
     public async System.Threading.Tasks.Task The_server_refuses_to_start_with_it_on_a_public_address() =>
         await Assert.ThrowsAsync<InvalidOperationException>(() => PhrFhirApp.BuildAsync(["--Bench:AuthAndAuditOff", "true", "--urls", "http://0.0.0.0:0"]));
 }
+#else
+/// <summary>
+/// The server as built for use (Release, Debug) has no switch that turns authorisation off: asked for
+/// Bench:AuthAndAuditOff it refuses to start, on loopback too (a server behind a reverse proxy listens
+/// there), before it opens any storage.
+/// </summary>
+public sealed class BenchSwitchTests
+{
+    [Theory]
+    [InlineData("http://127.0.0.1:0")]
+    [InlineData("http://localhost:0")]
+    [InlineData("http://0.0.0.0:0")]
+    public async System.Threading.Tasks.Task A_server_not_built_for_benchmarks_refuses_to_start_with_authorisation_off(string urls)
+    {
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => PhrFhirApp.BuildAsync(["--Bench:AuthAndAuditOff", "true", "--urls", urls]));
+        Assert.Contains("-c Bench", refused.Message, StringComparison.Ordinal);
+    }
+}
+#endif

@@ -25,14 +25,19 @@ static class MhdExamples
 
     /// <summary>
     /// Every MHD example uses the same document uniqueId (masterIdentifier …50220.62012), twice inside
-    /// the "Multiple" example. A registry must refuse a uniqueId it already holds, so each submission
-    /// in a test gets its own: the rest of the example is submitted as published.
+    /// the "Multiple" example, and SubmissionSet uniqueIds shared between examples. A registry must refuse
+    /// a uniqueId it already holds, so each submission in a test gets its own: the rest of the example is
+    /// submitted as published.
     /// </summary>
     public static string MakeUniqueIds(Bundle bundle)
     {
         var suffix = "." + Random.Shared.NextInt64(1, long.MaxValue);
-        foreach (var doc in bundle.Entry.Select(e => e.Resource).OfType<DocumentReference>())
-            if (doc.MasterIdentifier is { } mi) mi.Value += suffix + "." + bundle.Entry.FindIndex(e => e.Resource == doc);
+        foreach (var (resource, index) in bundle.Entry.Select((e, i) => (e.Resource, i)))
+        {
+            if (resource is DocumentReference { MasterIdentifier: { } mi }) mi.Value += suffix + "." + index;
+            if (resource is List list)
+                foreach (var id in list.Identifier.Where(i => i.Use == Identifier.IdentifierUse.Usual)) id.Value += suffix + "." + index;
+        }
         return suffix;
     }
 }

@@ -22,7 +22,7 @@ public sealed class ProvideDocumentBundleTests(ServerFixture server)
     /// <summary>The resources the examples refer to as already registered (Patient/ex-patient, …).</summary>
     async System.Threading.Tasks.Task PrerequisitesAsync()
     {
-        foreach (var file in new[] { "Patient-ex-patient.json", "DocumentReference-ex-DocumentReferenceComprehensive.json" })
+        foreach (var file in new[] { "Patient-ex-patient.json", "DocumentReference-ex-documentreference.json", "DocumentReference-ex-DocumentReferenceComprehensive.json" })
         {
             var r = MhdExamples.Load<Resource>(file);
             if ((await _http.GetAsync($"{r.TypeName}/{r.Id}")).StatusCode == HttpStatusCode.OK) continue;
@@ -195,7 +195,7 @@ public sealed class ProvideDocumentBundleTests(ServerFixture server)
         var uid = first.Entry.Select(e => e.Resource).OfType<DocumentReference>().Single().MasterIdentifier.Value;
         second.Entry.Select(e => e.Resource).OfType<DocumentReference>().Single().MasterIdentifier.Value = uid;
         var setId = second.Entry.Select(e => e.Resource).OfType<List>().Single().Identifier[0];
-        setId.Value += ".second";
+        setId.Value += "." + Random.Shared.NextInt64(1, long.MaxValue);
         var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("", Fhir.Json(second)), HttpStatusCode.Conflict);
         Assert.Equal("XDSDuplicateUniqueIdInRegistry", oo.Issue[0].Details.Text);
         var sets = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"List?identifier={Uri.EscapeDataString(setId.Value)}"), HttpStatusCode.OK);
