@@ -34,6 +34,7 @@ public sealed class ServerFixture : IAsyncLifetime
 
     public const string OperatorClient = "test-operator";
     public const string InstitutionClient = "test-institution";
+    public const string OtherInstitutionClient = "test-institution-b";
     public const string Secret = "test-secret-0123456789";
     public const string AppClient = "test-app";
     public const string PortalClient = "test-portal";
@@ -72,8 +73,14 @@ public sealed class ServerFixture : IAsyncLifetime
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "1312345678" } },
                 new { clientId = "test-institution-writer", clientSecret = Secret, role = "institution", scopes = "system/Patient.cruds",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "1310000002" } },
+                // A second institution with every scope: it sees only what it wrote (Security/HiddenResourceTests, LeakSuiteTests).
+                new { clientId = OtherInstitutionClient, clientSecret = Secret, role = "institution", scopes = "system/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "1310000003" } },
                 new { clientId = "test-person", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00012345" } },
+                // A person whose Patient only PersonCompartmentTests registers (token binding).
+                new { clientId = "test-person-b", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00054321" } },
                 new { clientId = "test-physician", clientSecret = Secret, role = "physician", scopes = "user/*.rs",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.41", value = "1234567" } },
                 new { clientId = "test-employer", clientSecret = Secret, role = "employer", scopes = "user/DocumentReference.rs user/Binary.rs user/Patient.rs",

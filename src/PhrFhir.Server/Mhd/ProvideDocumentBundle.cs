@@ -229,8 +229,8 @@ public static class ProvideDocumentBundle
                 await tx.LockAsync("mhd-uniqueid:" + uid, ct);
                 var system = doc.MasterIdentifier.System;
                 var query = new SearchQuery(writes.Store.SearchParameters, "DocumentReference",
-                    [new("identifier", (system is null ? "" : system.Replace("|", "\\|") + "|") + uid.Replace(",", "\\,").Replace("|", "\\|"))], lenient: false);
-                query.Restrict(AccessFilter.Everything); // uniqueIds are unique across everyone's documents
+                    [new("identifier", (system is null ? "" : system.Replace("|", "\\|") + "|") + uid.Replace(",", "\\,").Replace("|", "\\|"))], lenient: false,
+                    AccessFilter.Everything); // uniqueIds are unique across everyone's documents; the refusal names no document
                 if ((await tx.SearchAsync(query, 1, ct)).Count > 0)
                     throw Error("XDSDuplicateUniqueIdInRegistry", $"A document with masterIdentifier '{uid}' is already registered. (同じ文書 ID が登録済みです)", at + ".masterIdentifier", HttpStatusCode.Conflict);
             }
@@ -261,7 +261,8 @@ public static class ProvideDocumentBundle
             throw Error("XDSUnknownPatientId", $"The subject '{reference}' is not a Patient reference. (患者への参照ではありません)", at);
         if (created.Contains("Patient/" + target.Id)) return;
         var patient = await tx.ReadAsync("Patient", target.Id, ct);
-        if (patient is null || patient.Deleted)
+        // A Patient the submitter cannot see is unknown to it, exactly like one that does not exist.
+        if (patient is null || patient.Deleted || !await tx.VisibleAsync(patient.Key, ct))
             throw Error("XDSUnknownPatientId", $"Patient/{target.Id} is not known to this server: register the patient first (or resolve it by identifier). (未登録の患者です)", at);
     }
 
@@ -272,7 +273,7 @@ public static class ProvideDocumentBundle
             throw Error("XDSRegistryMetadataError", "relatesTo.target must reference a DocumentReference of this registry. (関連文書の参照が不正です)", at + ".target", HttpStatusCode.BadRequest);
         if (created.Contains("DocumentReference/" + target.Id)) return;
         var stored = await tx.ReadAsync("DocumentReference", target.Id, ct);
-        if (stored is null || stored.Deleted)
+        if (stored is null || stored.Deleted || !await tx.VisibleAsync(stored.Key, ct))
             throw Error("UnresolvedReferenceException", $"relatesTo.target DocumentReference/{target.Id} is not in the registry. (関連文書が登録されていません)", at + ".target");
         var original = (DocumentReference)FhirFormat.ParseStored(stored.Json);
         if (original.Status != DocumentReferenceStatus.Current)

@@ -52,6 +52,9 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
         var rest = new CapabilityStatement.RestComponent
         {
             Mode = CapabilityStatement.RestfulCapabilityMode.Server,
+            // docs/consent.md, "Writes": an id the requester cannot see must answer like a free one.
+            Documentation = "Update-as-create (PUT to a new id) is offered only to requesters who see every resource of the type: the PHR operator " +
+                            "for administrative types (updateCreate true), and with break-glass for all. Anyone else gets 405 for an id with no resource it can see.",
             Interaction =
             [
                 new() { Code = CapabilityStatement.SystemRestfulInteraction.Transaction },
@@ -69,7 +72,7 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
                 Interaction = Interactions.Select(i => new CapabilityStatement.ResourceInteractionComponent { Code = i }).ToList(),
                 Versioning = CapabilityStatement.ResourceVersionPolicy.VersionedUpdate,
                 ReadHistory = true,
-                UpdateCreate = true,
+                UpdateCreate = Security.AccessPolicy.AdministrativeTypes.Contains(type),
                 ConditionalCreate = true,
                 ConditionalUpdate = true,
                 ConditionalDelete = CapabilityStatement.ConditionalDeleteStatus.Single,
