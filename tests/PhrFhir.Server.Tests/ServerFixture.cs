@@ -128,6 +128,25 @@ public sealed class ServerFixture : IAsyncLifetime
         Operator = await ClientAsync(OperatorClient);
     }
 
+    /// <summary>The actor (writer key) of <see cref="InstitutionClient"/>.</summary>
+    public const string InstitutionActor = "urn:oid:1.2.392.100495.20.3.2|1310000001";
+
+    /// <summary>
+    /// Stores resources at their own ids as <see cref="InstitutionClient"/> wrote them (one transaction,
+    /// the server's own write path, validation included). Official examples refer to each other by fixed
+    /// ids, and over HTTP only requesters who see every row of a type may choose ids (update-as-create,
+    /// docs/consent.md "Writes"). Each resource's meta is set as stored.
+    /// </summary>
+    public async System.Threading.Tasks.Task SeedAsync(params Resource[] resources)
+    {
+        var store = Services.GetRequiredService<PhrFhir.Storage.FhirStore>();
+        var writes = Services.GetRequiredService<PhrFhir.Server.Rest.ResourceWrites>();
+        await using var tx = await store.BeginWriteAsync(CancellationToken.None);
+        tx.Writer = InstitutionActor;
+        foreach (var r in resources) await writes.UpdateAsync(tx, r.TypeName, r.Id, r, null, CancellationToken.None);
+        await tx.CommitAsync(CancellationToken.None);
+    }
+
     /// <summary>An HttpClient carrying a fresh token of a registered client (client_credentials, HTTP Basic).</summary>
     public async Task<HttpClient> ClientAsync(string clientId, string? scope = null)
     {

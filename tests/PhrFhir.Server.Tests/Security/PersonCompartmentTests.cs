@@ -96,8 +96,9 @@ public sealed class PersonCompartmentTests(ServerFixture server)
         Assert.Equal(HttpStatusCode.Forbidden, (await person.PutAsync($"Observation/{mine.Id}", Fhir.Json(mine))).StatusCode);
         var theirs = await ObservationAsync(other, "theirs");
         Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"Observation/{theirs.Id}")).StatusCode);
-        Assert.Equal(HttpStatusCode.NotFound, (await person.DeleteAsync($"Observation/{theirs.Id}")).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync($"Observation/{theirs.Id}")).StatusCode); // still there
+        // Deleting it answers as deleting an id that does not exist (204), and deletes nothing.
+        Assert.Equal(HttpStatusCode.NoContent, (await person.DeleteAsync($"Observation/{theirs.Id}")).StatusCode);
+        Assert.Equal("1", (await Fhir.ExpectAsync<Observation>(await _http.GetAsync($"Observation/{theirs.Id}"), HttpStatusCode.OK)).Meta.VersionId); // still there
 
         // A transaction of the person's own entries is one unit; one foreign entry refuses all of it.
         Bundle Tx(params Patient[] subjects) => new()
@@ -191,7 +192,9 @@ public sealed class PersonCompartmentTests(ServerFixture server)
         }
         var before = await AllBinariesAsync();
         Assert.True(before > 0);
-        Assert.Equal(HttpStatusCode.Forbidden, (await person.PostAsync("DocumentReference", Fhir.Json(Publish(other)))).StatusCode);
+        // Someone else's Patient is unknown to the person, exactly as one that does not exist (ITI-105 → XDSUnknownPatientId).
+        var refused = await Fhir.ExpectAsync<OperationOutcome>(await person.PostAsync("DocumentReference", Fhir.Json(Publish(other))), HttpStatusCode.UnprocessableEntity);
+        Assert.Equal("XDSUnknownPatientId", refused.Issue[0].Details.Text);
         var after = await AllBinariesAsync();
         Assert.Empty((await Fhir.ReadAsync<Bundle>(await _http.GetAsync($"DocumentReference?subject=Patient/{other.Id}"))).Entry);
         Assert.Equal(before, after); // nothing half-stored
