@@ -191,6 +191,26 @@ public sealed partial class FhirStore : IAsyncDisposable
         return keys;
     }
 
+    /// <summary>
+    /// The Patient a person's identifier ("system|value") names, when several may carry it: one written by
+    /// one of <paramref name="trustedWriters"/> first, then the one registered first (its first version's
+    /// time), then by id. Null when no current Patient has the identifier. Decides which Patient a
+    /// person's token is bound to (Security/PersonCompartment), so a Patient someone else creates later
+    /// with the same identifier cannot take the person's place.
+    /// </summary>
+    public async Task<string?> RegisteredPatientAsync(string identifier, string[] trustedWriters, CancellationToken ct)
+    {
+        var bar = identifier.IndexOf('|');
+        await using var cmd = DataSource.CreateCommand(
+            $"select d.id from {Docs} d where d.resource_type = 'Patient' and not d.deleted " +
+            "and d.id in (select rkey from fhir.ix_token where param = 'Patient.identifier' and system = $1 and code = $2) " +
+            "order by coalesce(d.writer = any($3), false) desc, (select min(h.last_updated) from fhir.resource_history h where h.rkey = d.id), d.id limit 1");
+        cmd.Parameters.Add(new() { Value = bar < 0 ? "" : identifier[..bar] });
+        cmd.Parameters.Add(new() { Value = bar < 0 ? identifier : identifier[(bar + 1)..] });
+        cmd.Parameters.Add(new() { Value = trustedWriters });
+        return await cmd.ExecuteScalarAsync(ct) is string key ? key["Patient/".Length..] : null;
+    }
+
     /// <summary>Current, undeleted resources of one type (of one person when given), at most <paramref name="limit"/>.</summary>
     public async Task<List<StoredResource>> CurrentOfTypeAsync(string type, string? person, int limit, CancellationToken ct)
     {
@@ -254,10 +274,10 @@ public sealed partial class FhirStore : IAsyncDisposable
         // index tables and read only the page's documents (docs/storage.md, "Search SQL").
         var keys = q.OnlyKeySets && q.Sort.Count == 0
             ? q.KeySets.Count == 1
-                ? $"select distinct k0.rkey from ({q.KeySets[0]}) k0(rkey)" // one resource can match with several rows
-                : string.Join(" intersect ", q.KeySets.Select((k, i) => $"select k{i}.rkey from ({k}) k{i}(rkey)"))
+                ? $"select distinct k0.rkey from ({q.KeySets[0].Sql}) k0(rkey)" // one resource can match with several rows
+                : string.Join(" intersect ", q.KeySets.Select((k, i) => $"select k{i}.rkey from ({k.Sql}) k{i}(rkey)"))
             : null;
-        // Under an access filter the index rows cannot answer themselves (AccessFilter.IndexSql), the
+        // Unless a key set is already confined by the filter's index-row form (AccessFilter.IndexSql), the
         // matching keys are joined to their documents and tested there, before they are counted and paged.
         var matching = keys is not null && q.FilterSql is { } access && !q.KeySetsFiltered
             ? $"select d.id from ({keys}) k(rkey) join {Docs} d on d.id = k.rkey where d.resource_type = $1 and not d.deleted and {access}"

@@ -48,11 +48,12 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     public string? Writer { get; set; }
 
     /// <summary>
-    /// The request's write rule (Security/AccessPolicy): called with the current version (null for a
-    /// create) and the version about to be written, before anything is queued; it throws to refuse.
+    /// The request's write rule (Security/AccessPolicy): called with the current version the requester
+    /// can see (null for a create, and for an id it cannot see), the version about to be written and the
+    /// method (POST, PUT — PATCH included — or DELETE), before anything is queued; it throws to refuse.
     /// Every write path (REST, Bundles, MHD) goes through ResourceWrites, which calls it.
     /// </summary>
-    public Action<StoredResource?, ResourceDocument>? Guard { get; set; }
+    public Action<StoredResource?, ResourceDocument, string>? Guard { get; set; }
 
     /// <summary>
     /// What the requester may see: conditional create/update/delete match only within it, so that
@@ -120,10 +121,12 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         return await FhirStore.VisibleAsync(cmd, key, filter, ct);
     }
 
-    /// <summary>The keys a search matches, inside this transaction (conditional create/update/delete).</summary>
+    /// <summary>
+    /// What the requester's criteria match inside this transaction (conditional create/update/delete):
+    /// the query carries the filter it was built with (<see cref="ReadFilter"/> for the request's criteria).
+    /// </summary>
     public async Task<List<StoredResource>> SearchAsync(SearchQuery q, int limit, CancellationToken ct)
     {
-        if (ReadFilter is { } filter && q.Filter is null) q.Restrict(filter);
         await FlushAsync(ct);
         await using var cmd = new NpgsqlCommand(
             $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d " +

@@ -24,10 +24,11 @@ public sealed class ReferenceSearchTests(ServerFixture server)
 
     Task<Seed> SeedAsync()
     {
-        lock (Gate) return _seed ??= CreateAsync(server.Http);
+        lock (Gate) return _seed ??= CreateAsync(server);
 
-        static async Task<Seed> CreateAsync(HttpClient http)
+        static async Task<Seed> CreateAsync(ServerFixture server)
         {
+            var http = server.Http;
             var run = Fhir.Unique("ref");
             var labels = new SearchHttp.Labels();
             var meta = () => SearchHttp.Tag(run);
@@ -44,7 +45,8 @@ public sealed class ReferenceSearchTests(ServerFixture server)
                 Identifier = [new Identifier("urn:test:" + run, "B")],
             });
             await labels.CreateAsync(http, "pc", new Patient { Meta = meta(), Name = [new HumanName { Family = "Gamma" + run }] });
-            await labels.PutAsync(http, "group", new Group
+            // A Group with the id of a Patient: seeded, as only the operator may choose ids over HTTP.
+            await labels.SeedAsync(server, "group", new Group
             {
                 Id = pa,
                 Meta = meta(),
@@ -167,12 +169,13 @@ public sealed class SortSearchTests(ServerFixture server)
 
     Task<Seed> SeedAsync()
     {
-        lock (Gate) return _seed ??= CreateAsync(server.Http);
+        lock (Gate) return _seed ??= CreateAsync(server);
 
         // Ids differ only in their last letter, so their order is the same in any collation.
         // Written in the order c, a, b: _lastUpdated sorts them that way.
-        static async Task<Seed> CreateAsync(HttpClient http)
+        static async Task<Seed> CreateAsync(ServerFixture server)
         {
+            var http = server.Http;
             var run = Fhir.Unique("sort");
             var labels = new SearchHttp.Labels();
             var updated = new Dictionary<string, DateTimeOffset>();
@@ -183,7 +186,7 @@ public sealed class SortSearchTests(ServerFixture server)
                          ("b", "abe", "1970-06", AdministrativeGender.Female),
                      })
             {
-                var stored = await labels.PutAsync(http, label, new Patient
+                var stored = await labels.SeedAsync(server, label, new Patient
                 {
                     Id = run + label,
                     Meta = SearchHttp.Tag(run),
@@ -543,6 +546,14 @@ public static partial class SearchHttp
             var created = await Fhir.ExpectAsync<Resource>(await http.PostAsync(r.TypeName, Fhir.Json(r)), HttpStatusCode.Created);
             Remember(label, created);
             return created.Id!;
+        }
+
+        /// <summary>A resource at an id of the test's choosing, as the fixture's institution wrote it (ServerFixture.SeedAsync).</summary>
+        public async Task<Resource> SeedAsync(ServerFixture server, string label, Resource r)
+        {
+            await server.SeedAsync(r);
+            Remember(label, r);
+            return r;
         }
 
         public async Task<Resource> PutAsync(HttpClient http, string label, Resource r)

@@ -42,6 +42,7 @@ public class ServerFixture : IAsyncLifetime
 
     public const string OperatorClient = "test-operator";
     public const string InstitutionClient = "test-institution";
+    public const string OtherInstitutionClient = "test-institution-b";
     public const string Secret = "test-secret-0123456789";
     public const string AppClient = "test-app";
     public const string PortalClient = "test-portal";
@@ -86,8 +87,14 @@ public class ServerFixture : IAsyncLifetime
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "1312345678" } },
                 new { clientId = "test-institution-writer", clientSecret = Secret, role = "institution", scopes = "system/Patient.cruds",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "1310000002" } },
+                // A second institution with every scope: it sees only what it wrote (Security/HiddenResourceTests, LeakSuiteTests).
+                new { clientId = OtherInstitutionClient, clientSecret = Secret, role = "institution", scopes = "system/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "1310000003" } },
                 new { clientId = "test-person", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00012345" } },
+                // A person whose Patient only PersonCompartmentTests registers (token binding).
+                new { clientId = "test-person-b", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00054321" } },
                 new { clientId = "test-physician", clientSecret = Secret, role = "physician", scopes = "user/*.rs",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.41", value = "1234567" } },
                 new { clientId = "test-employer", clientSecret = Secret, role = "employer", scopes = "user/DocumentReference.rs user/Binary.rs user/Patient.rs",
@@ -208,6 +215,25 @@ public class ServerFixture : IAsyncLifetime
         var request = new HttpRequestMessage(HttpMethod.Post, "auth/token") { Content = new FormUrlEncodedContent(form) };
         request.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{clientId}:{secret}")));
         return request;
+    }
+
+    /// <summary>The actor (writer key) of <see cref="InstitutionClient"/>.</summary>
+    public const string InstitutionActor = "urn:oid:1.2.392.100495.20.3.2|1310000001";
+
+    /// <summary>
+    /// Stores resources at their own ids as <see cref="InstitutionClient"/> wrote them (one transaction,
+    /// the server's own write path, validation included). Official examples refer to each other by fixed
+    /// ids, and over HTTP only requesters who see every row of a type may choose ids (update-as-create,
+    /// docs/consent.md "Writes"). Each resource's meta is set as stored.
+    /// </summary>
+    public async System.Threading.Tasks.Task SeedAsync(params Resource[] resources)
+    {
+        var store = Services.GetRequiredService<PhrFhir.Storage.FhirStore>();
+        var writes = Services.GetRequiredService<PhrFhir.Server.Rest.ResourceWrites>();
+        await using var tx = await store.BeginWriteAsync(CancellationToken.None);
+        tx.Writer = InstitutionActor;
+        foreach (var r in resources) await writes.UpdateAsync(tx, r.TypeName, r.Id, r, null, CancellationToken.None);
+        await tx.CommitAsync(CancellationToken.None);
     }
 
     /// <summary>An HttpClient carrying a fresh token of a registered client (client_credentials, HTTP Basic).</summary>

@@ -83,7 +83,7 @@ public static class AuditEndpoints
             throw FhirError.BadRequest("The body must be an AuditEvent. (AuditEvent を送ってください)", "resourceType");
         var row = AuditTrail.Row(audit);
         await using var tx = await ctx.BeginAuditedWriteAsync();
-        tx.Guard?.Invoke(null, new ResourceDocument { Id = row.Key, ResourceType = "AuditEvent", Person = row.Person, Version = 1 });
+        tx.Guard?.Invoke(null, new ResourceDocument { Id = row.Key, ResourceType = "AuditEvent", Person = row.Person, Version = 1 }, "POST");
         await tx.AppendAuditsAsync([row], ctx.RequestAborted);
         tx.Written.Add((row.Key, row.Person));
         await tx.CommitAsync(ctx.RequestAborted);

@@ -225,10 +225,10 @@ public static class AuditedWrites
         var filter = await policy.FilterAsync();
         var tx = await ctx.RequestServices.GetRequiredService<AuditTrail>().BeginWriteAsync(ctx);
         tx.Writer = policy.WriterKey;
-        tx.Guard = (current, next) =>
+        tx.Guard = (current, next, method) =>
         {
             tx.Touched.Add((next.Id, next.Person)); // a refused write is audited in that patient's log too
-            policy.CheckWrite(current, next);
+            policy.CheckWrite(current, next, method);
         };
         tx.ReadFilter = filter;
         tx.BaseUrl = Rest.FhirResponse.BaseUrl(ctx.Request);

@@ -113,8 +113,7 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
     {
         static string Escape(string s) => s.Replace("\\", "\\\\").Replace(",", "\\,").Replace("|", "\\|").Replace("$", "\\$");
         var token = (system is null ? "" : Escape(system) + "|") + Escape(value);
-        var query = new SearchQuery(store.SearchParameters, type, [new("identifier", token), .. more], lenient: false);
-        query.Restrict(AccessFilter.Everything);
+        var query = new SearchQuery(store.SearchParameters, type, [new("identifier", token), .. more], lenient: false, AccessFilter.Everything);
         return (await tx.SearchAsync(query, 2, ct)).Any(found => found.Id != id);
     }
 
@@ -139,7 +138,8 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
             throw Error("XDSUnknownPatientId", $"The subject '{reference}' is not a Patient reference. (患者への参照ではありません)", at);
         if (tx.Planned.Contains("Patient/" + target.Id)) return; // written by this transaction
         var patient = await tx.ReadAsync("Patient", target.Id, ct);
-        if (patient is null || patient.Deleted)
+        // A Patient the submitter cannot see is unknown to it, exactly like one that does not exist.
+        if (patient is null || patient.Deleted || !await tx.VisibleAsync(patient.Key, ct))
             throw Error("XDSUnknownPatientId", $"Patient/{target.Id} is not known to this server: register the patient first (or resolve it by identifier). (未登録の患者です)", at);
     }
 

@@ -41,12 +41,14 @@ public static class GenerateMetadata
             ?? throw FhirError.BadRequest("A FHIR document's first entry is its Composition (R4 documents.html). (最初のエントリが Composition ではありません)", "Bundle.entry[0]");
         var patientEntry = Entry(document, composition.Subject?.Reference)?.Resource as Patient
             ?? throw Unprocessable("XDSUnknownPatientId", "The Composition's subject is not a Patient entry of the document. (文書内に患者がありません)", "Bundle.entry[0].resource.subject");
-        var subject = await FindPatientAsync(store, patientEntry, ctx.RequestAborted);
+        // Only what the requester may see is found: a Patient or document hidden from it is unknown to it.
+        var access = await (await Security.AccessPolicy.OfAsync(ctx, store)).FilterAsync() ?? AccessFilter.Everything;
+        var subject = await FindPatientAsync(store, access, patientEntry, ctx.RequestAborted);
 
         var binaryUrl = "urn:uuid:" + Guid.NewGuid();
         var doc = Describe(document, composition, patientEntry, subject, binaryUrl, bytes);
         if (composition.RelatesTo.FirstOrDefault(r => r.Code == DocumentRelationshipType.Replaces)?.Target is Identifier replaced)
-            doc.RelatesTo.Add(new DocumentReference.RelatesToComponent { Code = DocumentRelationshipType.Replaces, Target = await FindReplacedAsync(store, replaced, ctx.RequestAborted) });
+            doc.RelatesTo.Add(new DocumentReference.RelatesToComponent { Code = DocumentRelationshipType.Replaces, Target = await FindReplacedAsync(store, access, replaced, ctx.RequestAborted) });
 
         var docUrl = "urn:uuid:" + Guid.NewGuid();
         var baseUrl = FhirResponse.BaseUrl(ctx.Request);
@@ -95,12 +97,12 @@ public static class GenerateMetadata
             || e.Resource is { } r && reference.EndsWith(r.TypeName + "/" + r.Id, StringComparison.Ordinal));
 
     /// <summary>The registered Patient the document's Patient is, by any of its identifiers (PHR: register first).</summary>
-    static async Task<ResourceReference> FindPatientAsync(FhirStore store, Patient patient, CancellationToken ct)
+    static async Task<ResourceReference> FindPatientAsync(FhirStore store, AccessFilter access, Patient patient, CancellationToken ct)
     {
         foreach (var id in patient.Identifier.Where(i => i.System is not null && i.Value is not null))
         {
             var query = new Storage.Search.SearchQuery(store.SearchParameters, "Patient",
-                [new("identifier", Escape(id.System) + "|" + Escape(id.Value)), new("_count", "2")], lenient: false);
+                [new("identifier", Escape(id.System) + "|" + Escape(id.Value)), new("_count", "2")], lenient: false, access);
             var found = await store.SearchAsync(query, ct);
             if (found.Matches.Count == 1) return new ResourceReference($"Patient/{found.Matches[0].Id}");
             if (found.Matches.Count > 1)
@@ -111,10 +113,10 @@ public static class GenerateMetadata
             "Bundle.entry.resource.identifier");
     }
 
-    static async Task<ResourceReference> FindReplacedAsync(FhirStore store, Identifier replaced, CancellationToken ct)
+    static async Task<ResourceReference> FindReplacedAsync(FhirStore store, AccessFilter access, Identifier replaced, CancellationToken ct)
     {
         var query = new Storage.Search.SearchQuery(store.SearchParameters, "DocumentReference",
-            [new("identifier", Escape(replaced.System ?? "") + "|" + Escape(replaced.Value ?? "")), new("_count", "2")], lenient: false);
+            [new("identifier", Escape(replaced.System ?? "") + "|" + Escape(replaced.Value ?? "")), new("_count", "2")], lenient: false, access);
         var found = await store.SearchAsync(query, ct);
         return found.Matches.Count == 1 ? new ResourceReference($"DocumentReference/{found.Matches[0].Id}")
             : throw Unprocessable("UnresolvedReferenceException", $"Composition.relatesTo names document {replaced.Value}, which is not registered. (置換対象の文書が登録されていません)", "Bundle.entry[0].resource.relatesTo");

@@ -60,6 +60,9 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
         var rest = new CapabilityStatement.RestComponent
         {
             Mode = CapabilityStatement.RestfulCapabilityMode.Server,
+            // docs/consent.md, "Writes": an id the requester cannot see must answer like a free one.
+            Documentation = "Update-as-create (PUT to a new id) is offered only to requesters who see every resource of the type: the PHR operator " +
+                            "for administrative types (updateCreate true), and with break-glass for all. Anyone else gets 405 for an id with no resource it can see.",
             Interaction =
             [
                 new() { Code = CapabilityStatement.SystemRestfulInteraction.Transaction },
@@ -82,7 +85,7 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
                 Interaction = (audit ? AuditInteractions : Interactions).Select(i => new CapabilityStatement.ResourceInteractionComponent { Code = i }).ToList(),
                 Versioning = audit ? CapabilityStatement.ResourceVersionPolicy.Versioned : CapabilityStatement.ResourceVersionPolicy.VersionedUpdate,
                 ReadHistory = !audit,
-                UpdateCreate = !audit,
+                UpdateCreate = !audit && Security.AccessPolicy.AdministrativeTypes.Contains(type), // docs/consent.md: update-as-create only for who sees every row
                 ConditionalCreate = !audit,
                 ConditionalUpdate = !audit,
                 ConditionalDelete = audit ? CapabilityStatement.ConditionalDeleteStatus.NotSupported : CapabilityStatement.ConditionalDeleteStatus.Single,

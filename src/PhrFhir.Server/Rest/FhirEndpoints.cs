@@ -169,9 +169,10 @@ public static class FhirEndpoints
         }
         if (pairs.Any(p => p.Key == "_summary" && p.Value == "count"))
             pairs = [.. pairs.Where(p => p.Key is not ("_count" or "_total")), new("_count", "0"), new("_total", "accurate")];
-        var query = new SearchQuery(store.SearchParameters, type, pairs, Lenient(ctx.Request));
+        // The filter first: the query confines every set of rows it looks at with it (chains, _has…).
         var policy = await AccessPolicy.OfAsync(ctx, store);
-        if (await policy.FilterAsync(await policy.SearchedPersonAsync(query)) is { } filter) query.Restrict(filter);
+        var filter = await policy.FilterAsync(await policy.SearchedPersonAsync(type, pairs)) ?? AccessFilter.Everything;
+        var query = new SearchQuery(store.SearchParameters, type, pairs, Lenient(ctx.Request), filter);
         var result = await store.SearchAsync(query, ctx.RequestAborted);
         AuditTrail.Concerns(ctx, result.Matches.Concat(result.Included).Select(m => m.Person));
         await BundleResponses.SearchsetAsync(ctx, query, result);

@@ -36,7 +36,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
     public async Task<WriteOutcome> CreateRawBinaryAsync(WriteTransaction tx, string contentType, Stream content, string? id, CancellationToken ct)
     {
         var binary = new Binary { Id = id ?? Guid.NewGuid().ToString(), ContentType = contentType };
-        var current = id is null ? null : await tx.ReadAsync("Binary", id, ct);
+        var current = id is null ? null : await CurrentAsync(tx, "Binary", id, ct);
         var stored = await StageAsync(tx, binary, current, id is null ? "POST" : "PUT", ct, content);
         return new WriteOutcome(stored, Created: current is null || current.Deleted);
     }
@@ -47,7 +47,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
     /// </summary>
     public async Task<StoredResource?> FindConditionalAsync(WriteTransaction tx, string type, string ifNoneExist, CancellationToken ct)
     {
-        var query = ParseCriteria(type, ifNoneExist, "If-None-Exist");
+        var query = ParseCriteria(tx, type, ifNoneExist, "If-None-Exist");
         await tx.LockAsync("create:" + type + "?" + string.Join("&", query.Applied.Select(a => a.Key + "=" + a.Value).Order()), ct);
         var found = await tx.SearchAsync(query, 2, ct);
         if (found.Count > 1)
@@ -65,7 +65,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         if (!IdPattern().IsMatch(id))
             throw FhirError.BadRequest($"'{id}' is not a valid FHIR id (1–64 of A-Z a-z 0-9 - .).", $"{type}.id");
 
-        var current = await tx.ReadAsync(type, id, ct);
+        var current = await CurrentAsync(tx, type, id, ct);
         if (ifMatch is { } expected && (current is null || current.Deleted || current.Version != expected))
             throw FhirError.PreconditionFailed($"If-Match W/\"{expected}\" does not match the current version of {type}/{id}{(current is null ? " (it does not exist)" : $" (W/\"{current.Version}\")")}. (版が一致しません)");
         var stored = await StageAsync(tx, resource, current, "PUT", ct);
@@ -74,7 +74,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
 
     public async Task<WriteOutcome> ConditionalUpdateAsync(WriteTransaction tx, string type, string criteria, Resource resource, CancellationToken ct)
     {
-        var query = ParseCriteria(type, criteria, "conditional update");
+        var query = ParseCriteria(tx, type, criteria, "conditional update");
         await tx.LockAsync("update:" + type + "?" + criteria, ct);
         var found = await tx.SearchAsync(query, 2, ct);
         if (found.Count > 1)
@@ -90,6 +90,18 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         return await UpdateAsync(tx, type, resource.Id, resource, null, ct);
     }
 
+    /// <summary>
+    /// The current version when the requester may see it; null when there is none <em>or it is hidden</em>:
+    /// every write answers a resource the requester cannot see exactly as one that does not exist
+    /// (docs/consent.md, "Writes"). Update-as-create on such an id is refused by the write rule
+    /// (Security/AccessPolicy.CheckWrite) unless the requester sees every row of the type.
+    /// </summary>
+    static async Task<StoredResource?> CurrentAsync(WriteTransaction tx, string type, string id, CancellationToken ct)
+    {
+        var current = await tx.ReadAsync(type, id, ct);
+        return current is not null && !await tx.VisibleAsync(current.Key, ct) ? null : current;
+    }
+
     /// <summary>The audit trail is append-only (ATNA): an AuditEvent is never changed or deleted.</summary>
     static void AppendOnly(string type)
     {
@@ -102,7 +114,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
     public async Task<WriteOutcome> PatchAsync(WriteTransaction tx, string type, string id, Parameters patch, int? ifMatch, CancellationToken ct)
     {
         AppendOnly(type);
-        var current = await tx.ReadAsync(type, id, ct);
+        var current = await CurrentAsync(tx, type, id, ct);
         if (current is null || current.Deleted)
             throw FhirError.NotFound($"{type}/{id} is not known: there is nothing to patch. (リソースがありません)");
         if (type == "Binary") throw FhirError.NotSupported("Binary content cannot be patched: send the new document with PUT.");
@@ -116,8 +128,9 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
     public async Task<StoredResource?> DeleteAsync(WriteTransaction tx, string type, string id, CancellationToken ct)
     {
         AppendOnly(type);
-        var current = await tx.ReadAsync(type, id, ct);
-        if (current is null || current.Deleted) return null; // deleting nothing is still a success (R4 http.html#delete)
+        var current = await CurrentAsync(tx, type, id, ct);
+        // Deleting nothing is still a success (R4 http.html#delete): 204 for a missing id and a hidden one alike.
+        if (current is null || current.Deleted) return null;
         var doc = new ResourceDocument
         {
             Id = ResourceDocument.Key(type, id),
@@ -130,14 +143,14 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
             Person = current.Person,
             Writer = current.Writer,
         };
-        tx.Guard?.Invoke(current, doc);
+        tx.Guard?.Invoke(current, doc, "DELETE");
         tx.Write(doc, current.Version, "DELETE", rows: null);
         return new StoredResource(type, id, doc.Version, doc.LastUpdated, true, "");
     }
 
     public async Task<int> ConditionalDeleteAsync(WriteTransaction tx, string type, string criteria, CancellationToken ct)
     {
-        var query = ParseCriteria(type, criteria, "conditional delete");
+        var query = ParseCriteria(tx, type, criteria, "conditional delete");
         var found = await tx.SearchAsync(query, 2, ct);
         if (found.Count > 1)
             throw FhirError.PreconditionFailed($"The criteria '{criteria}' match more than one {type}: refusing to delete several. (複数一致のため削除しません)");
@@ -145,11 +158,12 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         return found.Count;
     }
 
-    SearchQuery ParseCriteria(string type, string criteria, string what)
+    /// <summary>Conditional criteria match only what the requester may see (WriteTransaction.ReadFilter), nested sets included.</summary>
+    SearchQuery ParseCriteria(WriteTransaction tx, string type, string criteria, string what)
     {
         var pairs = QueryPairs(criteria.TrimStart('?'));
         if (pairs.Count == 0) throw FhirError.BadRequest($"The {what} criteria are empty.");
-        return new SearchQuery(store.SearchParameters, type, pairs, lenient: false);
+        return new SearchQuery(store.SearchParameters, type, pairs, lenient: false, tx.ReadFilter ?? AccessFilter.Everything);
     }
 
     public static List<KeyValuePair<string, string>> QueryPairs(string query) =>
@@ -182,7 +196,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
             LastUpdated = now,
             Version = version,
         };
-        tx.Guard?.Invoke(current, doc); // before any bytes are streamed to storage
+        tx.Guard?.Invoke(current, doc, method); // before any bytes are streamed to storage
         // Every DocumentReference and List meets the MHDS registry rules, whichever path writes it
         // (after the access rule: a refused requester learns nothing of the registry).
         await registry.CheckAsync(tx, this, resource, current, ct);

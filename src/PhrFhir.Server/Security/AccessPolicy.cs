@@ -82,7 +82,7 @@ public sealed class AccessPolicy
     public static async Task<AccessPolicy> OfAsync(HttpContext ctx, FhirStore store)
     {
         if (ctx.Items[Key] is AccessPolicy known) return known;
-        var policy = new AccessPolicy(ctx, store) { Person = await PersonCompartment.OfAsync(ctx, store) };
+        var policy = new AccessPolicy(ctx, store) { Person = PersonCompartment.Of(ctx) };
         ctx.Items[Key] = policy;
         return policy;
     }
@@ -164,16 +164,16 @@ public sealed class AccessPolicy
     /// by identifier, or a Patient search by _id), so that only that patient's Consents are read. Using
     /// it can only hide more, never show more: other patients' rows then have no Consent to permit them.
     /// </summary>
-    public async Task<string?> SearchedPersonAsync(SearchQuery query)
+    public async Task<string?> SearchedPersonAsync(string type, IEnumerable<KeyValuePair<string, string>> parameters)
     {
         if (!ConsentGoverned) return null;
-        foreach (var (name, value) in query.Applied)
+        foreach (var (name, value) in parameters)
         {
             if (value.Contains(',')) continue;
             var code = name.Split(':')[0];
             if (code is "patient" or "subject" && ReferenceTarget.Local(value.Contains('/') ? value : "Patient/" + value) is { Type: "Patient" } target)
                 return target.Id;
-            if (query.ResourceType == "Patient" && code == "_id") return value;
+            if (type == "Patient" && code == "_id") return value;
             // Resolving an identifier costs a query; worth it only when Consents are read per patient.
             if (code is "patient.identifier" or "subject.identifier" && !_ctx.RequestServices.GetRequiredService<ConsentRules>().HoldsAll
                 && await PersonCompartment.PatientWithIdentifierAsync(_store, value, _ctx.RequestAborted) is { } id)
@@ -192,14 +192,28 @@ public sealed class AccessPolicy
     }
 
     /// <summary>
-    /// The write rule, for every version about to be written (create: <paramref name="current"/> null).
+    /// True when this requester sees every row of <paramref name="type"/>: only then may a PUT create a
+    /// resource at an id of its choosing, since for anyone else "that id is taken by something you cannot
+    /// see" and "that id is free" would be two different answers.
+    /// </summary>
+    public bool SeesEveryRowOf(string type) =>
+        Role == "operator" && (BreakGlass is not null || AdministrativeTypes.Contains(type));
+
+    /// <summary>
+    /// The write rule, for every version about to be written (<paramref name="current"/> null: a create,
+    /// or an id the requester cannot see, which ResourceWrites answers as one that does not exist).
     /// Only the person and the operator record Consents; others change only what they wrote.
     /// </summary>
-    public void CheckWrite(StoredResource? current, ResourceDocument next)
+    public void CheckWrite(StoredResource? current, ResourceDocument next, string method)
     {
 #if BENCH
         if (_benchOff) return;
 #endif
+        // R4 http.html#update: 405 when the resource did not exist and the server does not allow client-defined ids (for this requester).
+        if (current is null && method == "PUT" && !SeesEveryRowOf(next.ResourceType))
+            throw new FhirError(HttpStatusCode.MethodNotAllowed, OperationOutcome.IssueType.NotSupported,
+                $"There is no {next.ResourceType} with this id that you can see, and update-as-create (a PUT choosing the id) is offered only to the PHR operator: create it with POST. " +
+                "(参照できるリソースがありません。新規登録は POST で行ってください)");
         var existing = current is { Deleted: false } ? current : null;
         switch (Role)
         {

@@ -263,6 +263,10 @@ public static class AuthorizationServer
         identity.SetClaim(Claims.ClientId, client.ClientId);
         identity.SetClaim(RoleClaim, client.Role);
         if (client.Actor is { } actor) identity.SetClaim(ActorClaim, actor.System + "|" + actor.Value);
+        // A person's token is bound to their Patient now, once (PersonCompartment.BindAsync).
+        if (client.ParsedRole == PhrRole.Person && client.Actor is { } person
+            && await PersonCompartment.BindAsync(store, clients, person, null, ctx.RequestAborted) is { } bound)
+            identity.SetClaim(PersonCompartment.PatientClaim, bound);
         identity.SetScopes(requested.Split(' ', StringSplitOptions.RemoveEmptyEntries));
         identity.SetResources(Audience);
         if (client.CertificateThumbprints.Length > 0)
@@ -302,7 +306,9 @@ public static class AuthorizationServer
         identity.SetClaim(ActorClaim, person.Actor.System + "|" + person.Actor.Value);
         identity.SetScopes(scopes);
         identity.SetResources(Audience);
-        var patient = await PersonCompartment.PatientWithIdentifierAsync(store, person.Actor.System + "|" + person.Actor.Value, ctx.RequestAborted);
+        // Bound once: a refresh keeps the Patient the code was redeemed for (PersonCompartment.BindAsync).
+        var patient = await PersonCompartment.BindAsync(store, clients, person.Actor, result.Principal!.GetClaim(PersonCompartment.PatientClaim), ctx.RequestAborted);
+        if (patient is not null) identity.SetClaim(PersonCompartment.PatientClaim, patient);
         if (patient is not null && scopes.Contains("fhirUser"))
             identity.SetClaim("fhirUser", $"{ctx.Request.Scheme}://{ctx.Request.Host}{ctx.Request.PathBase}/Patient/{patient}");
         identity.SetDestinations(claim => claim.Type switch

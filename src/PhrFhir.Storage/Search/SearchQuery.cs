@@ -10,10 +10,18 @@ public sealed record IncludeSpec(string SourceType, string ParamCode, string? Ta
 
 public sealed record SortKey(string Code, bool Descending);
 
+/// <summary>A set of resource keys a criterion matches; <paramref name="Visible"/> when it holds only keys the requester may see.</summary>
+public sealed record KeySet(string Sql, bool Visible);
+
 /// <summary>
 /// A FHIR search (R4 search.html) turned into parameterised SQL over the index tables: each criterion
 /// is a set of resource keys (`select rkey …`), so chains and _has nest the same sets one level deep.
 /// Unknown or unsupported parameters are errors unless the client asked for lenient handling.
+///
+/// The requester's <see cref="AccessFilter"/> is given before any SQL is built, and every set of rows
+/// the search looks at is confined by it: the searched rows, the targets a chain follows, the
+/// referrers a _has counts, what _include/_revinclude add, the total. So no criterion can tell a
+/// hidden row from an absent one (docs/consent.md, "Searches").
 /// </summary>
 public sealed class SearchQuery
 {
@@ -41,56 +49,67 @@ public sealed class SearchQuery
     public IReadOnlyList<object> Arguments => _args;
     public string WhereSql => (_where.Count == 0 ? "" : " and " + string.Join(" and ", _where)) + (FilterSql is null ? "" : " and " + FilterSql);
 
-    /// <summary>True when the access filter is already inside every key set (its index-row form).</summary>
-    public bool KeySetsFiltered { get; private set; }
+    /// <summary>What the requester may see (Security/AccessPolicy), or null when it sees everything.</summary>
+    public AccessFilter? Filter { get; }
 
-    /// <summary>The access filter as placed in this query's statements (arguments numbered), or null.</summary>
-    public string? FilterSql { get; private set; }
+    /// <summary>The access filter on the searched row <c>d</c> (arguments numbered for this query's statements), or null.</summary>
+    public string? FilterSql { get; }
+
+    // The same filter on an index row's own person/writer columns, when it has that form (AccessFilter.IndexSql).
+    readonly string? _rowFilter;
 
     /// <summary>
     /// The criteria that are plain sets of matching keys ("select rkey from ix_… where …"), and whether
     /// every criterion is one. When so, the store intersects the sets on the index tables alone and reads
     /// only the page's documents, instead of joining every match to the documents first.
     /// </summary>
-    public List<string> KeySets { get; } = [];
+    public List<KeySet> KeySets { get; } = [];
     public bool OnlyKeySets => KeySets.Count > 0 && KeySets.Count == _where.Count;
 
-    public SearchQuery(SearchParameters registry, string resourceType, IEnumerable<KeyValuePair<string, string>> parameters, bool lenient)
+    /// <summary>True when the intersection of the key sets holds only visible keys (one of them is confined by the filter's index-row form).</summary>
+    public bool KeySetsFiltered => Filter is null || KeySets.Any(k => k.Visible);
+
+    /// <param name="access">What the requester may see; <see cref="AccessFilter.Everything"/> only where the search answers no one (a uniqueness check).</param>
+    public SearchQuery(SearchParameters registry, string resourceType, IEnumerable<KeyValuePair<string, string>> parameters, bool lenient, AccessFilter access)
     {
         _registry = registry;
         ResourceType = resourceType;
+        if (!ReferenceEquals(access, AccessFilter.Everything))
+        {
+            // Numbered first ($2…, after the type): every nested set below can then repeat the condition.
+            Filter = access;
+            FilterSql = "(" + access.Render(2) + ")";
+            _rowFilter = access.IndexSql is null ? null : access.RenderIndex(2);
+            _args.AddRange(access.Args);
+        }
         foreach (var (name, value) in parameters)
         {
             if (ResultParameters.Contains(name.Split(':')[0])) { ReadResultParameter(name, value, lenient); continue; }
-            var sql = Criterion(resourceType, name, value, lenient, "d.id");
-            if (sql is null) continue;
-            _where.Add(sql);
-            // Criterion writes positive membership as exactly "d.id in (<set>)".
-            if (sql.StartsWith("d.id in (", StringComparison.Ordinal) && sql.EndsWith(')')) KeySets.Add(sql["d.id in (".Length..^1]);
+            if (Criterion(resourceType, name, value, lenient, "d.id") is not { } match) continue;
+            _where.Add(match.Sql);
+            if (match.Set is { } set) KeySets.Add(set);
             Applied.Add(new(name, value));
         }
     }
 
-    /// <summary>What the requester may see (Security/AccessPolicy), or null for everything.</summary>
-    public AccessFilter? Filter { get; private set; }
+    /// <summary>A criterion: SQL true when the key column matches, and the key set when it is plain membership of one.</summary>
+    sealed record Match(string Sql, KeySet? Set);
 
-    /// <summary>Confines matches, totals and what _include/_revinclude add to what the requester may see.</summary>
-    public void Restrict(AccessFilter filter)
-    {
-        if (Filter is not null) throw new InvalidOperationException("A search is restricted once.");
-        Filter = filter;
-        var first = _args.Count + 2;
-        FilterSql = "(" + filter.Render(first) + ")";
-        // A filter that index rows can answer themselves (who wrote it, whose it is) goes into every
-        // top-level key set, so the search stays on the index tables, totals included.
-        if (filter.IndexSql is not null && KeySets.Count > 0 && KeySets.All(k => k.EndsWith(RowMarker, StringComparison.Ordinal)))
-        {
-            for (var i = 0; i < KeySets.Count; i++)
-                KeySets[i] = KeySets[i][..^RowMarker.Length] + " and " + filter.RenderIndex(first);
-            KeySetsFiltered = true;
-        }
-        _args.AddRange(filter.Args);
-    }
+    static Match In(string keyColumn, KeySet set) => new($"{keyColumn} in ({set.Sql})", set);
+
+    /// <summary>
+    /// Keys from one index table's rows. Under a filter with an index-row form only rows of visible
+    /// resources are taken (the rows carry their resource's person and writer), so the set is visible.
+    /// </summary>
+    KeySet IndexKeys(string select, string where) =>
+        _rowFilter is null ? new($"select {select} where {where}", Filter is null)
+        : new($"select {select} where {where} and {_rowFilter}", true);
+
+    /// <summary>SQL true when the resource <paramref name="key"/> names is one the requester may see.</summary>
+    string Visible(string key) =>
+        FilterSql is null ? "true"
+        // The inner `d` hides the searched row's alias: the filter speaks of this row.
+        : $"exists(select 1 from fhir.mt_doc_resourcedocument d where d.id = {key} and not d.deleted and {FilterSql})";
 
     // $1 is always the searched resource type; criteria arguments follow it.
     int Arg(object value)
@@ -166,11 +185,11 @@ public sealed class SearchQuery
         }
     }
 
-    /// <summary>SQL that is true when `keyColumn` (a resource key) matches the criterion, or null to skip.</summary>
-    string? Criterion(string type, string name, string value, bool lenient, string keyColumn)
+    /// <summary>What is true when `keyColumn` (a resource key) matches the criterion, or null to skip.</summary>
+    Match? Criterion(string type, string name, string value, bool lenient, string keyColumn)
     {
         if (name.StartsWith("_has:", StringComparison.Ordinal))
-            return Has(type, name, value, lenient) is { } has ? keyColumn + " in (" + has + ")" : null;
+            return Has(type, name, value, lenient) is { } has ? In(keyColumn, has) : null;
 
         // name[:modifier][.chain]
         string? chain = null;
@@ -208,27 +227,28 @@ public sealed class SearchQuery
                 if (lenient) return null;
                 throw FhirError.BadRequest($"Unknown search parameter '{chainCode}' on the targets of '{code}' ({string.Join(", ", p.Targets)}). (検索パラメータ '{chainCode}' は使えません)", name + "." + chain);
             }
-            var inner = targets.Select(t => Criterion(t, chain, value, lenient, "x.target")).OfType<string>().ToList();
+            var inner = targets.Select(t => Criterion(t, chain, value, lenient, "x.target")).OfType<Match>().ToList();
             if (inner.Count == 0) return null;
-            return $"{keyColumn} in (select x.rkey from fhir.ix_reference x where x.param = ${Arg(key)} and ({string.Join(" or ", inner)}){RowMarker})";
+            // The target a chain looks at must be one the requester may see: otherwise
+            // DocumentReference?subject.name=… tells the name of a Patient it may not read.
+            var targetVisible = inner.All(m => m.Set?.Visible == true) ? "" : " and " + Visible("x.target");
+            return In(keyColumn, IndexKeys("x.rkey from fhir.ix_reference x",
+                $"x.param = ${Arg(key)} and ({string.Join(" or ", inner.Select(m => m.Sql))}){targetVisible}"));
         }
 
         if (modifier == "missing")
         {
             var missing = value switch { "true" => true, "false" => false, _ => throw FhirError.BadRequest($"{name} must be true or false.", name) };
-            return $"{keyColumn} {(missing ? "not in" : "in")} (select rkey from fhir.{Table(p.Type)} where param = ${Arg(key)}{RowMarker})";
+            var rows = IndexKeys($"rkey from fhir.{Table(p.Type)}", $"param = ${Arg(key)}");
+            return missing ? new Match($"{keyColumn} not in ({rows.Sql})", null) : In(keyColumn, rows);
         }
 
         var alternatives = SplitEscaped(value, ',').Select(v => Condition(p, modifier, v, name)).ToList();
         if (modifier == "not")
-            return $"{keyColumn} not in (select rkey from fhir.ix_token where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))";
+            return new Match($"{keyColumn} not in (select rkey from fhir.ix_token where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))", null);
         var table = p.Type == SearchParamType.Reference && modifier == "identifier" ? "ix_token" : Table(p.Type);
-        return $"{keyColumn} in (select rkey from fhir.{table} where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}){RowMarker})";
+        return In(keyColumn, IndexKeys($"rkey from fhir.{table}", $"param = ${Arg(key)} and ({string.Join(" or ", alternatives)})"));
     }
-
-    // Ends the where clause of an index-table key set (a SQL comment, so harmless where it stays): an
-    // access filter with an index-row form is placed there (Restrict), on the set's own rows.
-    const string RowMarker = " /*row*/";
 
     static string Table(SearchParamType t) => t switch
     {
@@ -377,22 +397,23 @@ public sealed class SearchQuery
         return "(" + cond + ")";
     }
 
-    string ColumnCriterion(string type, string code, string? modifier, string value, string keyColumn)
+    Match ColumnCriterion(string type, string code, string? modifier, string value, string keyColumn)
     {
         if (modifier is not null and not "missing")
             throw FhirError.NotSupported($"Modifier ':{modifier}' is not supported for '{code}'.", code);
-        if (modifier == "missing") return value == "true" ? "false" : "true"; // every resource has both
+        if (modifier == "missing") return new(value == "true" ? "false" : "true", null); // every resource has both
         if (code == "_id")
         {
             var keys = SplitEscaped(value, ',').Select(id => type + "/" + Unescape(id)).ToArray();
-            return $"{keyColumn} = any(${Arg(keys)})";
+            return new($"{keyColumn} = any(${Arg(keys)})", null);
         }
         var conds = SplitEscaped(value, ',').Select(v => DateCondition("t.last_updated", "t.last_updated", v, code));
-        return $"{keyColumn} in (select t.id from fhir.mt_doc_resourcedocument t where t.resource_type = ${Arg(type)} and not t.deleted and ({string.Join(" or ", conds)}))";
+        return In(keyColumn, new KeySet($"select t.id from fhir.mt_doc_resourcedocument t where t.resource_type = ${Arg(type)} and not t.deleted and ({string.Join(" or ", conds)})", Filter is null));
     }
 
     // _has:Observation:patient:code=1234 → keys that Observations matching code=1234 refer to by `patient`.
-    string? Has(string type, string name, string value, bool lenient)
+    // Only referrers the requester may see count: a hidden document must not mark its patient.
+    KeySet? Has(string type, string name, string value, bool lenient)
     {
         var parts = name.Split(':', 4);
         if (parts.Length != 4 || !ReferenceTarget.IsResourceType(parts[1]))
@@ -405,7 +426,12 @@ public sealed class SearchQuery
             throw FhirError.BadRequest($"_has: '{refCode}' is not a reference parameter of {source}.", name);
         // A leniently ignored inner parameter ignores the whole _has, rather than matching every referrer.
         if (Criterion(source, inner, value, lenient, "h.rkey") is not { } criterion) return null;
-        return $"select h.target from fhir.ix_reference h where h.param = ${Arg(rp.Key(source))} and h.target like ${Arg(type + "/%")} and {criterion}";
+        // The referrer's own reference row carries its person and writer: the index-row form confines it there.
+        var referrerVisible = criterion.Set?.Visible == true || Filter is null ? ""
+            : _rowFilter is not null ? " and " + _rowFilter : " and " + Visible("h.rkey");
+        // The targets themselves are not known to be visible: the searched row's own filter decides them.
+        return new KeySet($"select h.target from fhir.ix_reference h where h.param = ${Arg(rp.Key(source))} and h.target like ${Arg(type + "/%")} and {criterion.Sql}{referrerVisible}",
+            Filter is null);
     }
 
     /// <summary>ORDER BY for _sort, always ending in the key so pages are stable.</summary>

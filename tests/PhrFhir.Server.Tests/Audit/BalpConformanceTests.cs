@@ -99,7 +99,7 @@ public sealed class BalpConformanceTests(ServerFixture server)
         // ITI-65, ITI-67, ITI-68 on the MHD example patient.
         var examplePatient = MhdExamples.Load<Patient>("Patient-ex-patient.json");
         if ((await _http.GetAsync($"Patient/{examplePatient.Id}")).StatusCode != HttpStatusCode.OK)
-            Assert.True((await _http.PutAsync($"Patient/{examplePatient.Id}", Fhir.Json(examplePatient))).IsSuccessStatusCode);
+            await server.SeedAsync(examplePatient);
         var bundle = MhdExamples.Load<Bundle>("Bundle-ex-minimalProvideDocumentBundleSimple.json");
         MhdExamples.MakeUniqueIds(bundle);
         var response = await Fhir.ExpectAsync<Bundle>(await _http.PostAsync("", Fhir.Json(bundle)), HttpStatusCode.OK);

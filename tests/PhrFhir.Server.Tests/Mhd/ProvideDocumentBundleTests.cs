@@ -26,8 +26,7 @@ public sealed class ProvideDocumentBundleTests(ServerFixture server)
         {
             var r = MhdExamples.Load<Resource>(file);
             if ((await _http.GetAsync($"{r.TypeName}/{r.Id}")).StatusCode == HttpStatusCode.OK) continue;
-            var put = await _http.PutAsync($"{r.TypeName}/{r.Id}", Fhir.Json(r));
-            Assert.True(put.IsSuccessStatusCode, $"prerequisite {file}: {(int)put.StatusCode} {await put.Content.ReadAsStringAsync()}");
+            await server.SeedAsync(r); // at the example's own id, as this institution's
         }
     }
 
@@ -37,8 +36,7 @@ public sealed class ProvideDocumentBundleTests(ServerFixture server)
         var target = MhdExamples.Load<DocumentReference>("DocumentReference-ex-documentreference.json");
         target.Status = DocumentReferenceStatus.Current;
         target.MasterIdentifier = new Identifier("urn:ietf:rfc:3986", "urn:oid:1.2.3." + Random.Shared.NextInt64(1, long.MaxValue));
-        var put = await _http.PutAsync($"DocumentReference/{target.Id}", Fhir.Json(target));
-        Assert.True(put.IsSuccessStatusCode, await put.Content.ReadAsStringAsync());
+        await server.SeedAsync(target);
         return target;
     }
 
@@ -54,6 +52,13 @@ public sealed class ProvideDocumentBundleTests(ServerFixture server)
         {
             await FreshTargetAsync();
             FixReplaceExampleSize(bundle);
+        }
+        // The add-to-folder example updates a Folder that already exists (a PUT to its id): register it first.
+        foreach (var folder in bundle.Entry.Where(e => e.Request?.Method == Bundle.HTTPVerb.PUT).Select(e => e.Resource).OfType<List>())
+        {
+            var existing = (List)folder.DeepCopy();
+            existing.Entry.Clear();
+            await server.SeedAsync(existing);
         }
 
         var response = await _http.PostAsync("", Fhir.Json(bundle));

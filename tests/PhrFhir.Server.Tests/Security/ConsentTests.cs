@@ -35,10 +35,11 @@ public sealed class ConsentTests(ServerFixture server)
         Value = new Quantity(98, "mg/dL"),
     })), HttpStatusCode.Created);
 
-    async Task<DocumentReference> DocumentAsync(Patient p, string? documentClass, string text) =>
+    async Task<DocumentReference> DocumentAsync(Patient p, string? documentClass, string text, CodeableConcept? type = null) =>
         await Fhir.ExpectAsync<DocumentReference>(await _http.PostAsync("DocumentReference", Fhir.Json(new DocumentReference
         {
             Status = DocumentReferenceStatus.Current,
+            Type = type,
             Subject = new ResourceReference($"Patient/{p.Id}"),
             MasterIdentifier = new Identifier("urn:ietf:rfc:3986", "urn:oid:2.999." + Random.Shared.NextInt64(1, long.MaxValue)),
             Category = documentClass is null ? [] : [new CodeableConcept(DocumentClass, documentClass)],
@@ -277,10 +278,11 @@ public sealed class ConsentTests(ServerFixture server)
         var response = await other.SendAsync(second);
         Assert.Equal(HttpStatusCode.Created, response.StatusCode);
         Assert.NotEqual(theirs.Id, (await Fhir.ReadAsync<Patient>(response)).Id);
-        // Nor may it change or delete what it did not write.
+        // Nor may it change or delete what it cannot see: answered as for an id that does not exist
+        // (no update-as-create for it: 405; deleting nothing: 204), and nothing changes.
         theirs.Gender = AdministrativeGender.Male;
-        Assert.Equal(HttpStatusCode.Forbidden, (await other.PutAsync($"Patient/{theirs.Id}", Fhir.Json(theirs))).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await other.DeleteAsync($"Patient/{theirs.Id}")).StatusCode);
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, (await other.PutAsync($"Patient/{theirs.Id}", Fhir.Json(theirs))).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await other.DeleteAsync($"Patient/{theirs.Id}")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync($"Patient/{theirs.Id}")).StatusCode);
     }
 
@@ -315,5 +317,54 @@ public sealed class ConsentTests(ServerFixture server)
         }
         Assert.Equal(HttpStatusCode.NotFound, status);
         await server.Operator.DeleteAsync($"Consent/{consent.Id}");
+    }
+
+    static async Task<int?> TotalAsync(HttpClient client, string search)
+    {
+        var bundle = await Fhir.ExpectAsync<Bundle>(await client.GetAsync(search), HttpStatusCode.OK);
+        Assert.True(bundle.Total == bundle.Entry.Count, $"{search}: total {bundle.Total}, {bundle.Entry.Count} entries");
+        return bundle.Total;
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_hidden_document_does_not_mark_its_patient_in_a_has_search()
+    {
+        // The operator administers Patients but sees no medical content without break-glass.
+        var p = await PatientAsync();
+        var doc = await DocumentAsync(p, null, "健診結果", new CodeableConcept("http://loinc.org", "53576-5"));
+        var byType = $"Patient?_id={p.Id}&_has:DocumentReference:subject:type=http://loinc.org|53576-5&_total=accurate";
+        var byId = $"Patient?_has:DocumentReference:subject:_id={doc.Id}&_total=accurate";
+        Assert.Equal(0, await TotalAsync(server.Operator, byType));
+        Assert.Equal(0, await TotalAsync(server.Operator, byId));
+        // The same searches find the patient for whom the document is visible: the criteria themselves work.
+        Assert.Equal(1, await TotalAsync(_http, byType));
+        Assert.Equal(1, await TotalAsync(_http, byId));
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_chain_does_not_tell_the_employer_the_name_birth_date_or_sex_of_a_patient_it_cannot_read()
+    {
+        var family = Fhir.Unique("山田");
+        var p = await Fhir.ExpectAsync<Patient>(await _http.PostAsync("Patient", Fhir.Json(new Patient
+        {
+            Identifier = [new Identifier("urn:oid:1.2.392.100495.20.3.51.11312345678", Fhir.Unique("p"))],
+            Name = [new HumanName { Family = family, Given = ["花子"] }],
+            BirthDate = "1980-04-01",
+            Gender = AdministrativeGender.Female,
+        })), HttpStatusCode.Created);
+        await DocumentAsync(p, "work-measure", "就業上の措置");
+        var employerRef = await DirectoryEntryAsync("Organization", EmployerSystem, EmployerValue);
+        var addressed = await Fhir.ExpectAsync<Consent>(await server.Operator.PostAsync("Consent", Fhir.Json(Grant(p, employerRef))), HttpStatusCode.Created);
+        using var employer = await server.ClientAsync("test-employer");
+        // The work-measure document is the employer's to see; its Patient is not.
+        Assert.Equal(1, await TotalAsync(employer, $"DocumentReference?subject=Patient/{p.Id}&_total=accurate"));
+        Assert.Equal(HttpStatusCode.NotFound, (await employer.GetAsync($"Patient/{p.Id}")).StatusCode);
+        foreach (var (right, wrong) in new[] { ($"name={family}", $"name={Fhir.Unique("鈴木")}"), ("birthdate=1980-04-01", "birthdate=1975-01-01"), ("gender=female", "gender=male") })
+        {
+            var scope = $"DocumentReference?subject=Patient/{p.Id}&_total=accurate&subject.";
+            Assert.True(await TotalAsync(employer, scope + Uri.EscapeDataString(right).Replace("%3D", "=")) == 0, $"subject.{right} revealed the hidden Patient's value");
+            Assert.Equal(0, await TotalAsync(employer, scope + Uri.EscapeDataString(wrong).Replace("%3D", "=")));
+        }
+        await server.Operator.DeleteAsync($"Consent/{addressed.Id}");
     }
 }

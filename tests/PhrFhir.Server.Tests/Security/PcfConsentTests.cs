@@ -62,7 +62,11 @@ public sealed class PcfConsentTests(ServerFixture server)
 
     static bool _loaded;
 
-    /// <summary>PCF's example data, stored once: directories by the operator, clinical data by the institution.</summary>
+    /// <summary>
+    /// PCF's example data, stored once: directories by the operator, the patient and clinical data as the
+    /// institution's (seeded at their own ids: only the operator may choose ids over HTTP; MHD's tests use
+    /// the same Patient/ex-patient and DocumentReference/ex-documentreference as the institution's).
+    /// </summary>
     async System.Threading.Tasks.Task LoadAsync()
     {
         if (_loaded) return;
@@ -74,14 +78,15 @@ public sealed class PcfConsentTests(ServerFixture server)
         }
         var practitioner = (Practitioner)Load("Practitioner-ex-practitioner.json");
         practitioner.Identifier.Add(new Identifier("urn:oid:1.2.392.100495.20.3.41", "1234567")); // test-physician's actor
-        foreach (var r in new[] { Load("Patient-ex-patient.json"), Load("Patient-ex-mother.json"), practitioner, Load("Practitioner-ex-author.json"),
+        await server.SeedAsync(Load("Patient-ex-patient.json"));
+        foreach (var r in new[] { Load("Patient-ex-mother.json"), practitioner, Load("Practitioner-ex-author.json"),
                      Load("Organization-ex-organization.json"), Load("Organization-ex-org-researcher.json"), Load("Group-ex-privilegedUsers.json") })
             await Put(server.Operator, r);
         foreach (var file in new[] { "Encounter-ex-encounter.json", "Observation-ex-weight.json", "Observation-ex-weight-2.json", "Observation-ex-bloodPressure.json",
                      "Observation-ex-bloodSugar.json", "Observation-ex-alcoholUse.json", "DocumentReference-ex-documentreference.json" })
-            await Put(server.Http, Load(file));
+            await server.SeedAsync(Load(file));
         var confidentiality = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
-        await Put(server.Http, new Observation
+        await server.SeedAsync(new Observation
         {
             Id = "pcf-psy",
             Meta = new Meta { Security = [new Coding("http://terminology.hl7.org/CodeSystem/v3-ActCode", "PSY"), new Coding(confidentiality, "R")] },
@@ -91,7 +96,7 @@ public sealed class PcfConsentTests(ServerFixture server)
             Effective = new FhirDateTime("2022-03-01"),
             Performer = [new ResourceReference("Practitioner/ex-author")],
         });
-        await Put(server.Http, new Observation
+        await server.SeedAsync(new Observation
         {
             Id = "pcf-mine",
             Meta = new Meta { Security = [new Coding(confidentiality, "N")] },

@@ -96,8 +96,9 @@ public sealed class PersonCompartmentTests(ServerFixture server)
         Assert.Equal(HttpStatusCode.Forbidden, (await person.PutAsync($"Observation/{mine.Id}", Fhir.Json(mine))).StatusCode);
         var theirs = await ObservationAsync(other, "theirs");
         Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"Observation/{theirs.Id}")).StatusCode);
-        Assert.Equal(HttpStatusCode.NotFound, (await person.DeleteAsync($"Observation/{theirs.Id}")).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync($"Observation/{theirs.Id}")).StatusCode); // still there
+        // Deleting it answers as deleting an id that does not exist (204), and deletes nothing.
+        Assert.Equal(HttpStatusCode.NoContent, (await person.DeleteAsync($"Observation/{theirs.Id}")).StatusCode);
+        Assert.Equal("1", (await Fhir.ExpectAsync<Observation>(await _http.GetAsync($"Observation/{theirs.Id}"), HttpStatusCode.OK)).Meta.VersionId); // still there
 
         // A transaction of the person's own entries is one unit; one foreign entry refuses all of it.
         Bundle Tx(params Patient[] subjects) => new()
@@ -191,9 +192,53 @@ public sealed class PersonCompartmentTests(ServerFixture server)
         }
         var before = await AllBinariesAsync();
         Assert.True(before > 0);
-        Assert.Equal(HttpStatusCode.Forbidden, (await person.PostAsync("DocumentReference", Fhir.Json(Publish(other)))).StatusCode);
+        // Someone else's Patient is unknown to the person, exactly as one that does not exist (ITI-105 → XDSUnknownPatientId).
+        var refused = await Fhir.ExpectAsync<OperationOutcome>(await person.PostAsync("DocumentReference", Fhir.Json(Publish(other))), HttpStatusCode.UnprocessableEntity);
+        Assert.Equal("XDSUnknownPatientId", refused.Issue[0].Details.Text);
         var after = await AllBinariesAsync();
         Assert.Empty((await Fhir.ReadAsync<Bundle>(await _http.GetAsync($"DocumentReference?subject=Patient/{other.Id}"))).Entry);
         Assert.Equal(before, after); // nothing half-stored
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task Another_institutions_patient_with_the_persons_identifier_does_not_lock_the_person_out()
+    {
+        var me = await ThePersonAsync();
+        // Another institution cannot see the person's Patient, so its conditional create makes a second one.
+        using var other = await server.ClientAsync(ServerFixture.OtherInstitutionClient);
+        var duplicate = new HttpRequestMessage(HttpMethod.Post, "Patient")
+        {
+            Content = Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, PersonValue)], Name = [new HumanName { Family = "別人" }] }),
+        };
+        duplicate.Headers.TryAddWithoutValidation("If-None-Exist", $"identifier={PersonSystem}|{PersonValue}");
+        var second = await Fhir.ExpectAsync<Patient>(await other.SendAsync(duplicate), HttpStatusCode.Created);
+        Assert.NotEqual(me.Id, second.Id);
+
+        using var person = await server.ClientAsync("test-person");
+        Assert.Equal(HttpStatusCode.OK, (await person.GetAsync($"Patient/{me.Id}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"Patient/{second.Id}")).StatusCode);
+        var mine = await Fhir.ExpectAsync<Bundle>(await person.GetAsync("Patient?_total=accurate"), HttpStatusCode.OK);
+        Assert.Equal([me.Id], mine.Entry.Select(e => e.Resource.Id));
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task The_persons_token_is_bound_to_the_patient_the_operator_registered_not_to_one_someone_else_wrote_first()
+    {
+        // test-person-b's identifier: only this test registers it. An institution gets there first.
+        const string value = "00054321";
+        using var other = await server.ClientAsync(ServerFixture.OtherInstitutionClient);
+        var squatter = await Fhir.ExpectAsync<Patient>(await other.PostAsync("Patient",
+            Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, value)], Name = [new HumanName { Family = "先取り" }] })), HttpStatusCode.Created);
+        var registered = await Fhir.ExpectAsync<Patient>(await server.Operator.PostAsync("Patient",
+            Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, value)], Name = [new HumanName { Family = "本人" }] })), HttpStatusCode.Created);
+
+        using var person = await server.ClientAsync("test-person-b");
+        Assert.Equal(HttpStatusCode.OK, (await person.GetAsync($"Patient/{registered.Id}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"Patient/{squatter.Id}")).StatusCode);
+        // A Patient written afterwards, even by the operator, does not move a token already issued.
+        var later = await Fhir.ExpectAsync<Patient>(await server.Operator.PostAsync("Patient",
+            Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, value)] })), HttpStatusCode.Created);
+        Assert.Equal(HttpStatusCode.OK, (await person.GetAsync($"Patient/{registered.Id}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"Patient/{later.Id}")).StatusCode);
     }
 }
