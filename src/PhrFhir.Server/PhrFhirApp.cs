@@ -38,6 +38,8 @@ public static class PhrFhirApp
         }
         var parameters = SearchParameters.CreateDefault(IgSearchParameters(builder.Configuration, startLog));
         var store = await FhirStore.OpenAsync(connectionString, parameters, ct);
+        // Pooled connections to a postmaster that died are dead too: drop them once it runs again.
+        if (embedded is not null) embedded.Restarted += store.DataSource.Clear;
 
         builder.Services.AddSingleton(store);
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
@@ -58,6 +60,7 @@ public static class PhrFhirApp
         builder.Services.AddHostedService<Audit.AuditWriter>();
 
         var app = builder.Build();
+        AccessLog.Use(app); // outermost: it sees the final status of every request
         ErrorHandling.Use(app);
         if (!benchOff) app.Services.GetRequiredService<Audit.AuditTrail>().Use(app); // records every request, refused ones too
         if (!benchOff)
@@ -67,8 +70,12 @@ public static class PhrFhirApp
         }
         else { app.UseRouting(); app.UseAuthentication(); }
         app.MapGet("/healthz", () => Results.Text("ok")).AllowAnonymous();
-        app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
-            await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503)).AllowAnonymous();
+        app.MapGet("/readyz", async (HttpContext ctx, FhirStore s, CancellationToken c) =>
+        {
+            if (await s.PingAsync(c)) return Results.Text("ready");
+            ctx.Response.Headers.RetryAfter = ErrorHandling.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return Results.Text("database unreachable", statusCode: 503);
+        }).AllowAnonymous();
         Security.AuthorizationServer.Map(app, embedded: app.Configuration["Auth:Authority"] is null);
         Validation.ValidateOperation.Map(app);
         Validation.ConformanceEndpoints.Map(app);

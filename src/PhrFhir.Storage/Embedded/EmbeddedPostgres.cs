@@ -40,6 +40,14 @@ namespace PhrFhir.Storage.Embedded;
 /// file is removed, since postgres would otherwise refuse to start; if the pid is dead, postgres
 /// itself recognises the file as stale.
 /// </para>
+/// <para>
+/// Supervision: while it runs, the postmaster is checked every second. If it died without shutting
+/// down (killed, e.g. by the OOM killer: its <c>postmaster.pid</c> stays behind), it is started again
+/// on the same port, PostgreSQL replays its WAL (crash recovery: committed data is kept), and
+/// <see cref="Restarted"/> is raised so the owner can drop pooled connections to the dead server. A
+/// server stopped cleanly from outside (no <c>postmaster.pid</c>) is left stopped; a postmaster some
+/// other launcher started on the same directory is adopted.
+/// </para>
 /// </remarks>
 public sealed class EmbeddedPostgres : IAsyncDisposable
 {
@@ -54,21 +62,36 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(90);
     private const int PgCtlWaitSeconds = 150;
 
+    private static readonly TimeSpan SupervisionInterval = TimeSpan.FromSeconds(1);
+
     private readonly Runner _runner;
     private readonly string _dataDirectory;
+    private readonly string _logFile;
+    private readonly int _port;
     private readonly ILogger _logger;
-    private readonly int _postmasterPid;
+    private volatile int _postmasterPid;
     private int _disposed;
+    private readonly CancellationTokenSource _stopSupervising = new();
+    private readonly Task _supervisor;
 
-    private EmbeddedPostgres(Runner runner, string dataDirectory, int port, string password, int postmasterPid, ILogger logger)
+    private EmbeddedPostgres(Runner runner, string dataDirectory, string logFile, int port, string password, int postmasterPid, ILogger logger)
     {
         _runner = runner;
         _dataDirectory = dataDirectory;
+        _logFile = logFile;
+        _port = port;
         _postmasterPid = postmasterPid;
         _logger = logger;
         ConnectionString = BuildConnectionString(port, password, DatabaseName, pooling: true);
         AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
+        _supervisor = Task.Run(() => SuperviseAsync(_stopSupervising.Token));
     }
+
+    /// <summary>
+    /// Raised after the supervisor restarted a postmaster that had died: connections pooled before
+    /// belong to the dead server and should be dropped (NpgsqlDataSource.Clear).
+    /// </summary>
+    public event Action? Restarted;
 
     /// <summary>Npgsql connection string for the <c>phrfhir</c> database on this server.</summary>
     public string ConnectionString { get; }
@@ -150,7 +173,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             }
         }
 
-        var server = new EmbeddedPostgres(runner, dataDir, actualPort, password, ReadPostmasterPid(dataDir), logger);
+        var server = new EmbeddedPostgres(runner, dataDir, logFile, actualPort, password, ReadPostmasterPid(dataDir), logger);
         try
         {
             await EnsureDatabaseAsync(actualPort, password, ct).ConfigureAwait(false);
@@ -173,6 +196,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             return;
         }
         AppDomain.CurrentDomain.ProcessExit -= OnProcessExit;
+        await StopSupervisingAsync().ConfigureAwait(false);
 
         try
         {
@@ -237,6 +261,69 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
         }
     }
 
+    private async Task StopSupervisingAsync()
+    {
+        await _stopSupervising.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _supervisor.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // stopped while restarting: DisposeAsync stops whatever runs on the directory
+        }
+    }
+
+    private async Task SuperviseAsync(CancellationToken ct)
+    {
+        var stoppedFromOutside = false;
+        while (!ct.IsCancellationRequested)
+        {
+            await Task.Delay(SupervisionInterval, ct).ConfigureAwait(false);
+            if (IsOurPostmasterAlive())
+            {
+                stoppedFromOutside = false;
+                continue;
+            }
+            if (!File.Exists(Path.Combine(_dataDirectory, "postmaster.pid")))
+            {
+                // A clean shutdown removes the file: someone stopped the server on purpose.
+                if (!stoppedFromOutside)
+                {
+                    SafeLog(() => _logger.LogWarning("PostgreSQL on {DataDirectory} was shut down from outside; it is not restarted", _dataDirectory));
+                }
+                stoppedFromOutside = true;
+                continue;
+            }
+            var pid = ReadPostmasterPid(_dataDirectory);
+            var proc = $"/proc/{pid.ToString(CultureInfo.InvariantCulture)}";
+            if (pid > 0 && pid != _postmasterPid && Directory.Exists(proc) && !IsZombie(proc) && IsPostmasterFor(proc, _dataDirectory))
+            {
+                _postmasterPid = pid; // another launcher started one on this directory
+                continue;
+            }
+            await RestartAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    private async Task RestartAsync(CancellationToken ct)
+    {
+        SafeLog(() => _logger.LogError("PostgreSQL (pid {Pid}) on {DataDirectory} died; restarting it on port {Port} (crash recovery replays its WAL)", _postmasterPid, _dataDirectory, _port));
+        try
+        {
+            await HandleLeftoverServerAsync(_runner, _dataDirectory, _logger, ct).ConfigureAwait(false);
+            await StartServerAsync(_runner, _dataDirectory, _logFile, _port, _logger, ct).ConfigureAwait(false);
+            _postmasterPid = ReadPostmasterPid(_dataDirectory);
+            SafeLog(() => _logger.LogWarning("PostgreSQL restarted on port {Port} (pid {Pid})", _port, _postmasterPid));
+            Restarted?.Invoke();
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or IOException or UnauthorizedAccessException)
+        {
+            // E.g. backends of the dead postmaster still hold its shared memory: try again next round.
+            SafeLog(() => _logger.LogError("Restarting PostgreSQL failed; trying again in {Interval} s: {Reason}", SupervisionInterval.TotalSeconds, FirstLine(ex.Message)));
+        }
+    }
+
     private bool IsOurPostmasterAlive()
     {
         if (_postmasterPid <= 0)
@@ -297,6 +384,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
         }
         try
         {
+            StopSupervisingAsync().GetAwaiter().GetResult();
             StopAsync().GetAwaiter().GetResult();
         }
         catch
