@@ -16,7 +16,12 @@ public static class PhrFhirApp
         // appsettings.json ships beside the binary; relative data paths still resolve against the working directory.
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+        // Limits:MaxJsonDepth is the former name of Limits:MaxDepth (it bounded JSON only); still read.
+        if (builder.Configuration["Limits:MaxDepth"] is null && builder.Configuration["Limits:MaxJsonDepth"] is { } oldDepth)
+            builder.Configuration["Limits:MaxDepth"] = oldDepth;
         var limits = builder.Configuration.GetSection("Limits").Get<ServerLimits>() ?? new ServerLimits();
+        if (limits.MaxDepth is < 2 or > ServerLimits.MaxDepthCeiling)
+            throw new InvalidOperationException($"Limits:MaxDepth must be between 2 and {ServerLimits.MaxDepthCeiling}, not {limits.MaxDepth}.");
         builder.Services.Configure<ServerLimits>(builder.Configuration.GetSection("Limits"));
         builder.Services.Configure<Mhd.MhdOptions>(builder.Configuration.GetSection("Mhd"));
         // Kestrel lets the larger of the two through; FHIR bodies are held to MaxBodyBytes by FhirFormat.
@@ -63,6 +68,7 @@ public static class PhrFhirApp
         AccessLog.Use(app); // outermost: it sees the final status of every request
         ErrorHandling.Use(app);
         if (!benchOff) app.Services.GetRequiredService<Audit.AuditTrail>().Use(app); // records every request, refused ones too
+        RequestGuard.Use(app); // no control characters in the URL or the headers the server keeps
         if (!benchOff)
         {
             Security.AccessControl.Use(app);

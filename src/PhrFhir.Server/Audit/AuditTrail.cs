@@ -79,6 +79,9 @@ public sealed class AuditTrail(FhirStore store)
         audit.Meta ??= new Meta();
         audit.Meta.VersionId = "1";
         audit.Meta.LastUpdated = new DateTimeOffset(now.Ticks - now.Ticks % TimeSpan.TicksPerMillisecond, TimeSpan.Zero);
+        // A refused request is recorded with what it sent (a query, a client id, a break-glass reason);
+        // a control character in it would make the whole batch unstorable (U+0000) or unsafe to display.
+        ControlCharacters.Scrub(audit);
         return new ResourceDocument
         {
             Id = ResourceDocument.Key("AuditEvent", audit.Id),

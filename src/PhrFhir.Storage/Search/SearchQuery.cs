@@ -61,6 +61,7 @@ public sealed class SearchQuery
         ResourceType = resourceType;
         foreach (var (name, value) in parameters)
         {
+            ControlCharacters.RefuseInParameter(name, value); // from the URL, a form, If-None-Exist or a Bundle entry alike
             if (ResultParameters.Contains(name.Split(':')[0])) { ReadResultParameter(name, value, lenient); continue; }
             var sql = Criterion(resourceType, name, value, lenient, "d.id");
             if (sql is null) continue;
