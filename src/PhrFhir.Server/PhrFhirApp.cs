@@ -47,6 +47,7 @@ public static class PhrFhirApp
         if (embedded is not null) embedded.Restarted += store.DataSource.Clear;
 
         builder.Services.AddSingleton(store);
+        if (embedded is not null) builder.Services.AddSingleton(embedded); // its lifetime is StorageLifetime's
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
         builder.Services.AddSingleton<ResourceWrites>();
         builder.Services.AddSingleton<Security.ConsentRules>();

@@ -46,6 +46,8 @@ public sealed class ServerFixture : IAsyncLifetime
     public System.Security.Cryptography.RSA JwtClientKey { get; } = System.Security.Cryptography.RSA.Create(2048);
     public Uri BaseUrl { get; private set; } = null!;
     public IServiceProvider Services => _app!.Services;
+    /// <summary>Every log line the server writes (access lines at Information, refusals at Debug included).</summary>
+    public LogCapture Logs { get; } = new();
 
     /// <summary>Throw-away PKI for mutual TLS: a CA, the server's certificate (127.0.0.1), and two client certificates.</summary>
     public TestPki Pki { get; } = new();
@@ -104,6 +106,11 @@ public sealed class ServerFixture : IAsyncLifetime
             "--Https:Certificate:Password", "pfx-password",
             "--Storage:DataDirectory", Path.Combine(_dataDir, "pg"),
             "--Logging:LogLevel:Default", "Warning",
+            // The access log and refusals reach Logs; the console keeps to warnings.
+            "--Logging:LogLevel:PhrFhir.Access", "Information",
+            "--Logging:LogLevel:PhrFhir.Errors", "Debug",
+            "--Logging:Console:LogLevel:PhrFhir.Access", "Warning",
+            "--Logging:Console:LogLevel:PhrFhir.Errors", "Warning",
             "--Limits:MaxBodyBytes", (2 * 1024 * 1024).ToString(),
             "--Limits:MaxBundleEntries", "200",
             // The IHE MHD FHIR-document example refers to its Patient on this (example) identity source.
@@ -111,6 +118,7 @@ public sealed class ServerFixture : IAsyncLifetime
             // The validator's resolved conformance sets: shared by test runs, rebuilt when a package changes.
             "--Validation:CacheFolder", Path.Combine(Path.GetTempPath(), "phrfhir-test-conformance-cache"),
         ]);
+        _app.Services.GetRequiredService<Microsoft.Extensions.Logging.ILoggerFactory>().AddProvider(Logs);
         await _app.StartAsync();
         var addresses = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
         BaseUrl = new Uri(addresses.First(a => a.StartsWith("http://", StringComparison.Ordinal)).TrimEnd('/') + "/");
@@ -154,6 +162,29 @@ public sealed class ServerFixture : IAsyncLifetime
             await _app.DisposeAsync(); // stops the embedded PostgreSQL
         }
         try { Directory.Delete(_dataDir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}
+
+/// <summary>The server's log lines as written, for tests of what is logged (and what is not).</summary>
+public sealed class LogCapture : Microsoft.Extensions.Logging.ILoggerProvider
+{
+    public sealed record Line(string Category, Microsoft.Extensions.Logging.LogLevel Level, string Message, Exception? Exception);
+
+    readonly System.Collections.Concurrent.ConcurrentQueue<Line> _lines = new();
+
+    /// <summary>The lines so far; a test remembers the count before it acts and reads what came after.</summary>
+    public IReadOnlyList<Line> Lines => [.. _lines];
+
+    public Microsoft.Extensions.Logging.ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
+
+    public void Dispose() { }
+
+    sealed class Logger(LogCapture capture, string category) : Microsoft.Extensions.Logging.ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            capture._lines.Enqueue(new Line(category, logLevel, formatter(state, exception), exception));
     }
 }
 

@@ -93,6 +93,9 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
     /// </summary>
     public event Action? Restarted;
 
+    /// <summary>The process id of the running postmaster (changes when the supervisor restarts it).</summary>
+    public int PostmasterPid => _postmasterPid;
+
     /// <summary>Npgsql connection string for the <c>phrfhir</c> database on this server.</summary>
     public string ConnectionString { get; }
 
