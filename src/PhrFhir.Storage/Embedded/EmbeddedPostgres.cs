@@ -283,30 +283,42 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
         while (!ct.IsCancellationRequested)
         {
             await Task.Delay(SupervisionInterval, ct).ConfigureAwait(false);
-            if (IsOurPostmasterAlive())
+            try
             {
-                stoppedFromOutside = false;
-                continue;
+                stoppedFromOutside = await CheckAsync(stoppedFromOutside, ct).ConfigureAwait(false);
             }
-            if (!File.Exists(Path.Combine(_dataDirectory, "postmaster.pid")))
+            catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                // A clean shutdown removes the file: someone stopped the server on purpose.
-                if (!stoppedFromOutside)
-                {
-                    SafeLog(() => _logger.LogWarning("PostgreSQL on {DataDirectory} was shut down from outside; it is not restarted", _dataDirectory));
-                }
-                stoppedFromOutside = true;
-                continue;
+                SafeLog(() => _logger.LogError(ex, "Supervising PostgreSQL failed; checking again in {Interval} s", SupervisionInterval.TotalSeconds));
             }
-            var pid = ReadPostmasterPid(_dataDirectory);
-            var proc = $"/proc/{pid.ToString(CultureInfo.InvariantCulture)}";
-            if (pid > 0 && pid != _postmasterPid && Directory.Exists(proc) && !IsZombie(proc) && IsPostmasterFor(proc, _dataDirectory))
-            {
-                _postmasterPid = pid; // another launcher started one on this directory
-                continue;
-            }
-            await RestartAsync(ct).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>One round of supervision; returns whether the server is (still) known to be stopped on purpose.</summary>
+    private async Task<bool> CheckAsync(bool stoppedFromOutside, CancellationToken ct)
+    {
+        if (IsOurPostmasterAlive())
+        {
+            return false;
+        }
+        if (!File.Exists(Path.Combine(_dataDirectory, "postmaster.pid")))
+        {
+            // A clean shutdown removes the file: someone stopped the server on purpose.
+            if (!stoppedFromOutside)
+            {
+                SafeLog(() => _logger.LogWarning("PostgreSQL on {DataDirectory} was shut down from outside; it is not restarted", _dataDirectory));
+            }
+            return true;
+        }
+        var pid = ReadPostmasterPid(_dataDirectory);
+        var proc = $"/proc/{pid.ToString(CultureInfo.InvariantCulture)}";
+        if (pid > 0 && pid != _postmasterPid && Directory.Exists(proc) && !IsZombie(proc) && IsPostmasterFor(proc, _dataDirectory))
+        {
+            _postmasterPid = pid; // another launcher started one on this directory
+            return false;
+        }
+        await RestartAsync(ct).ConfigureAwait(false);
+        return false;
     }
 
     private async Task RestartAsync(CancellationToken ct)
@@ -320,9 +332,10 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             SafeLog(() => _logger.LogWarning("PostgreSQL restarted on port {Port} (pid {Pid})", _port, _postmasterPid));
             Restarted?.Invoke();
         }
-        catch (Exception ex) when (ex is InvalidOperationException or IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            // E.g. backends of the dead postmaster still hold its shared memory: try again next round.
+            // E.g. backends of the dead postmaster still hold its shared memory: try again next round
+            // (whatever failed, supervision must go on).
             SafeLog(() => _logger.LogError("Restarting PostgreSQL failed; trying again in {Interval} s: {Reason}", SupervisionInterval.TotalSeconds, FirstLine(ex.Message)));
         }
     }
