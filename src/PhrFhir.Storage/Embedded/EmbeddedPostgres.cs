@@ -45,8 +45,9 @@ namespace PhrFhir.Storage.Embedded;
 /// down (killed, e.g. by the OOM killer: its <c>postmaster.pid</c> stays behind), it is started again
 /// on the same port, PostgreSQL replays its WAL (crash recovery: committed data is kept), and
 /// <see cref="Restarted"/> is raised so the owner can drop pooled connections to the dead server. A
-/// server stopped cleanly from outside (no <c>postmaster.pid</c>) is left stopped; a postmaster some
-/// other launcher started on the same directory is adopted.
+/// server stopped cleanly from outside (no <c>postmaster.pid</c>) is left stopped, and so is a
+/// directory another launcher has taken over (its <c>postmaster.pid</c> names another process; a
+/// postmaster it started there is adopted).
 /// </para>
 /// </remarks>
 public sealed class EmbeddedPostgres : IAsyncDisposable
@@ -70,6 +71,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
     private readonly int _port;
     private readonly ILogger _logger;
     private volatile int _postmasterPid;
+    private bool _restartPending; // only the supervisor's loop reads and writes it
     private int _disposed;
     private readonly CancellationTokenSource _stopSupervising = new();
     private readonly Task _supervisor;
@@ -301,6 +303,12 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
         {
             return false;
         }
+        if (_restartPending)
+        {
+            // A failed attempt may have removed postmaster.pid already: it is still our crash.
+            await RestartAsync(ct).ConfigureAwait(false);
+            return false;
+        }
         if (!File.Exists(Path.Combine(_dataDirectory, "postmaster.pid")))
         {
             // A clean shutdown removes the file: someone stopped the server on purpose.
@@ -311,24 +319,34 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             return true;
         }
         var pid = ReadPostmasterPid(_dataDirectory);
-        var proc = $"/proc/{pid.ToString(CultureInfo.InvariantCulture)}";
-        if (pid > 0 && pid != _postmasterPid && Directory.Exists(proc) && !IsZombie(proc) && IsPostmasterFor(proc, _dataDirectory))
+        if (pid != _postmasterPid)
         {
-            _postmasterPid = pid; // another launcher started one on this directory
+            // Another launcher manages the directory now: adopt its postmaster, or leave it to it.
+            var proc = $"/proc/{pid.ToString(CultureInfo.InvariantCulture)}";
+            if (pid > 0 && Directory.Exists(proc) && !IsZombie(proc) && IsPostmasterFor(proc, _dataDirectory))
+            {
+                _postmasterPid = pid;
+            }
             return false;
         }
+        // Our postmaster died and left its postmaster.pid behind: a crash.
         await RestartAsync(ct).ConfigureAwait(false);
         return false;
     }
 
     private async Task RestartAsync(CancellationToken ct)
     {
-        SafeLog(() => _logger.LogError("PostgreSQL (pid {Pid}) on {DataDirectory} died; restarting it on port {Port} (crash recovery replays its WAL)", _postmasterPid, _dataDirectory, _port));
+        if (!_restartPending)
+        {
+            SafeLog(() => _logger.LogError("PostgreSQL (pid {Pid}) on {DataDirectory} died; restarting it on port {Port} (crash recovery replays its WAL)", _postmasterPid, _dataDirectory, _port));
+        }
+        _restartPending = true;
         try
         {
             await HandleLeftoverServerAsync(_runner, _dataDirectory, _logger, ct).ConfigureAwait(false);
             await StartServerAsync(_runner, _dataDirectory, _logFile, _port, _logger, ct).ConfigureAwait(false);
             _postmasterPid = ReadPostmasterPid(_dataDirectory);
+            _restartPending = false;
             SafeLog(() => _logger.LogWarning("PostgreSQL restarted on port {Port} (pid {Pid})", _port, _postmasterPid));
             Restarted?.Invoke();
         }
@@ -336,7 +354,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
         {
             // E.g. backends of the dead postmaster still hold its shared memory: try again next round
             // (whatever failed, supervision must go on).
-            SafeLog(() => _logger.LogError("Restarting PostgreSQL failed; trying again in {Interval} s: {Reason}", SupervisionInterval.TotalSeconds, FirstLine(ex.Message)));
+            SafeLog(() => _logger.LogError("Restarting PostgreSQL failed; trying again in {Interval} s: {Reason}", SupervisionInterval.TotalSeconds, ex.Message));
         }
     }
 
