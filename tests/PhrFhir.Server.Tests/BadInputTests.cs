@@ -152,6 +152,16 @@ public sealed class BadInputTests(ServerFixture server)
         if (expression is not null) Assert.True(oo.Issue[0].Expression.SequenceEqual([expression]), $"[{name}] expression: {text}");
     }
 
+    [Theory]
+    [InlineData("--Limits:MaxDepth")]
+    [InlineData("--Limits:MaxJsonDepth")] // its former name, when it bounded JSON only
+    public async System.Threading.Tasks.Task The_depth_limit_is_read_under_its_name_and_its_former_name(string key)
+    {
+        // Read before anything starts: a depth the stored JSON could not hold stops the server at once.
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => PhrFhirApp.BuildAsync([key, "100000"]));
+        Assert.Contains("100000", e.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async System.Threading.Tasks.Task A_Bundle_with_more_entries_than_allowed_is_413()
     {
