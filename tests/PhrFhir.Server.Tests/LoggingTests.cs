@@ -68,7 +68,10 @@ public sealed class LoggingTests(ServerFixture server)
         {
             session.Store(new ResourceDocument
             {
-                Id = ResourceDocument.Key("Patient", id), ResourceType = "Patient", Version = 1, LastUpdated = DateTimeOffset.UtcNow,
+                Id = ResourceDocument.Key("Patient", id),
+                ResourceType = "Patient",
+                Version = 1,
+                LastUpdated = DateTimeOffset.UtcNow,
                 Json = "{\"resourceType\":\"Patient\",\"id\":\"" + id + "\",\"nickname\":\"not FHIR\"}",
             });
             await session.SaveChangesAsync();
