@@ -11,8 +11,13 @@ namespace PhrFhir.Server.Tests;
 /// does): meanwhile requests are 503 with Retry-After and /readyz says so; the server restarts its
 /// PostgreSQL by itself and answers again, with the data committed before.
 /// </summary>
-/// <remarks>Its own server (a class fixture, not the shared "server" collection): the others must not see the crash.</remarks>
-public sealed class DatabaseCrashTests(ServerFixture server) : IClassFixture<ServerFixture>
+/// <remarks>
+/// On the shared server: tests of the "server" collection run one at a time, so none sees the crash, and
+/// the ones after it run on the recovered database. (A second server in the same process cannot be
+/// started: the authorisation server's in-memory store is shared by name.)
+/// </remarks>
+[Collection("server")]
+public sealed class DatabaseCrashTests(ServerFixture server)
 {
     [Fact]
     public async System.Threading.Tasks.Task After_the_database_is_killed_requests_are_503_until_it_is_back_by_itself_with_the_data()
