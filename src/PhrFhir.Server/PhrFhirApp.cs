@@ -16,7 +16,12 @@ public static class PhrFhirApp
         // appsettings.json ships beside the binary; relative data paths still resolve against the working directory.
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+        // Limits:MaxJsonDepth is the former name of Limits:MaxDepth (it bounded JSON only); still read.
+        if (builder.Configuration["Limits:MaxDepth"] is null && builder.Configuration["Limits:MaxJsonDepth"] is { } oldDepth)
+            builder.Configuration["Limits:MaxDepth"] = oldDepth;
         var limits = builder.Configuration.GetSection("Limits").Get<ServerLimits>() ?? new ServerLimits();
+        if (limits.MaxDepth is < 2 or > ServerLimits.MaxDepthCeiling)
+            throw new InvalidOperationException($"Limits:MaxDepth must be between 2 and {ServerLimits.MaxDepthCeiling}, not {limits.MaxDepth}.");
         builder.Services.Configure<ServerLimits>(builder.Configuration.GetSection("Limits"));
         builder.Services.Configure<Mhd.MhdOptions>(builder.Configuration.GetSection("Mhd"));
         // Kestrel lets the larger of the two through; FHIR bodies are held to MaxBodyBytes by FhirFormat.
@@ -54,8 +59,11 @@ public static class PhrFhirApp
             Path.GetFullPath(builder.Configuration["Audit:KeyDirectory"]
                 ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(builder.Configuration["Storage:DataDirectory"] ?? Path.Combine("data", "postgres")))!, "audit")));
         var store = await FhirStore.OpenAsync(connectionString, parameters, ct, auditChain);
+        // Pooled connections to a postmaster that died are dead too: drop them once it runs again.
+        if (embedded is not null) embedded.Restarted += store.DataSource.Clear;
 
         builder.Services.AddSingleton(store);
+        if (embedded is not null) builder.Services.AddSingleton(embedded); // its lifetime is StorageLifetime's
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
         builder.Services.AddSingleton<ResourceWrites>();
         builder.Services.AddSingleton<Mhd.DocumentRegistry>();
@@ -72,20 +80,26 @@ public static class PhrFhirApp
         builder.Services.AddHostedService<Audit.AuditWriter>();
 
         var app = builder.Build();
+        AccessLog.Use(app); // outermost: it sees the final status of every request
         ErrorHandling.Use(app);
         OpenApiDescription.Map(app); // Swagger UI's static files, before routing
 #if BENCH
-        if (benchOff) { app.UseRouting(); app.UseAuthentication(); }
+        if (benchOff) { RequestGuard.Use(app); app.UseRouting(); app.UseAuthentication(); }
         else
 #endif
         {
             app.Services.GetRequiredService<Audit.AuditTrail>().Use(app); // records every request, refused ones too
+            RequestGuard.Use(app); // no control characters in the URL or the headers the server keeps
             Security.AccessControl.Use(app);
             Security.CertificateBinding.Use(app); // after authentication, before any endpoint: cnf-bound tokens need their certificate
         }
         app.MapGet("/healthz", () => Results.Text("ok")).AllowAnonymous();
-        app.MapGet("/readyz", async (FhirStore s, CancellationToken c) =>
-            await s.PingAsync(c) ? Results.Text("ready") : Results.Text("database unreachable", statusCode: 503)).AllowAnonymous();
+        app.MapGet("/readyz", async (HttpContext ctx, FhirStore s, CancellationToken c) =>
+        {
+            if (await s.PingAsync(c)) return Results.Text("ready");
+            ctx.Response.Headers.RetryAfter = ErrorHandling.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return Results.Text("database unreachable", statusCode: 503);
+        }).AllowAnonymous();
         Security.AuthorizationServer.Map(app, embedded: app.Configuration["Auth:Authority"] is null);
         Validation.ValidateOperation.Map(app);
         Validation.ConformanceEndpoints.Map(app);

@@ -143,6 +143,23 @@ public sealed partial class FhirStore : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The database cannot be reached right now, and the request may be retried: a failed or broken
+    /// connection, a timeout, or PostgreSQL shutting down, in crash recovery or out of connections
+    /// (SQLSTATE classes 08, 57P and 53). Marten wraps Npgsql's exceptions, hence the walk inwards.
+    /// </summary>
+    public static bool IsUnavailable(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+        {
+            if (e is PostgresException pg)
+                return pg.SqlState.StartsWith("08", StringComparison.Ordinal) || pg.SqlState.StartsWith("57P", StringComparison.Ordinal)
+                    || pg.SqlState.StartsWith("53", StringComparison.Ordinal);
+            if (e is NpgsqlException { IsTransient: true }) return true;
+        }
+        return false;
+    }
+
     public async Task<bool> PingAsync(CancellationToken ct)
     {
         try

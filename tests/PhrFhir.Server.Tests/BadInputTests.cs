@@ -33,7 +33,25 @@ public sealed class BadInputTests(ServerFixture server)
         { "unserved type", "POST", "Account", "{\"resourceType\":\"Account\",\"status\":\"active\",\"name\":\"{F}\"}", HttpStatusCode.NotFound, null },
         { "transaction with a bad entry", "POST", "", "{\"resourceType\":\"Bundle\",\"type\":\"transaction\",\"entry\":[{\"resource\":{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"{F}\"}]},\"request\":{\"method\":\"POST\",\"url\":\"Patient\"}},{\"resource\":{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"{F}\"}]},\"request\":{\"method\":\"POST\"}}]}", HttpStatusCode.BadRequest, "Bundle.entry[1].request.url" },
         { "document Bundle posted to base", "POST", "", "{\"resourceType\":\"Bundle\",\"type\":\"document\",\"entry\":[{\"resource\":{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"{F}\"}]}}]}", HttpStatusCode.BadRequest, "Bundle.type" },
+        // R4 datatypes.html#string: no control characters but tab, CR and LF (PostgreSQL cannot even store U+0000).
+        { "NUL in a string", "POST", "Patient", "{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"{F}\",\"given\":[\"a\\u0000b\"]}]}", HttpStatusCode.BadRequest, "Patient.name[0].given[0]" },
+        { "ANSI escape in a string", "POST", "Patient", "{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"{F}\",\"text\":\"\\u001b[31mred\"}]}", HttpStatusCode.BadRequest, "Patient.name[0].text" },
+        { "backspace escape in a string", "POST", "Patient", "{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"{F}\"}],\"gender\":\"male\",\"extension\":[{\"url\":\"http://example.org/x\",\"valueString\":\"a\\bb\"}]}", HttpStatusCode.BadRequest, "Patient.extension[0].value" },
+        { "control character in XML (character reference)", "POST", "Patient", "<Patient xmlns=\"http://hl7.org/fhir\"><name><family value=\"{F}\"/><given value=\"a&#x1b;[31mb\"/></name></Patient>", HttpStatusCode.BadRequest, "Patient.name[0].given[0]" },
+        { "control character in a contained resource of a transaction entry", "POST", "", "{\"resourceType\":\"Bundle\",\"type\":\"transaction\",\"entry\":[{\"resource\":{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"{F}\"}],\"contained\":[{\"resourceType\":\"Organization\",\"name\":\"a\\u0007b\"}]},\"request\":{\"method\":\"POST\",\"url\":\"Patient\"}}]}", HttpStatusCode.BadRequest, "Bundle.entry[0].resource.contained[0].name" },
+        { "control character in a transaction entry's conditional URL", "POST", "", "{\"resourceType\":\"Bundle\",\"type\":\"transaction\",\"entry\":[{\"resource\":{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"{F}\"}]},\"request\":{\"method\":\"POST\",\"url\":\"Patient\",\"ifNoneExist\":\"identifier=\\u0000\"}}]}", HttpStatusCode.BadRequest, "Bundle.entry[0].request.ifNoneExist" },
+        // One depth limit for JSON and XML (Limits:MaxDepth, 64): XML used to have none.
+        { "XML nested deeper than the limit", "POST", "Patient", DeepXml(100), HttpStatusCode.BadRequest, null },
+        { "XML nested far deeper than the limit", "POST", "Patient", DeepXml(5000), HttpStatusCode.BadRequest, null },
     };
+
+    /// <summary>A Patient (family {F}) with extensions nested <paramref name="levels"/> deep, in XML.</summary>
+    static string DeepXml(int levels) =>
+        "<Patient xmlns=\"http://hl7.org/fhir\">"
+        + string.Concat(Enumerable.Repeat("<extension url=\"http://example.org/nested\">", levels))
+        + "<valueString value=\"deep\"/>"
+        + string.Concat(Enumerable.Repeat("</extension>", levels))
+        + "<name><family value=\"{F}\"/></name></Patient>";
 
     [Theory]
     [MemberData(nameof(Cases))]
@@ -77,6 +95,71 @@ public sealed class BadInputTests(ServerFixture server)
         deep.Append("]}");
         var response = await _http.PostAsync("Patient", Fhir.Json(deep.ToString()));
         await Fhir.ExpectAsync<OperationOutcome>(response, HttpStatusCode.BadRequest);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task An_XML_resource_nested_within_the_limit_reads_back_in_every_format()
+    {
+        // 40 levels of XML are about 80 of JSON once stored: more than a JSON reader takes by default.
+        var family = Fhir.Unique("深い");
+        var response = await _http.PostAsync("Patient", new StringContent(DeepXml(40).Replace("{F}", family), Encoding.UTF8, "application/fhir+xml"));
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        var id = response.Headers.Location!.AbsolutePath.Split('/')[^3]; // …/Patient/{id}/_history/1 (the body nests too deep for this test's own parser)
+        foreach (var path in new[]
+        {
+            $"Patient/{id}?_format=xml", $"Patient/{id}?_format=json", $"Patient/{id}/_history/1?_format=xml",
+            $"Patient?family={Uri.EscapeDataString(family)}&_format=xml", $"Patient?family={Uri.EscapeDataString(family)}&_elements=extension",
+            $"Patient/{id}/_history?_format=xml",
+        })
+        {
+            var read = await _http.GetAsync(path);
+            Assert.True(read.StatusCode == HttpStatusCode.OK, $"{path}: {(int)read.StatusCode} {await read.Content.ReadAsStringAsync()}");
+        }
+    }
+
+    /// <summary>The URL (path, parameter names and values) and the headers the server keeps hold no control character.</summary>
+    public static TheoryData<string, string, string?, string?, string?> ControlCharacterRequests => new()
+    {
+        // case, method + path, header "name: value", form body, expected expression
+        { "NUL in a search value", "GET Patient?name=a%00b", null, null, "name" },
+        { "NUL as a token value", "GET Patient?identifier=%00", null, null, "identifier" },
+        { "ANSI escape in a search value", "GET Patient?family=%1B%5B31mred", null, null, "family" },
+        { "control character in a parameter name", "GET Patient?fam%07ily=x", null, null, null },
+        { "control character in an id", "GET Patient/a%1Bb", null, null, null },
+        { "control character in a POSTed search", "POST Patient/_search", null, "name=a%1Bb", "name" },
+        { "control character in If-None-Exist", "POST Patient", "If-None-Exist: identifier=a\u001bb", null, "If-None-Exist" },
+        { "control character in the break-glass reason", "GET Patient?_count=1", "X-Break-Glass: emergency\u001b[2J", null, "X-Break-Glass" },
+    };
+
+    [Theory]
+    [MemberData(nameof(ControlCharacterRequests))]
+    public async System.Threading.Tasks.Task Control_characters_in_the_URL_or_a_kept_header_are_400(string name, string request, string? header, string? form, string? expression)
+    {
+        var (method, path) = (request.Split(' ')[0], request.Split(' ')[1]);
+        var message = new HttpRequestMessage(new HttpMethod(method), path);
+        if (form is not null) message.Content = new StringContent(form, Encoding.UTF8, "application/x-www-form-urlencoded");
+        else if (method == "POST") message.Content = Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("制御") }] });
+        if (header is not null)
+        {
+            var (headerName, value) = (header[..header.IndexOf(':')], System.Text.RegularExpressions.Regex.Unescape(header[(header.IndexOf(':') + 2)..]));
+            Assert.True(message.Headers.TryAddWithoutValidation(headerName, value), $"[{name}] header not accepted by HttpClient");
+        }
+        var response = await _http.SendAsync(message);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"[{name}] expected 400, got {(int)response.StatusCode}: {text}");
+        var oo = await Fhir.ReadAsync<OperationOutcome>(response);
+        Assert.Contains("U+00", oo.Issue[0].Diagnostics, StringComparison.Ordinal);
+        if (expression is not null) Assert.True(oo.Issue[0].Expression.SequenceEqual([expression]), $"[{name}] expression: {text}");
+    }
+
+    [Theory]
+    [InlineData("--Limits:MaxDepth")]
+    [InlineData("--Limits:MaxJsonDepth")] // its former name, when it bounded JSON only
+    public async System.Threading.Tasks.Task The_depth_limit_is_read_under_its_name_and_its_former_name(string key)
+    {
+        // Read before anything starts: a depth the stored JSON could not hold stops the server at once.
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => PhrFhirApp.BuildAsync([key, "100000"]));
+        Assert.Contains("100000", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]

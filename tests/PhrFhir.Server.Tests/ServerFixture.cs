@@ -61,6 +61,10 @@ public class ServerFixture : IAsyncLifetime
     public System.Security.Cryptography.RSA JwtClientKey { get; } = System.Security.Cryptography.RSA.Create(2048);
     public Uri BaseUrl { get; private set; } = null!;
     public IServiceProvider Services => _app!.Services;
+    /// <summary>The PostgreSQL this run's servers share (started and supervised by the fixture).</summary>
+    public EmbeddedPostgres Postgres => _postgres!;
+    /// <summary>Every log line the server writes (access lines at Information, refusals at Debug included).</summary>
+    public LogCapture Logs { get; } = new();
 
     /// <summary>Throw-away PKI for mutual TLS: a CA, the server's certificate (127.0.0.1), and two client certificates.</summary>
     public TestPki Pki { get; } = new();
@@ -131,6 +135,11 @@ public class ServerFixture : IAsyncLifetime
             "--Https:Certificate:Path", serverPfx,
             "--Https:Certificate:Password", "pfx-password",
             "--Logging:LogLevel:Default", "Warning",
+            // The access log and refusals reach Logs; the console keeps to warnings.
+            "--Logging:LogLevel:PhrFhir.Access", "Information",
+            "--Logging:LogLevel:PhrFhir.Errors", "Debug",
+            "--Logging:Console:LogLevel:PhrFhir.Access", "Warning",
+            "--Logging:Console:LogLevel:PhrFhir.Errors", "Warning",
             "--Limits:MaxBodyBytes", (2 * 1024 * 1024).ToString(),
             "--Limits:MaxBundleEntries", "200",
             // The IHE MHD FHIR-document example refers to its Patient on this (example) identity source.
@@ -142,6 +151,9 @@ public class ServerFixture : IAsyncLifetime
             .. PackageArguments(),
         ];
         _app = await PhrFhirApp.BuildAsync(_args);
+        _app.Services.GetRequiredService<Microsoft.Extensions.Logging.ILoggerFactory>().AddProvider(Logs);
+        // As PhrFhirApp does for a PostgreSQL it starts itself: connections to a postmaster that died are dropped once it is back.
+        _postgres.Restarted += _app.Services.GetRequiredService<PhrFhir.Storage.FhirStore>().DataSource.Clear;
         await _app.StartAsync();
         BaseUrl = Address(_app, "http://");
         HttpsUrl = Address(_app, "https://");
@@ -280,6 +292,29 @@ public sealed class ServerInstance(WebApplication app, Uri baseUrl) : IAsyncDisp
         Anonymous.Dispose();
         await app.StopAsync();
         await app.DisposeAsync();
+    }
+}
+
+/// <summary>The server's log lines as written, for tests of what is logged (and what is not).</summary>
+public sealed class LogCapture : Microsoft.Extensions.Logging.ILoggerProvider
+{
+    public sealed record Line(string Category, Microsoft.Extensions.Logging.LogLevel Level, string Message, Exception? Exception);
+
+    readonly System.Collections.Concurrent.ConcurrentQueue<Line> _lines = new();
+
+    /// <summary>The lines so far; a test remembers the count before it acts and reads what came after.</summary>
+    public IReadOnlyList<Line> Lines => [.. _lines];
+
+    public Microsoft.Extensions.Logging.ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
+
+    public void Dispose() { }
+
+    sealed class Logger(LogCapture capture, string category) : Microsoft.Extensions.Logging.ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            capture._lines.Enqueue(new Line(category, logLevel, formatter(state, exception), exception));
     }
 }
 

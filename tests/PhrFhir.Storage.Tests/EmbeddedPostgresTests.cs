@@ -150,34 +150,62 @@ public sealed class EmbeddedPostgresTests : IDisposable
     }
 
     [Fact]
-    public async Task EmbeddedPostgres_RestartsAfterPostmasterWasKilled()
+    public async Task EmbeddedPostgres_RestartsByItselfAfterPostmasterWasKilled()
     {
-        await using (var pg = await EmbeddedPostgres.StartAsync(DataDir, 0, _logger, Timeout()))
+        await using var pg = await EmbeddedPostgres.StartAsync(DataDir, 0, _logger, Timeout());
+        var restarted = 0;
+        pg.Restarted += () => Interlocked.Increment(ref restarted);
+        await using (var conn = new NpgsqlConnection(pg.ConnectionString))
         {
-            await using var conn = new NpgsqlConnection(pg.ConnectionString);
             await conn.OpenAsync();
-            // The server runs with synchronous_commit=off, which may lose the last fraction of a
-            // second of commits when the postmaster dies; this session asks for durable commits.
-            await new NpgsqlCommand("set synchronous_commit = on; create table crashed(x int); insert into crashed values (42)", conn).ExecuteNonQueryAsync();
-            await conn.CloseAsync();
-
-            // SIGKILL the postmaster: postmaster.pid stays behind, naming a dead (or, where PID 1
-            // does not reap, a zombie) process.
-            var pid = int.Parse(File.ReadLines(Path.Combine(DataDir, "postmaster.pid")).First(), CultureInfo.InvariantCulture);
-            System.Diagnostics.Process.GetProcessById(pid).Kill();
-            var deadline = DateTime.UtcNow.AddSeconds(30);
-            while (DateTime.UtcNow < deadline && !IsGoneOrZombie(pid))
-            {
-                await Task.Delay(100);
-            }
-            Assert.True(File.Exists(Path.Combine(DataDir, "postmaster.pid")));
-
-            await using var again = await EmbeddedPostgres.StartAsync(DataDir, 0, _logger, Timeout());
-            await using var conn2 = new NpgsqlConnection(again.ConnectionString);
-            await conn2.OpenAsync();
-            Assert.Equal(42, (int)(await new NpgsqlCommand("select x from crashed", conn2).ExecuteScalarAsync())!);
+            await new NpgsqlCommand("create table crashed(x int); insert into crashed values (42)", conn).ExecuteNonQueryAsync();
         }
+
+        // SIGKILL the postmaster (as the OOM killer would): postmaster.pid stays behind, naming a dead
+        // (or, where PID 1 does not reap, a zombie) process.
+        var pid = pg.PostmasterPid;
+        Assert.Equal(pid, int.Parse(File.ReadLines(Path.Combine(DataDir, "postmaster.pid")).First(), CultureInfo.InvariantCulture));
+        System.Diagnostics.Process.GetProcessById(pid).Kill();
+
+        // Nobody calls StartAsync again: the same connection string works again within a bounded time.
+        var deadline = DateTime.UtcNow.AddSeconds(90);
+        while (true)
+        {
+            NpgsqlConnection.ClearAllPools();
+            try
+            {
+                await using var conn = new NpgsqlConnection(pg.ConnectionString);
+                await conn.OpenAsync();
+                Assert.Equal(42, (int)(await new NpgsqlCommand("select x from crashed", conn).ExecuteScalarAsync())!);
+                break;
+            }
+            catch (NpgsqlException) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(200);
+            }
+        }
+        Assert.NotEqual(pid, pg.PostmasterPid);
+        Assert.True(IsGoneOrZombie(pid));
+        Assert.Equal(1, Volatile.Read(ref restarted));
+        Assert.Contains(_logger.Messages, m => m.Contains("died; restarting", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public async Task EmbeddedPostgres_LeavesAServerStoppedFromOutsideStopped()
+    {
+        await using var pg = await EmbeddedPostgres.StartAsync(DataDir, 0, _logger, Timeout());
+        var pid = pg.PostmasterPid;
+        // A clean shutdown (pg_ctl stop, or another launcher taking over) removes postmaster.pid.
+        NativeKill(pid, 2); // SIGINT: fast shutdown
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (DateTime.UtcNow < deadline && !IsGoneOrZombie(pid)) await Task.Delay(100);
+        await Task.Delay(3000); // three rounds of supervision
+        Assert.False(File.Exists(Path.Combine(DataDir, "postmaster.pid")), "restarted a server that was stopped on purpose");
+        Assert.Contains(_logger.Messages, m => m.Contains("shut down from outside", StringComparison.Ordinal));
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill")]
+    private static extern int NativeKill(int pid, int signal);
 
     [Fact]
     public async Task EmbeddedPostgres_DisposeStopsServerEvenIfDataDirectoryWasDeleted()

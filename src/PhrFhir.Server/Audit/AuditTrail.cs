@@ -121,13 +121,15 @@ public sealed class AuditTrail(FhirStore store)
         audit.Meta ??= new Meta();
         audit.Meta.VersionId = "1";
         audit.Meta.LastUpdated = recorded;
-        static string Clean(string s) => s.Replace('\0', '\uFFFD'); // PostgreSQL text holds no U+0000
+        // A refused request is recorded with what it sent (a query, a client id, a break-glass reason);
+        // a control character in it would make the whole batch unstorable (U+0000) or unsafe to display.
+        ControlCharacters.Scrub(audit);
         return new AuditRow(audit.Id, recorded, PatientOf(audit), audit.Type?.System, audit.Type?.Code,
-            [.. audit.Subtype.Select(c => Clean($"{c.System}|{c.Code}"))],
+            [.. audit.Subtype.Select(c => $"{c.System}|{c.Code}")],
             audit.Action?.GetLiteral(), audit.Outcome?.GetLiteral(),
-            [.. audit.Agent.SelectMany(a => new[] { a.Who?.Reference, a.Who?.Identifier is { } id ? $"{id.System}|{id.Value}" : null }).OfType<string>().Select(Clean)],
-            [.. audit.Agent.Select(a => a.AltId).OfType<string>().Select(Clean)],
-            [.. audit.Entity.Select(e => e.What?.Reference).OfType<string>().Select(Clean)],
+            [.. audit.Agent.SelectMany(a => new[] { a.Who?.Reference, a.Who?.Identifier is { } id ? $"{id.System}|{id.Value}" : null }).OfType<string>()],
+            [.. audit.Agent.Select(a => a.AltId).OfType<string>()],
+            [.. audit.Entity.Select(e => e.What?.Reference).OfType<string>()],
             FhirFormat.ToJson(audit));
     }
 

@@ -76,13 +76,25 @@ public static class FhirFormat
     static FhirError TooLarge(ServerLimits limits) => new(HttpStatusCode.RequestEntityTooLarge, OperationOutcome.IssueType.TooCostly,
         $"The request body exceeds {limits.MaxBodyBytes / 1024 / 1024} MB. (本文が大きすぎます)");
 
+    /// <summary>
+    /// Parses a body into a resource: nesting bounded by Limits:MaxDepth in either format (JSON objects and
+    /// arrays, XML elements), and no control character in any string (<see cref="ControlCharacters"/>).
+    /// </summary>
     public static Resource ParseResource(ReadOnlySpan<byte> body, WireFormat format, ServerLimits limits)
+    {
+        var resource = Deserialize(body, format, limits);
+        // Only a body whose bytes may hold one is walked: a create stays one vectorised scan of its bytes.
+        if (ControlCharacters.MayBeIn(body)) ControlCharacters.RefuseIn(resource);
+        return resource;
+    }
+
+    static Resource Deserialize(ReadOnlySpan<byte> body, WireFormat format, ServerLimits limits)
     {
         try
         {
             if (format == WireFormat.Json)
             {
-                var reader = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = limits.MaxJsonDepth });
+                var reader = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = limits.MaxDepth });
                 return JsonParser.DeserializeResource(ref reader);
             }
             var settings = new XmlReaderSettings
@@ -90,8 +102,16 @@ public static class FhirFormat
                 DtdProcessing = DtdProcessing.Prohibit, // no entities, no XXE
                 XmlResolver = null,
                 MaxCharactersInDocument = limits.MaxBodyBytes,
+                // Control characters (raw or as &#27;) are found by ControlCharacters with the element's path.
+                CheckCharacters = false,
             };
-            using var xml = XmlReader.Create(new MemoryStream(body.ToArray()), settings);
+            var bytes = body.ToArray();
+            // XmlReader has no depth bound and the SDK's parser recurses: measure before parsing.
+            using (var probe = XmlReader.Create(new MemoryStream(bytes), settings))
+                while (probe.Read())
+                    if (probe.Depth >= limits.MaxDepth)
+                        throw FhirError.BadRequest($"The XML nests deeper than {limits.MaxDepth} levels (Limits:MaxDepth). (入れ子が深すぎます)");
+            using var xml = XmlReader.Create(new MemoryStream(bytes), settings);
             return XmlParser.DeserializeResource(xml);
         }
         catch (DeserializationFailedException e)
@@ -124,11 +144,27 @@ public static class FhirFormat
         }
     }
 
-    public static Resource ParseStored(string json) => JsonParser.DeserializeResource(json);
+    /// <summary>
+    /// How deep stored JSON may nest, for reading it back and for writing it. Above any accepted body: XML
+    /// within <see cref="ServerLimits.MaxDepth"/> (at most <see cref="ServerLimits.MaxDepthCeiling"/>) is
+    /// up to about twice as deep once stored as JSON, and the reader's default (64) made such resources
+    /// unreadable in every later XML read, history and search.
+    /// </summary>
+    const int StoredMaxDepth = 1000;
+
+    public static Resource ParseStored(string json)
+    {
+        var reader = new Utf8JsonReader(Encoding.UTF8.GetBytes(json), new JsonReaderOptions { MaxDepth = StoredMaxDepth });
+        return JsonParser.DeserializeResource(ref reader);
+    }
 
     // Japanese stays as UTF-8 text (山田), not \u5C71\u7530: readable to integrators and a third the size.
     // FHIR JSON is never embedded in HTML by this server, so HTML-sensitive characters need no escaping.
-    static readonly JsonWriterOptions WriterOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    static readonly JsonWriterOptions WriterOptions = new()
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        MaxDepth = StoredMaxDepth,
+    };
 
     public static string ToJson(Resource r) => Encoding.UTF8.GetString(Serialize(r, WireFormat.Json));
 
@@ -148,6 +184,12 @@ public sealed class ServerLimits
     public long MaxBodyBytes { get; set; } = 20 * 1024 * 1024;
     /// <summary>Bytes of one Binary (a document) uploaded raw; streamed, never held whole in memory.</summary>
     public long MaxBinaryBytes { get; set; } = 100 * 1024 * 1024;
-    public int MaxJsonDepth { get; set; } = 64;
+    /// <summary>
+    /// How deep a body may nest, in JSON (objects and arrays) and XML (elements) alike; checked while
+    /// parsing, before the SDK's recursive parser sees it.
+    /// </summary>
+    public int MaxDepth { get; set; } = 64;
+    /// <summary>The largest MaxDepth allowed: stored JSON of an XML body that deep still fits the stored-JSON bound.</summary>
+    public const int MaxDepthCeiling = 400;
     public int MaxBundleEntries { get; set; } = 1000;
 }

@@ -40,6 +40,15 @@ namespace PhrFhir.Storage.Embedded;
 /// file is removed, since postgres would otherwise refuse to start; if the pid is dead, postgres
 /// itself recognises the file as stale.
 /// </para>
+/// <para>
+/// Supervision: while it runs, the postmaster is checked every second. If it died without shutting
+/// down (killed, e.g. by the OOM killer: its <c>postmaster.pid</c> stays behind), it is started again
+/// on the same port, PostgreSQL replays its WAL (crash recovery: committed data is kept), and
+/// <see cref="Restarted"/> is raised so the owner can drop pooled connections to the dead server. A
+/// server stopped cleanly from outside (no <c>postmaster.pid</c>) is left stopped, and so is a
+/// directory another launcher has taken over (its <c>postmaster.pid</c> names another process; a
+/// postmaster it started there is adopted).
+/// </para>
 /// </remarks>
 public sealed class EmbeddedPostgres : IAsyncDisposable
 {
@@ -54,21 +63,40 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(90);
     private const int PgCtlWaitSeconds = 150;
 
+    private static readonly TimeSpan SupervisionInterval = TimeSpan.FromSeconds(1);
+
     private readonly Runner _runner;
     private readonly string _dataDirectory;
+    private readonly string _logFile;
+    private readonly int _port;
     private readonly ILogger _logger;
-    private readonly int _postmasterPid;
+    private volatile int _postmasterPid;
+    private bool _restartPending; // only the supervisor's loop reads and writes it
     private int _disposed;
+    private readonly CancellationTokenSource _stopSupervising = new();
+    private readonly Task _supervisor;
 
-    private EmbeddedPostgres(Runner runner, string dataDirectory, int port, string password, int postmasterPid, ILogger logger)
+    private EmbeddedPostgres(Runner runner, string dataDirectory, string logFile, int port, string password, int postmasterPid, ILogger logger)
     {
         _runner = runner;
         _dataDirectory = dataDirectory;
+        _logFile = logFile;
+        _port = port;
         _postmasterPid = postmasterPid;
         _logger = logger;
         ConnectionString = BuildConnectionString(port, password, DatabaseName, pooling: true);
         AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
+        _supervisor = Task.Run(() => SuperviseAsync(_stopSupervising.Token));
     }
+
+    /// <summary>
+    /// Raised after the supervisor restarted a postmaster that had died: connections pooled before
+    /// belong to the dead server and should be dropped (NpgsqlDataSource.Clear).
+    /// </summary>
+    public event Action? Restarted;
+
+    /// <summary>The process id of the running postmaster (changes when the supervisor restarts it).</summary>
+    public int PostmasterPid => _postmasterPid;
 
     /// <summary>Npgsql connection string for the <c>phrfhir</c> database on this server.</summary>
     public string ConnectionString { get; }
@@ -150,7 +178,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             }
         }
 
-        var server = new EmbeddedPostgres(runner, dataDir, actualPort, password, ReadPostmasterPid(dataDir), logger);
+        var server = new EmbeddedPostgres(runner, dataDir, logFile, actualPort, password, ReadPostmasterPid(dataDir), logger);
         try
         {
             await EnsureDatabaseAsync(actualPort, password, ct).ConfigureAwait(false);
@@ -173,6 +201,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             return;
         }
         AppDomain.CurrentDomain.ProcessExit -= OnProcessExit;
+        await StopSupervisingAsync().ConfigureAwait(false);
 
         try
         {
@@ -237,6 +266,98 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
         }
     }
 
+    private async Task StopSupervisingAsync()
+    {
+        await _stopSupervising.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _supervisor.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // stopped while restarting: DisposeAsync stops whatever runs on the directory
+        }
+    }
+
+    private async Task SuperviseAsync(CancellationToken ct)
+    {
+        var stoppedFromOutside = false;
+        while (!ct.IsCancellationRequested)
+        {
+            await Task.Delay(SupervisionInterval, ct).ConfigureAwait(false);
+            try
+            {
+                stoppedFromOutside = await CheckAsync(stoppedFromOutside, ct).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                SafeLog(() => _logger.LogError(ex, "Supervising PostgreSQL failed; checking again in {Interval} s", SupervisionInterval.TotalSeconds));
+            }
+        }
+    }
+
+    /// <summary>One round of supervision; returns whether the server is (still) known to be stopped on purpose.</summary>
+    private async Task<bool> CheckAsync(bool stoppedFromOutside, CancellationToken ct)
+    {
+        if (IsOurPostmasterAlive())
+        {
+            return false;
+        }
+        if (_restartPending)
+        {
+            // A failed attempt may have removed postmaster.pid already: it is still our crash.
+            await RestartAsync(ct).ConfigureAwait(false);
+            return false;
+        }
+        if (!File.Exists(Path.Combine(_dataDirectory, "postmaster.pid")))
+        {
+            // A clean shutdown removes the file: someone stopped the server on purpose.
+            if (!stoppedFromOutside)
+            {
+                SafeLog(() => _logger.LogWarning("PostgreSQL on {DataDirectory} was shut down from outside; it is not restarted", _dataDirectory));
+            }
+            return true;
+        }
+        var pid = ReadPostmasterPid(_dataDirectory);
+        if (pid != _postmasterPid)
+        {
+            // Another launcher manages the directory now: adopt its postmaster, or leave it to it.
+            var proc = $"/proc/{pid.ToString(CultureInfo.InvariantCulture)}";
+            if (pid > 0 && Directory.Exists(proc) && !IsZombie(proc) && IsPostmasterFor(proc, _dataDirectory))
+            {
+                _postmasterPid = pid;
+            }
+            return false;
+        }
+        // Our postmaster died and left its postmaster.pid behind: a crash.
+        await RestartAsync(ct).ConfigureAwait(false);
+        return false;
+    }
+
+    private async Task RestartAsync(CancellationToken ct)
+    {
+        if (!_restartPending)
+        {
+            SafeLog(() => _logger.LogError("PostgreSQL (pid {Pid}) on {DataDirectory} died; restarting it on port {Port} (crash recovery replays its WAL)", _postmasterPid, _dataDirectory, _port));
+        }
+        _restartPending = true;
+        try
+        {
+            await HandleLeftoverServerAsync(_runner, _dataDirectory, _logger, ct).ConfigureAwait(false);
+            await StartServerAsync(_runner, _dataDirectory, _logFile, _port, _logger, ct).ConfigureAwait(false);
+            _postmasterPid = ReadPostmasterPid(_dataDirectory);
+            _restartPending = false;
+            SafeLog(() => _logger.LogWarning("PostgreSQL restarted on port {Port} (pid {Pid})", _port, _postmasterPid));
+            Restarted?.Invoke();
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // E.g. backends of the dead postmaster still hold its shared memory: try again next round
+            // (whatever failed, supervision must go on).
+            SafeLog(() => _logger.LogError("Restarting PostgreSQL failed; trying again in {Interval} s: {Reason}", SupervisionInterval.TotalSeconds, ex.Message));
+        }
+    }
+
     private bool IsOurPostmasterAlive()
     {
         if (_postmasterPid <= 0)
@@ -297,6 +418,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
         }
         try
         {
+            StopSupervisingAsync().GetAwaiter().GetResult();
             StopAsync().GetAwaiter().GetResult();
         }
         catch

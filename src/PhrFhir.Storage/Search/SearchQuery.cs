@@ -84,6 +84,7 @@ public sealed class SearchQuery
         }
         foreach (var (name, value) in parameters)
         {
+            ControlCharacters.RefuseInParameter(name, value); // from the URL, a form, If-None-Exist or a Bundle entry alike
             if (ResultParameters.Contains(name.Split(':')[0])) { ReadResultParameter(name, value, lenient); continue; }
             if (Criterion(resourceType, name, value, lenient, "d.id") is not { } match) continue;
             _where.Add(match.Sql);

@@ -80,4 +80,22 @@ public sealed class AuditTests(ServerFixture server)
         audit.OutcomeDesc = "changed";
         await Fhir.ExpectAsync<OperationOutcome>(await _http.PutAsync($"AuditEvent/{audit.Id}", Fhir.Json(audit)), HttpStatusCode.MethodNotAllowed);
     }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_request_refused_for_a_control_character_is_audited_and_the_trail_keeps_going()
+    {
+        // The search names a patient "a<NUL>b": its AuditEvent used to hold U+0000, which PostgreSQL refuses,
+        // and the writer retried that batch for ever, so no later read was ever recorded.
+        var since = Uri.EscapeDataString(DateTimeOffset.UtcNow.AddSeconds(-1).ToString("yyyy-MM-ddTHH:mm:ss.fffZ", System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.GetAsync("Observation?patient=a%00b")).StatusCode);
+        AuditEvent? refused = null;
+        for (var i = 0; i < 50 && refused is null; i++, await System.Threading.Tasks.Task.Delay(100))
+            refused = (await AuditsAsync($"outcome=4&date=ge{since}")).Entry.Select(e => (AuditEvent)e.Resource)
+                .FirstOrDefault(a => a.Entity.Any(x => x.What?.Reference == "Patient/a\uFFFDb")); // recorded as sent, the NUL replaced
+        Assert.NotNull(refused);
+
+        var patient = await PatientAsync();
+        await _http.GetAsync($"Patient/{patient.Id}");
+        Assert.NotEqual(0, (await EventuallyAsync($"entity=Patient/{patient.Id}&action=R")).Total);
+    }
 }
