@@ -92,6 +92,10 @@ public sealed class RegistryRuleTests(ServerFixture server)
     async Task<T> CreateAsync<T>(T resource) where T : Resource =>
         await Fhir.ExpectAsync<T>(await _http.PostAsync(resource.TypeName, Fhir.Json(resource)), HttpStatusCode.Created);
 
+    /// <summary>Creates a valid resource with a server-assigned id, for a cell that then updates it.</summary>
+    async Task<string> OriginalAsync(Resource valid) =>
+        (await Fhir.ExpectAsync<Resource>(await _http.PostAsync(valid.TypeName, Fhir.Json(valid)), HttpStatusCode.Created)).Id!;
+
     async Task<World> WorldAsync()
     {
         var patient = await CreateAsync(new Patient { Name = [new HumanName { Family = Fhir.Unique("登録"), Given = ["花子"] }] });
@@ -190,34 +194,35 @@ public sealed class RegistryRuleTests(ServerFixture server)
                 conditional.Headers.Add("If-None-Exist", "_id=" + id); // matches nothing: a create
                 response = await _http.SendAsync(conditional);
                 break;
+            // Updates start from a valid original the server created (a PUT choosing a new id is refused to
+            // an institution, docs/consent.md "Writes"); the broken version then goes to that id.
             case "PUT":
-                var original = Valid("original");
-                original.Id = id;
-                await Fhir.ExpectAsync<Resource>(await _http.PutAsync($"{type}/{id}", Fhir.Json(original)), HttpStatusCode.Created);
-                var update = Broken($"List/{id}");
-                update.Id = id;
-                response = await _http.PutAsync($"{type}/{id}", Fhir.Json(update));
+                var originalId = await OriginalAsync(Valid("original"));
+                var update = Broken($"List/{originalId}");
+                update.Id = originalId;
+                response = await _http.PutAsync($"{type}/{originalId}", Fhir.Json(update));
                 break;
             case "PATCH":
                 var valid = Valid("original");
-                valid.Id = id;
                 if (rule == ReplacesSuperseded)
                     ((DocumentReference)valid).RelatesTo = [new DocumentReference.RelatesToComponent { Code = DocumentRelationshipType.Appends, Target = new ResourceReference("DocumentReference/" + w.CurrentDoc) }];
-                await Fhir.ExpectAsync<Resource>(await _http.PutAsync($"{type}/{id}", Fhir.Json(valid)), HttpStatusCode.Created);
-                response = await _http.PatchAsync($"{type}/{id}", Fhir.Json(Patch(rule, valid, w, marker)));
+                valid.Id = await OriginalAsync(valid);
+                response = await _http.PatchAsync($"{type}/{valid.Id}", Fhir.Json(Patch(rule, valid, w, marker)));
                 break;
             case "conditional PUT":
-                var created = Broken($"List/{id}");
-                created.Id = id;
-                response = await _http.PutAsync($"{type}?_id={id}", Fhir.Json(created)); // matches nothing: created with its id
+                var matchedId = await OriginalAsync(Valid("original"));
+                var conditionalUpdate = Broken($"List/{matchedId}");
+                conditionalUpdate.Id = matchedId;
+                response = await _http.PutAsync($"{type}?_id={matchedId}", Fhir.Json(conditionalUpdate)); // matches the original: its update
                 break;
             case "batch":
-                var inBatch = Broken($"List/{id}");
-                inBatch.Id = id;
+                var batchedId = await OriginalAsync(Valid("original"));
+                var inBatch = Broken($"List/{batchedId}");
+                inBatch.Id = batchedId;
                 var batch = await Fhir.ExpectAsync<Bundle>(await _http.PostAsync("", Fhir.Json(new Bundle
                 {
                     Type = Bundle.BundleType.Batch,
-                    Entry = [Entry(inBatch, Bundle.HTTPVerb.PUT, $"{type}/{id}")],
+                    Entry = [Entry(inBatch, Bundle.HTTPVerb.PUT, $"{type}/{batchedId}")],
                 })), HttpStatusCode.OK);
                 // A batch entry fails alone: its response carries the status and the OperationOutcome.
                 var answer = batch.Entry.Single().Response!;
@@ -306,9 +311,7 @@ public sealed class RegistryRuleTests(ServerFixture server)
     public async Task An_update_that_keeps_the_documents_own_uniqueId_is_accepted()
     {
         var w = await WorldAsync();
-        var doc = Document(w, "mine");
-        doc.Id = Fhir.Unique("r");
-        await Fhir.ExpectAsync<DocumentReference>(await _http.PutAsync($"DocumentReference/{doc.Id}", Fhir.Json(doc)), HttpStatusCode.Created);
+        var doc = await CreateAsync(Document(w, "mine"));
         doc.Description = "mine, corrected";
         await Fhir.ExpectAsync<DocumentReference>(await _http.PutAsync($"DocumentReference/{doc.Id}", Fhir.Json(doc)), HttpStatusCode.OK);
     }

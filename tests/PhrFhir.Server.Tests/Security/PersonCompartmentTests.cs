@@ -192,9 +192,17 @@ public sealed class PersonCompartmentTests(ServerFixture server)
         }
         var before = await AllBinariesAsync();
         Assert.True(before > 0);
-        // Someone else's Patient is unknown to the person, exactly as one that does not exist (ITI-105 → XDSUnknownPatientId).
-        var refused = await Fhir.ExpectAsync<OperationOutcome>(await person.PostAsync("DocumentReference", Fhir.Json(Publish(other))), HttpStatusCode.UnprocessableEntity);
-        Assert.Equal("XDSUnknownPatientId", refused.Issue[0].Details.Text);
+        // Publishing for someone else's Patient answers exactly as for one that does not exist: the person's
+        // write rule refuses both before the registry looks the subject up, so the answer tells nothing.
+        var nobody = new Patient { Id = "nobody-" + Guid.NewGuid().ToString("N")[..12] };
+        var forOther = await person.PostAsync("DocumentReference", Fhir.Json(Publish(other)));
+        var forNobody = await person.PostAsync("DocumentReference", Fhir.Json(Publish(nobody)));
+        Assert.Equal(HttpStatusCode.Forbidden, forOther.StatusCode);
+        Assert.Equal(forOther.StatusCode, forNobody.StatusCode);
+        var (refused, unknown) = (await Fhir.ReadAsync<OperationOutcome>(forOther), await Fhir.ReadAsync<OperationOutcome>(forNobody));
+        Assert.Equal(OperationOutcome.IssueType.Forbidden, refused.Issue[0].Code);
+        Assert.Equal(unknown.Issue.Select(i => (i.Code, i.Details?.Text, i.Diagnostics)), refused.Issue.Select(i => (i.Code, i.Details?.Text, i.Diagnostics)));
+        Assert.DoesNotContain(other.Id, refused.Issue[0].Diagnostics);
         var after = await AllBinariesAsync();
         Assert.Empty((await Fhir.ReadAsync<Bundle>(await _http.GetAsync($"DocumentReference?subject=Patient/{other.Id}"))).Entry);
         Assert.Equal(before, after); // nothing half-stored
