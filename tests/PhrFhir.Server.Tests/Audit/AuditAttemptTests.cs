@@ -17,19 +17,22 @@ public sealed class AuditAttemptTests(ServerFixture server)
         await _http.PostAsync("Patient", Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("試行") }] })), HttpStatusCode.Created)).Id;
 
     [Fact]
-    public async System.Threading.Tasks.Task A_write_that_fails_inside_its_transaction_is_audited_as_failed_in_the_patients_log()
+    public async System.Threading.Tasks.Task A_write_refused_inside_its_transaction_is_audited_as_failed_in_the_patients_log()
     {
         var patient = await PatientAsync();
-        // PostgreSQL text cannot hold U+0000: the write fails when its transaction is flushed.
-        var observation = new Observation
+        // The second document reuses the first one's uniqueId: the registry refuses it (409) inside the
+        // transaction, after the write was staged for this patient, and the transaction rolls back.
+        DocumentReference Document(string uid) => new()
         {
-            Status = ObservationStatus.Final,
-            Code = new CodeableConcept("http://loinc.org", "8310-5"),
+            MasterIdentifier = new Identifier("urn:ietf:rfc:3986", uid),
+            Status = DocumentReferenceStatus.Current,
             Subject = new ResourceReference("Patient/" + patient),
-            Value = new FhirString("a\0b"),
+            Content = [new DocumentReference.ContentComponent { Attachment = new Attachment { ContentType = "text/plain", Url = "http://example.org/kenshin.txt" } }],
         };
-        var response = await _http.PostAsync("Observation", Fhir.Json(observation));
-        Assert.False(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+        var uid = "urn:oid:2.999." + DateTime.UtcNow.Ticks;
+        await Fhir.ExpectAsync<DocumentReference>(await _http.PostAsync("DocumentReference", Fhir.Json(Document(uid))), HttpStatusCode.Created);
+        var response = await _http.PostAsync("DocumentReference", Fhir.Json(Document(uid)));
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
 
         var events = await PollAsync(server.Operator, $"patient=Patient/{patient}&action=C&_count=50",
             l => l.Any(a => a.Outcome != AuditEvent.AuditEventOutcome.N0));
