@@ -29,14 +29,7 @@ public static class AuditEndpoints
 
     static async Task SearchAsync(HttpContext ctx, FhirStore store)
     {
-        var pairs = ctx.Request.Query.SelectMany(kv => kv.Value.Select(v => new KeyValuePair<string, string>(kv.Key, v ?? ""))).ToList();
-        if (HttpMethods.IsPost(ctx.Request.Method) && ctx.Request.HasFormContentType)
-        {
-            var form = await ctx.Request.ReadFormAsync(ctx.RequestAborted);
-            pairs.AddRange(form.SelectMany(kv => kv.Value.Select(v => new KeyValuePair<string, string>(kv.Key, v ?? ""))));
-        }
-        if (pairs.Any(p => p.Key == "_summary" && p.Value == "count"))
-            pairs = [.. pairs.Where(p => p.Key is not ("_count" or "_total")), new("_count", "0"), new("_total", "accurate")];
+        var pairs = await FhirEndpoints.SearchParametersAsync(ctx);
         var lenient = ctx.Request.Headers["Prefer"].ToString().Contains("handling=lenient", StringComparison.OrdinalIgnoreCase);
         var query = new AuditQuery(pairs, lenient);
         // The same role rules as every other resource (docs/consent.md): the person sees their own log.

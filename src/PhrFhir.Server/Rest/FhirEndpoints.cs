@@ -161,6 +161,22 @@ public static class FhirEndpoints
     static async Task SearchAsync(HttpContext ctx, FhirStore store, string type)
     {
         Served(type);
+        var pairs = await SearchParametersAsync(ctx);
+        // The filter first: the query confines every set of rows it looks at with it (chains, _has…).
+        var policy = await AccessPolicy.OfAsync(ctx, store);
+        var filter = await policy.FilterAsync(await policy.SearchedPersonAsync(type, pairs)) ?? AccessFilter.Everything;
+        var query = new SearchQuery(store.SearchParameters, type, pairs, Lenient(ctx.Request), filter);
+        var result = await store.SearchAsync(query, ctx.RequestAborted);
+        AuditTrail.Concerns(ctx, result.Matches.Concat(result.Included).Select(m => m.Person));
+        await BundleResponses.SearchsetAsync(ctx, query, result);
+    }
+
+    /// <summary>
+    /// A search's parameters: the query string and, for POST _search, the form body; `_summary=count` as
+    /// a page of none with an accurate total.
+    /// </summary>
+    public static async Task<List<KeyValuePair<string, string>>> SearchParametersAsync(HttpContext ctx)
+    {
         var pairs = ctx.Request.Query.SelectMany(kv => kv.Value.Select(v => new KeyValuePair<string, string>(kv.Key, v ?? ""))).ToList();
         if (HttpMethods.IsPost(ctx.Request.Method) && ctx.Request.HasFormContentType)
         {
@@ -169,13 +185,7 @@ public static class FhirEndpoints
         }
         if (pairs.Any(p => p.Key == "_summary" && p.Value == "count"))
             pairs = [.. pairs.Where(p => p.Key is not ("_count" or "_total")), new("_count", "0"), new("_total", "accurate")];
-        // The filter first: the query confines every set of rows it looks at with it (chains, _has…).
-        var policy = await AccessPolicy.OfAsync(ctx, store);
-        var filter = await policy.FilterAsync(await policy.SearchedPersonAsync(type, pairs)) ?? AccessFilter.Everything;
-        var query = new SearchQuery(store.SearchParameters, type, pairs, Lenient(ctx.Request), filter);
-        var result = await store.SearchAsync(query, ctx.RequestAborted);
-        AuditTrail.Concerns(ctx, result.Matches.Concat(result.Included).Select(m => m.Person));
-        await BundleResponses.SearchsetAsync(ctx, query, result);
+        return pairs;
     }
 
     static async Task HistoryAsync(HttpContext ctx, FhirStore store, string? type, string? id)
