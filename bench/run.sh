@@ -57,6 +57,12 @@ stop_leftover_server() {
     fi
     rm -f "$pid_file"
 }
+# Conformance packages (README "Conformance packages"): beside this project's checkout the official ones
+# are in ../shared/ref; name it as a folder source (unless sources were given), restored into bench/data.
+if [ -z "${PHRFHIR_PACKAGE_SOURCES+set}" ] && [ -d ../shared/ref ]; then
+    export PHRFHIR_PACKAGE_SOURCES="$(cd ../shared/ref && pwd)"
+    export Packages__Cache="${Packages__Cache:-$(pwd)/bench/data/fhir-packages}"
+fi
 if [ "$audit" = 1 ]; then
     bench_server_dll=src/PhrFhir.Server/bin/Bench/net10.0/PhrFhir.Server.dll
     audit_dll=bench/PhrFhir.AuditBench/bin/Release/net10.0/PhrFhir.AuditBench.dll
