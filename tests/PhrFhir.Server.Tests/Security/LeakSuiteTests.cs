@@ -137,8 +137,8 @@ public sealed class LeakSuiteTests(ServerFixture server)
         {
             new Role("other institution", otherInstitution, everything, []),
             new Role("another person", otherPerson, everything, []),
-            new Role("employer (work-measure Consent)", employer, ["DocumentReference", "Binary", "Patient"], [workDoc.Id, workBin.Id]),
-            new Role("operator without break-glass", server.Operator, everything, [patient.Id, consent.Id]),
+            new Role("employer (work-measure Consent)", employer, ["DocumentReference", "Binary", "Patient"], [workDoc.Id!, workBin.Id!]),
+            new Role("operator without break-glass", server.Operator, everything, [patient.Id!, consent.Id!]),
         };
         var probes = roles.ToDictionary(r => r, r => Generate(r, cs, all, run));
 
