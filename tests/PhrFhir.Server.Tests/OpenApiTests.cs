@@ -61,6 +61,10 @@ public sealed class OpenApiTests(ServerFixture server)
             ["client_secret"] = ServerFixture.Secret,
         }));
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        // Every operation needs that token except /metadata, which says so with an empty requirement.
+        Assert.Equal("smart", api.GetProperty("security")[0].EnumerateObject().Single().Name);
+        var metadata = api.GetProperty("paths").GetProperty("/metadata").GetProperty("get").GetProperty("security");
+        Assert.Empty(metadata.EnumerateArray().Single().EnumerateObject());
     }
 
     [Fact]

@@ -71,18 +71,9 @@ public static class OpenApiDescription
             var type = resource.Type!;
             doc.Components.Schemas[type] = ResourceSchema(type);
             var interactions = resource.Interaction.Select(i => i.Code).OfType<CapabilityStatement.TypeRestfulInteraction>().ToHashSet();
-            var tag = new List<OpenApiTag> { new() { Name = type } };
             var id = PathParameter("id", $"The logical id of the {type}.");
 
-            void Add(string path, OperationType verb, string summary, OpenApiOperation op)
-            {
-                if (!doc.Paths.TryGetValue(path, out var item)) doc.Paths[path] = item = new OpenApiPathItem();
-                op.Summary = summary;
-                op.Tags = tag;
-                op.OperationId = verb.ToString().ToLowerInvariant() + Identifier(path);
-                op.Responses.TryAdd("default", Response("An OperationOutcome saying what failed.", "OperationOutcome"));
-                item.Operations[verb] = op;
-            }
+            void Add(string path, OperationType verb, string summary, OpenApiOperation op) => OpenApiDescription.Add(doc, path, verb, type, summary, op);
 
             if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.SearchType))
             {
@@ -143,60 +134,33 @@ public static class OpenApiDescription
         }
 
         var system = rest.Interaction.Select(i => i.Code).OfType<CapabilityStatement.SystemRestfulInteraction>().ToHashSet();
-        var systemTag = new List<OpenApiTag> { new() { Name = "system" } };
         if (system.Contains(CapabilityStatement.SystemRestfulInteraction.Transaction) || system.Contains(CapabilityStatement.SystemRestfulInteraction.Batch))
-            doc.Paths["/"] = new OpenApiPathItem
+            Add(doc, "/", OperationType.Post, "system", "batch or transaction Bundle (also IHE MHD ITI-65 Provide Document Bundle)", new OpenApiOperation
             {
-                Operations =
-                {
-                    [OperationType.Post] = new OpenApiOperation
-                    {
-                        Summary = "batch or transaction Bundle (also IHE MHD ITI-65 Provide Document Bundle)",
-                        OperationId = "postBundle",
-                        Tags = systemTag,
-                        RequestBody = Body("Bundle"),
-                        Responses = new OpenApiResponses
-                        {
-                            ["200"] = Response("A batch-response or transaction-response Bundle.", "Bundle"),
-                            ["default"] = Response("An OperationOutcome saying what failed.", "OperationOutcome"),
-                        },
-                    },
-                },
-            };
+                OperationId = "postBundle",
+                RequestBody = Body("Bundle"),
+                Responses = Ok("A batch-response or transaction-response Bundle.", "Bundle"),
+            });
         if (system.Contains(CapabilityStatement.SystemRestfulInteraction.HistorySystem))
-            doc.Paths["/_history"] = new OpenApiPathItem
-            {
-                Operations =
-                {
-                    [OperationType.Get] = new OpenApiOperation
-                    {
-                        Summary = "history of everything the requester may see",
-                        OperationId = "getHistory",
-                        Tags = systemTag,
-                        Parameters = HistoryParameters(),
-                        Responses = new OpenApiResponses
-                        {
-                            ["200"] = Response("A history Bundle.", "Bundle"),
-                            ["default"] = Response("An OperationOutcome saying what failed.", "OperationOutcome"),
-                        },
-                    },
-                },
-            };
-        doc.Paths["/metadata"] = new OpenApiPathItem
+            Add(doc, "/_history", OperationType.Get, "system", "history of everything the requester may see",
+                new OpenApiOperation { Parameters = HistoryParameters(), Responses = Ok("A history Bundle.", "Bundle") });
+        Add(doc, "/metadata", OperationType.Get, "system", "the CapabilityStatement (no token needed)", new OpenApiOperation
         {
-            Operations =
-            {
-                [OperationType.Get] = new OpenApiOperation
-                {
-                    Summary = "the CapabilityStatement (no token needed)",
-                    OperationId = "getMetadata",
-                    Tags = systemTag,
-                    Security = [],
-                    Responses = new OpenApiResponses { ["200"] = Response("The CapabilityStatement this description was generated from.", null) },
-                },
-            },
-        };
+            Security = [new OpenApiSecurityRequirement()], // `[{}]`: no token needed (an empty list would inherit the document's)
+            Responses = Ok("The CapabilityStatement this description was generated from.", null),
+        });
         return doc;
+    }
+
+    /// <summary>One operation at a path: its summary, tag, an operationId from the path unless it has one, and the OperationOutcome of a failure.</summary>
+    static void Add(OpenApiDocument doc, string path, OperationType verb, string tag, string summary, OpenApiOperation op)
+    {
+        if (!doc.Paths.TryGetValue(path, out var item)) doc.Paths[path] = item = new OpenApiPathItem();
+        op.Summary = summary;
+        op.Tags = [new OpenApiTag { Name = tag }];
+        op.OperationId ??= verb.ToString().ToLowerInvariant() + Identifier(path);
+        op.Responses.TryAdd("default", Response("An OperationOutcome saying what failed.", "OperationOutcome"));
+        item.Operations[verb] = op;
     }
 
     /// <summary>OAuth 2.0 from the SMART oauth-uris extension of rest.security, when the server publishes one.</summary>
