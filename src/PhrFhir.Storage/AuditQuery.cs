@@ -127,24 +127,14 @@ public sealed class AuditQuery
         switch (code)
         {
             case "_count":
-                if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var c))
-                    throw FhirError.BadRequest($"_count must be a non-negative integer, got '{value}'. (_count は 0 以上の整数です)", "_count");
-                Count = Math.Min(c, SearchQuery.MaxCount);
+                Count = SearchQuery.ParseCount(value);
                 Applied.Add(new(code, Count.ToString(CultureInfo.InvariantCulture)));
                 break;
             case "_offset":
-                if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var o))
-                    throw FhirError.BadRequest($"_offset must be a non-negative integer, got '{value}'.", "_offset");
-                Offset = o;
+                Offset = SearchQuery.ParseOffset(value);
                 break;
             case "_total":
-                Total = value switch
-                {
-                    "none" => TotalMode.None,
-                    "estimate" => TotalMode.Estimate,
-                    "accurate" => TotalMode.Accurate,
-                    _ => throw FhirError.BadRequest($"_total must be none, estimate or accurate, got '{value}'.", "_total"),
-                };
+                Total = SearchQuery.ParseTotal(value);
                 Applied.Add(new(code, value));
                 break;
             case "_sort":

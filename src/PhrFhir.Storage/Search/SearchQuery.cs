@@ -119,29 +119,36 @@ public sealed class SearchQuery
         return _args.Count + 1;
     }
 
+    // The paging result parameters, read alike by every search (this one and the access log's AuditQuery).
+    public static int ParseCount(string value) =>
+        int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var c) ? Math.Min(c, MaxCount)
+        : throw FhirError.BadRequest($"_count must be a non-negative integer, got '{value}'. (_count は 0 以上の整数です)", "_count");
+
+    public static int ParseOffset(string value) =>
+        int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var o) ? o
+        : throw FhirError.BadRequest($"_offset must be a non-negative integer, got '{value}'.", "_offset");
+
+    public static TotalMode ParseTotal(string value) => value switch
+    {
+        "none" => TotalMode.None,
+        "estimate" => TotalMode.Estimate,
+        "accurate" => TotalMode.Accurate,
+        _ => throw FhirError.BadRequest($"_total must be none, estimate or accurate, got '{value}'.", "_total"),
+    };
+
     void ReadResultParameter(string name, string value, bool lenient)
     {
         switch (name)
         {
             case "_count":
-                if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var c))
-                    throw FhirError.BadRequest($"_count must be a non-negative integer, got '{value}'. (_count は 0 以上の整数です)", "_count");
-                Count = Math.Min(c, MaxCount);
+                Count = ParseCount(value);
                 Applied.Add(new(name, Count.ToString(CultureInfo.InvariantCulture)));
                 break;
             case "_offset":
-                if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var o))
-                    throw FhirError.BadRequest($"_offset must be a non-negative integer, got '{value}'.", "_offset");
-                Offset = o;
+                Offset = ParseOffset(value);
                 break;
             case "_total":
-                Total = value switch
-                {
-                    "none" => TotalMode.None,
-                    "estimate" => TotalMode.Estimate,
-                    "accurate" => TotalMode.Accurate,
-                    _ => throw FhirError.BadRequest($"_total must be none, estimate or accurate, got '{value}'.", "_total"),
-                };
+                Total = ParseTotal(value);
                 Applied.Add(new(name, value));
                 break;
             case "_sort":
