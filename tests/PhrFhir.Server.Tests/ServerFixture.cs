@@ -186,7 +186,7 @@ public class ServerFixture : IAsyncLifetime
     {
         var app = await PhrFhirApp.BuildAsync(_args);
         await app.StartAsync();
-        return new ServerInstance(app, Address(app, "http://"));
+        return new ServerInstance(app, Address(app, "http://"), BaseUrl);
     }
 
     /// <summary>
@@ -281,11 +281,15 @@ public class ServerFixture : IAsyncLifetime
     }
 }
 
-/// <summary>A second server process on the fixture's database (<see cref="ServerFixture.StartInstanceAsync"/>).</summary>
-public sealed class ServerInstance(WebApplication app, Uri baseUrl) : IAsyncDisposable
+/// <summary>
+/// A second server process on the fixture's database (<see cref="ServerFixture.StartInstanceAsync"/>). Behind a
+/// load balancer both processes are reached at one public base URL: <see cref="Anonymous"/> connects to this
+/// process but names the first one's host, so tokens (whose issuer is the base URL) are good at both.
+/// </summary>
+public sealed class ServerInstance(WebApplication app, Uri baseUrl, Uri publicBaseUrl) : IAsyncDisposable
 {
     public Uri BaseUrl { get; } = baseUrl;
-    public HttpClient Anonymous { get; } = new() { BaseAddress = baseUrl };
+    public HttpClient Anonymous { get; } = new() { BaseAddress = baseUrl, DefaultRequestHeaders = { Host = publicBaseUrl.Authority } };
 
     public async ValueTask DisposeAsync()
     {

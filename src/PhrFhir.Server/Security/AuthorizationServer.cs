@@ -6,6 +6,7 @@ using OpenIddict.Abstractions;
 using OpenIddict.Server;
 using OpenIddict.Server.AspNetCore;
 using Microsoft.AspNetCore;
+using PhrFhir.Server.Rest;
 using PhrFhir.Storage;
 using PhrFhir.Storage.Search;
 using static OpenIddict.Abstractions.OpenIddictConstants;
@@ -25,8 +26,15 @@ public static class AuthorizationServer
     public const string RoleClaim = "phr_role";
     public const string ActorClaim = "phr_actor";
 
-    /// <summary>The issuer of the embedded server's tokens: configurable, else a fixed name (.invalid: it is no host).</summary>
-    static string Issuer(IConfiguration config) => config["Auth:Issuer"] ?? "https://phrfhir.invalid/";
+    /// <summary>
+    /// The issuer of the embedded server's tokens when fixed by <c>Auth:Issuer</c> (a server behind a proxy that
+    /// rewrites the host); null: the base URL the server is reached at, as SMART expects (smart-configuration's
+    /// <c>issuer</c> is the FHIR base), and OpenIddict infers it from each request.
+    /// </summary>
+    static string? Issuer(IConfiguration config) => config["Auth:Issuer"];
+
+    /// <summary>The issuer as OpenIddict writes it when inferred from the request: the base URL with one trailing slash.</summary>
+    static string RequestIssuer(HttpRequest request) => FhirResponse.BaseUrl(request).TrimEnd('/') + "/";
 
     public static void Add(WebApplicationBuilder builder)
     {
@@ -50,12 +58,21 @@ public static class AuthorizationServer
         }
 
         var keys = AuthorizationKeys.Load(config);
-        auth.AddJwtBearer(o =>
+        builder.Services.AddHttpContextAccessor();
+        auth.AddJwtBearer();
+        builder.Services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme).Configure<IHttpContextAccessor>((o, http) =>
         {
             o.MapInboundClaims = false;
+            var fixedIssuer = Issuer(config);
             o.TokenValidationParameters = new TokenValidationParameters
             {
-                ValidIssuer = Issuer(config),
+                ValidIssuer = fixedIssuer,
+                // Without a fixed issuer a token is valid only at the base URL it was issued at: a token obtained
+                // from http://a/ is not accepted by the same process reached as http://b/.
+                IssuerValidator = fixedIssuer is not null ? null : (issuer, _, _) =>
+                    http.HttpContext is { } ctx && issuer == RequestIssuer(ctx.Request)
+                        ? issuer
+                        : throw new SecurityTokenInvalidIssuerException("The token was issued for another base URL.") { InvalidIssuer = issuer },
                 ValidAudience = Audience,
                 IssuerSigningKeys = keys.Verifying,
                 ClockSkew = TimeSpan.FromSeconds(30),
@@ -69,7 +86,7 @@ public static class AuthorizationServer
             .AddCore(o => o.UseEntityFrameworkCore().UseDbContext<AuthorizationStore>())
             .AddServer(o =>
             {
-                o.SetIssuer(new Uri(Issuer(config)));
+                if (Issuer(config) is { } issuer) o.SetIssuer(new Uri(issuer));
                 o.SetTokenEndpointUris(TokenPath.TrimStart('/'));
                 o.SetAuthorizationEndpointUris(PersonLogin.AuthorizePath.TrimStart('/'));
                 o.AllowClientCredentialsFlow();
@@ -209,7 +226,7 @@ public static class AuthorizationServer
             var document = new Dictionary<string, object>
             {
                 // SMART App Launch 2.x discovery (well-known.html)
-                ["issuer"] = app.Configuration["Auth:Authority"] ?? Issuer(app.Configuration),
+                ["issuer"] = app.Configuration["Auth:Authority"] ?? Issuer(app.Configuration) ?? RequestIssuer(ctx.Request),
                 ["token_endpoint"] = app.Configuration["Auth:TokenEndpoint"] ?? baseUrl + TokenPath,
                 ["token_endpoint_auth_methods_supported"] = new[] { "client_secret_basic", "client_secret_post", "private_key_jwt" },
                 ["token_endpoint_auth_signing_alg_values_supported"] = new[] { "RS256", "RS384", "ES256", "ES384" },

@@ -50,6 +50,30 @@ public sealed class AuthorizationTests(ServerFixture server)
     }
 
     [Fact]
+    public async System.Threading.Tasks.Task The_token_issuer_is_the_base_url_the_server_is_reached_at()
+    {
+        // SMART: smart-configuration's issuer and the tokens' iss are the FHIR base a client talks to.
+        var baseUrl = server.BaseUrl.AbsoluteUri;
+        using var doc = JsonDocument.Parse(await server.Anonymous.GetStringAsync(".well-known/smart-configuration"));
+        Assert.Equal(baseUrl, doc.RootElement.GetProperty("issuer").GetString());
+        var token = new JsonWebToken(await server.TokenAsync(ServerFixture.InstitutionClient));
+        Assert.Equal(baseUrl, token.Issuer);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_token_issued_at_one_base_url_is_refused_at_another()
+    {
+        // The same process reached by another name (another virtual host): its tokens' issuer differs.
+        var token = await server.TokenAsync(ServerFixture.InstitutionClient);
+        var elsewhere = new HttpRequestMessage(HttpMethod.Get, "Patient?_count=1") { Headers = { Host = $"localhost:{server.BaseUrl.Port}" } };
+        elsewhere.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Anonymous.SendAsync(elsewhere)).StatusCode);
+        var here = new HttpRequestMessage(HttpMethod.Get, "Patient?_count=1");
+        here.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        Assert.Equal(HttpStatusCode.OK, (await server.Anonymous.SendAsync(here)).StatusCode);
+    }
+
+    [Fact]
     public async System.Threading.Tasks.Task The_CapabilityStatement_says_where_to_get_a_token()
     {
         var cs = await Fhir.ReadAsync<CapabilityStatement>(await server.Anonymous.GetAsync("metadata"));
