@@ -45,6 +45,8 @@ public class ServerFixture : IAsyncLifetime
     public const string OtherInstitutionClient = "test-institution-b";
     public const string Secret = "test-secret-0123456789";
     public const string AppClient = "test-app";
+    /// <summary>A person's app that also writes (patient/*.cruds), as examples/quickstart/person-app.sh needs.</summary>
+    public const string WritingAppClient = "test-phr-app";
     public const string PortalClient = "test-portal";
     public const string AppRedirectUri = "http://127.0.0.1:9/callback";
     public const string PersonUsername = "test-sato";
@@ -111,6 +113,8 @@ public class ServerFixture : IAsyncLifetime
                 // The person's app (public, PKCE) and a portal (confidential): authorization code flow.
                 new { clientId = AppClient, role = "person", grantTypes = new[] { "authorization_code" }, redirectUris = new[] { AppRedirectUri },
                       scopes = "patient/*.rs openid fhirUser launch/patient offline_access" },
+                new { clientId = WritingAppClient, role = "person", grantTypes = new[] { "authorization_code" }, redirectUris = new[] { AppRedirectUri },
+                      scopes = "patient/*.cruds openid fhirUser launch/patient offline_access" },
                 new { clientId = PortalClient, clientSecret = Secret, role = "person", grantTypes = new[] { "authorization_code" },
                       redirectUris = new[] { PortalRedirectUri }, scopes = "patient/*.rs" },
                 new { clientId = OfflinePortalClient, clientSecret = Secret, role = "person", grantTypes = new[] { "authorization_code" },
