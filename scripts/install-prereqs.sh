@@ -2,7 +2,7 @@
 # Installs what PhrFhir needs on a fresh Debian/Ubuntu machine, and nothing when it is all there.
 #   - PostgreSQL server binaries (the server runs its own private cluster from them)
 #   - Node.js + npm (only for the Postman/newman API tests in scripts/test.sh)
-#   - curl (health checks in scripts/test.sh)
+#   - curl (health checks in scripts/test.sh) and openssl (examples/quickstart/person-app.sh, run by a test)
 # The .NET 10 SDK cannot be installed from Debian's archive: it is only checked for.
 # Idempotent; prints nothing when everything is present.
 set -euo pipefail
@@ -31,6 +31,9 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 if ! command -v curl >/dev/null 2>&1; then
     packages+=(curl)
+fi
+if ! command -v openssl >/dev/null 2>&1; then
+    packages+=(openssl)
 fi
 
 if [ "${#packages[@]}" -gt 0 ]; then
