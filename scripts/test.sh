@@ -3,6 +3,8 @@
 #   1. dotnet test on the whole solution (Release);
 #   2. if examples/postman/*.postman_collection.json exist: starts the built server on a free
 #      loopback port with a fresh data directory and package cache, and runs each collection with newman.
+#      Against the same server: the OpenAPI check (tests/api/validate-openapi.js) and the README's curl
+#      walk-throughs as written (tests/api/readme-walkthroughs.js).
 # Exits non-zero if anything failed. The last line is "N passed, N failed, N skipped",
 # counting dotnet tests and newman assertions.
 set -euo pipefail
@@ -185,6 +187,14 @@ if [ "${#collections[@]}" -gt 0 ]; then
         # The OpenAPI description, checked by an independent validator (one assertion).
         if node tests/api/validate-openapi.js "${base_url}"; then
             total_passed=$((total_passed + 1))
+        else
+            total_failed=$((total_failed + 1))
+        fi
+        # The README's curl walk-throughs, run as written against this server (one assertion each).
+        if read -r r_passed r_failed < <(node tests/api/readme-walkthroughs.js "${base_url}" || true) \
+            && [ -n "${r_failed:-}" ]; then
+            total_passed=$((total_passed + r_passed))
+            total_failed=$((total_failed + r_failed))
         else
             total_failed=$((total_failed + 1))
         fi

@@ -90,7 +90,11 @@ public sealed class MutualTlsTests(ServerFixture server)
     public async System.Threading.Tasks.Task Clients_without_a_registered_certificate_work_over_https_as_before()
     {
         using var none = Tls(null);
-        var token = await server.TokenAsync(ServerFixture.OperatorClient);
+        // Asked for over https, where it is used: a token's issuer is the base URL it was issued at (Auth:Issuer unset).
+        var issued = await none.SendAsync(ServerFixture.TokenRequest(ServerFixture.OperatorClient, ServerFixture.Secret));
+        var body = await issued.Content.ReadAsStringAsync();
+        Assert.True(issued.IsSuccessStatusCode, body);
+        var token = JsonDocument.Parse(body).RootElement.GetProperty("access_token").GetString()!;
         Assert.Equal(HttpStatusCode.OK, (await none.SendAsync(Search(token))).StatusCode);
         Assert.True((await none.GetAsync(".well-known/smart-configuration")).IsSuccessStatusCode);
     }
