@@ -29,7 +29,7 @@ public sealed class AccessPolicy
     /// <summary>Break-glass: the request states why (free text, audited with purpose of use BTG).</summary>
     public const string BreakGlassHeader = "X-Break-Glass";
 
-    /// <summary>Our CodeSystem of document classes the employer may be given (profiles/CodeSystem-phr-document-class.json).</summary>
+    /// <summary>Our CodeSystem of document classes the employer may be given (profiles/phrfhir.r4/package/CodeSystem-phr-document-class.json).</summary>
     public const string DocumentClass = "http://phrfhir.example/fhir/CodeSystem/phr-document-class";
 
     /// <summary>Resources an operator administers without break-glass: registrations, directories, consents, audit.</summary>
