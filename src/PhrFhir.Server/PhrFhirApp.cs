@@ -67,6 +67,7 @@ public static class PhrFhirApp
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
         builder.Services.AddSingleton<ResourceWrites>();
         builder.Services.AddSingleton<Mhd.DocumentRegistry>();
+        builder.Services.AddSingleton<Workflows.WorkflowRules>();
         builder.Services.AddSingleton<Security.ConsentRules>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Security.ConsentRules>());
         builder.Services.AddSingleton<CapabilityStatementBuilder>();
@@ -104,6 +105,7 @@ public static class PhrFhirApp
         Validation.ValidateOperation.Map(app);
         Validation.ConformanceEndpoints.Map(app);
         Mhd.GenerateMetadata.Map(app);
+        Workflows.DetailedExamWorklist.Map(app);
         Audit.AuditEndpoints.Map(app);
         OpenApiDescription.MapDocument(app);
         FhirEndpoints.Map(app);

@@ -37,9 +37,16 @@ public static class DocumentFamilies
     public static readonly DocumentFamily Balp = new("ihe-balp",
         "IHE BALP 1.1.4 (Basic Audit Log Patterns)");
 
+    /// <summary>
+    /// Our own profiles for 健診事後措置 and 両立支援 (profiles/phrfhir.r4, with JP Core 1.1.2): Tasks, notices,
+    /// work information, opinions, support plans, work measures (profiles/README.md).
+    /// </summary>
+    public static readonly DocumentFamily Phr = new("phrfhir",
+        "PhrFhir 健診事後措置・両立支援 (our own profiles, phrfhir.r4)");
+
     /// <summary>FHIR R4 4.0.1 core only: resources that declare no known profile.</summary>
     public static readonly DocumentFamily Core = new("r4-core", "FHIR R4 4.0.1 core");
 
     /// <summary>All families, in order of preference.</summary>
-    public static IReadOnlyList<DocumentFamily> All { get; } = [Clins, ECheckup150, ECheckup113, Mhd, Balp, Core];
+    public static IReadOnlyList<DocumentFamily> All { get; } = [Clins, ECheckup150, ECheckup113, Mhd, Balp, Phr, Core];
 }

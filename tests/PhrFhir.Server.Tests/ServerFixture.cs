@@ -120,6 +120,17 @@ public class ServerFixture : IAsyncLifetime
                 new { clientId = OfflinePortalClient, clientSecret = Secret, role = "person", grantTypes = new[] { "authorization_code" },
                       redirectUris = new[] { PortalRedirectUri }, scopes = "patient/*.rs offline_access" },
                 new { clientId = ThrottledClient, clientSecret = Secret, role = "institution", scopes = "system/Patient.rs" },
+                // The actors of 健診事後措置 and 両立支援 (Workflows/): each acts on the workers' records under their Consents.
+                new { clientId = "test-sangyoui", clientSecret = Secret, role = "occupational-physician", scopes = "user/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.41", value = "7654321" } },
+                new { clientId = "test-sangyoui-b", clientSecret = Secret, role = "occupational-physician", scopes = "user/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.41", value = "7654322" } },
+                new { clientId = "test-hospital", clientSecret = Secret, role = "physician", scopes = "user/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.41", value = "2345678" } },
+                new { clientId = "test-employer-wf", clientSecret = Secret, role = "employer", scopes = "user/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "9900000001" } },
+                new { clientId = "test-worker", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00088001" } },
             },
             persons = ThrottledPersons.Prepend(PersonUsername).Select(username => new
             {

@@ -16,7 +16,8 @@ public sealed record WriteOutcome(StoredResource Stored, bool Created)
 /// create / update / delete and their conditional forms (R4 http.html), inside a caller's
 /// <see cref="WriteTransaction"/> so a single request and a transaction Bundle share one code path.
 /// </summary>
-public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits, Validation.ProfileEnforcement enforcement, Mhd.DocumentRegistry registry)
+public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits, Validation.ProfileEnforcement enforcement, Mhd.DocumentRegistry registry,
+    Workflows.WorkflowRules workflow)
 {
     public FhirStore Store => store;
 
@@ -131,6 +132,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         var current = await CurrentAsync(tx, type, id, ct);
         // Deleting nothing is still a success (R4 http.html#delete): 204 for a missing id and a hidden one alike.
         if (current is null || current.Deleted) return null;
+        Workflows.CheckupRetention.CheckDelete(current); // 労働安全衛生規則 第51条: checkup records are kept 5 years
         var doc = new ResourceDocument
         {
             Id = ResourceDocument.Key(type, id),
@@ -196,6 +198,8 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
             LastUpdated = now,
             Version = version,
         };
+        // The steps of 健診事後措置 and 両立支援 (before the access rule: a step the flow lets a non-writer make is approved there).
+        await workflow.CheckAsync(tx, this, resource, current, ct);
         tx.Guard?.Invoke(current, doc, method); // before any bytes are streamed to storage
         // Every DocumentReference and List meets the MHDS registry rules, whichever path writes it
         // (after the access rule: a refused requester learns nothing of the registry).

@@ -29,7 +29,7 @@ public sealed class AccessPolicy
     /// <summary>Break-glass: the request states why (free text, audited with purpose of use BTG).</summary>
     public const string BreakGlassHeader = "X-Break-Glass";
 
-    /// <summary>Our CodeSystem of document classes the employer may be given (profiles/CodeSystem-phr-document-class.json).</summary>
+    /// <summary>Our CodeSystem of document classes the employer may be given (profiles/phrfhir.r4/package/CodeSystem-phr-document-class.json).</summary>
     public const string DocumentClass = "http://phrfhir.example/fhir/CodeSystem/phr-document-class";
 
     /// <summary>Resources an operator administers without break-glass: registrations, directories, consents, audit.</summary>
@@ -135,11 +135,16 @@ public sealed class AccessPolicy
                 {
                     var condition = ConsentRules.Condition(consents, who, alias, args);
                     if (Role != "employer" || condition == "false") return condition;
-                    // The employer never sees medical content: only documents of the work-measure classes.
+                    // The employer never sees medical content: only documents (DocumentReference, Composition) of the
+                    // work-measure classes, and the steps it owes in 健診事後措置/両立支援 (Workflows/WorkflowSteps).
                     var classes = args.Count;
                     args.Add(DocumentClass);
-                    return $"({condition} and {alias}.resource_type = 'DocumentReference' and exists(select 1 from fhir.ix_token t " +
-                           $"where t.rkey = {alias}.id and t.param = 'DocumentReference.category' and t.system = @{classes}))";
+                    args.Add(Workflows.WorkflowSteps.TaskSystem);
+                    args.Add(Workflows.WorkflowSteps.EmployerSteps);
+                    return $"({condition} and ({alias}.resource_type in ('DocumentReference', 'Composition') and exists(select 1 from fhir.ix_token t " +
+                           $"where t.rkey = {alias}.id and t.param = {alias}.resource_type || '.category' and t.system = @{classes})" +
+                           $" or {alias}.resource_type = 'Task' and exists(select 1 from fhir.ix_token t " +
+                           $"where t.rkey = {alias}.id and t.param = 'Task.code' and t.system = @{classes + 1} and t.code = any(@{classes + 2}))))";
                 }
             default:
                 return AccessFilter.None;
@@ -231,7 +236,8 @@ public sealed class AccessPolicy
             default:
                 if (next.ResourceType == "Consent")
                     throw Denied("Consents are recorded by the person (or the PHR operator on their behalf). (同意は本人が登録します)");
-                if (existing is not null && existing.Writer != WriterKey)
+                // A step of 健診事後措置/両立支援 the flow lets this role make on what another wrote (Workflows/WorkflowRules).
+                if (existing is not null && existing.Writer != WriterKey && !Workflows.WorkflowRules.Approved(_ctx, next.Id))
                     throw Denied($"You may change only what you wrote: {existing.Type}/{existing.Id} was not written by you. (自分が登録したリソースのみ変更できます)");
                 return;
         }

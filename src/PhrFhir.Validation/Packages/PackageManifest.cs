@@ -26,6 +26,12 @@ public sealed record PackageReference(string Name, string Version)
 /// <param name="Builds">Identities (<c>name#version</c> in its own package.json or ImplementationGuide) of builds accepted in its place.</param>
 public sealed record ManifestPackage(PackageReference Reference, IReadOnlyList<string> Downloads, string? Sha256, IReadOnlyList<PackageReference> Builds)
 {
+    /// <summary>
+    /// The <c>package/</c> folder of a package this project writes and ships beside the manifest (<c>bundled</c>,
+    /// e.g. our occupational-health profiles): used where it is, never restored into the cache.
+    /// </summary>
+    public string? BundledFolder { get; init; }
+
     /// <summary>Whether a package that says it is <paramref name="identity"/> may stand for this one.</summary>
     public bool IsSatisfiedBy(PackageReference identity) => identity == Reference || Builds.Contains(identity);
 }
@@ -59,7 +65,12 @@ public sealed class PackageManifest
             packages[reference] = new ManifestPackage(reference,
                 Strings(p.Value, "downloads"),
                 p.Value.TryGetProperty("sha256", out var sha) ? sha.GetString()?.ToLowerInvariant() : null,
-                Strings(p.Value, "builds").Select(PackageReference.Parse).ToList());
+                Strings(p.Value, "builds").Select(PackageReference.Parse).ToList())
+            {
+                BundledFolder = p.Value.TryGetProperty("bundled", out var bundled) && bundled.GetString() is { } folder
+                    ? Path.GetFullPath(folder, Path.GetDirectoryName(Path.GetFullPath(path))!)
+                    : null,
+            };
         }
         var families = new Dictionary<string, ManifestFamily>(StringComparer.Ordinal);
         foreach (var f in doc.RootElement.GetProperty("families").EnumerateObject())

@@ -52,6 +52,14 @@ public static class PackageRestore
         foreach (var reference in wanted)
         {
             var package = manifest.Packages[reference];
+            if (package.BundledFolder is { } bundled)
+            {
+                // Ours, shipped with the server: read where it is, so an edited profile needs no new version.
+                results.Add(Directory.Exists(bundled)
+                    ? new PackageRestoreResult(reference, bundled, "bundled with the server", false, [])
+                    : new PackageRestoreResult(reference, null, null, false, [$"{bundled}: the bundled folder is missing"]));
+                continue;
+            }
             if (cache.PackageFolder(reference) is { } cached)
             {
                 results.Add(new PackageRestoreResult(reference, cached, cache.RecordOf(reference)?.Source, false, []));
