@@ -78,6 +78,7 @@ public static class PhrFhirApp
         Security.CertificateBinding.AddHttps(builder);
         builder.Services.AddSingleton<Audit.AuditTrail>();
         builder.Services.AddHostedService<Audit.AuditWriter>();
+        Subscriptions.SubscriptionDelivery.Add(builder);
 
         var app = builder.Build();
         AccessLog.Use(app); // outermost: it sees the final status of every request
@@ -105,6 +106,7 @@ public static class PhrFhirApp
         Validation.ConformanceEndpoints.Map(app);
         Mhd.GenerateMetadata.Map(app);
         Audit.AuditEndpoints.Map(app);
+        Subscriptions.SubscriptionEndpoints.Map(app);
         OpenApiDescription.MapDocument(app);
         FhirEndpoints.Map(app);
         return app;
