@@ -24,6 +24,14 @@ public static class SubscriptionEndpoints
         app.MapGet("/Basic/{id}", TopicReadAsync).WithMetadata(new FhirAccess(null));
         app.MapGet("/Subscription/{id}/$status", StatusAsync).WithMetadata(new FhirAccess(Interaction.Read, "Subscription"));
         app.MapGet("/Subscription/{id}/$events", EventsAsync).WithMetadata(new FhirAccess(Interaction.Read, "Subscription"));
+        // The type-level forms name the Subscription with `id` (query string, or a Parameters body when POSTed).
+        foreach (var (name, handler) in new (string, Func<HttpContext, FhirStore, SubscriptionStore, string, Task>)[] { ("$status", StatusAsync), ("$events", EventsAsync) })
+        {
+            app.MapGet("/Subscription/" + name, async (HttpContext ctx, FhirStore store, SubscriptionStore subs, Microsoft.Extensions.Options.IOptions<ServerLimits> limits) => await handler(ctx, store, subs, await IdAsync(ctx, limits.Value)))
+                .WithMetadata(new FhirAccess(Interaction.Read, "Subscription"));
+            app.MapPost("/Subscription/" + name, async (HttpContext ctx, FhirStore store, SubscriptionStore subs, Microsoft.Extensions.Options.IOptions<ServerLimits> limits) => await handler(ctx, store, subs, await IdAsync(ctx, limits.Value)))
+                .WithMetadata(new FhirAccess(Interaction.Read, "Subscription"));
+        }
     }
 
     static Task TopicSearchAsync(HttpContext ctx, SubscriptionTopics topics)
@@ -89,6 +97,16 @@ public static class SubscriptionEndpoints
         var events = await subscriptions.EventsAsync(id, Math.Max(1, since), until, 1000, ctx.RequestAborted);
         var bundle = Notifications.Build(row.Id, row.Topic, row.Status, "query-event", row.EventsSinceStart, definition, content, events);
         await FhirResponse.ResourceAsync(ctx, bundle, 200);
+    }
+
+    static async Task<string> IdAsync(HttpContext ctx, ServerLimits limits)
+    {
+        if (ctx.Request.Query["id"].ToString() is { Length: > 0 } id) return id.Split('/')[^1];
+        if (HttpMethods.IsPost(ctx.Request.Method) && ctx.Request.ContentLength is > 0
+            && await FhirFormat.ReadResourceAsync(ctx.Request, limits, ctx.RequestAborted) is Parameters p
+            && p.Parameter.FirstOrDefault(x => x.Name == "id")?.Value?.ToString() is { Length: > 0 } posted)
+            return posted.Split('/')[^1];
+        throw FhirError.BadRequest("Name the Subscription: /Subscription/{id}/$status, or the parameter id. (購読の id を指定してください)", "id");
     }
 
     static long Number(string? value, long fallback, string name) =>

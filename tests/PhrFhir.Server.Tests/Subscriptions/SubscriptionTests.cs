@@ -375,4 +375,57 @@ public sealed class SubscriptionTests(ServerFixture server)
         Assert.Single(events);
         Assert.StartsWith("List/", Foci(events)[0]);
     }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_task_completed_topic_fires_once_when_the_task_becomes_completed()
+    {
+        await using var receiver = await NotificationReceiver.StartAsync();
+        var x = await PatientAsync();
+        var sub = await SubscribeAsync(_http, Subscription("http://phrfhir.example/fhir/SubscriptionTopic/task-completed", $"Task?patient=Patient/{x}", receiver.Endpoint + "task"));
+        var task = await Fhir.ExpectAsync<Hl7.Fhir.Model.Task>(await _http.PostAsync("Task", Fhir.Json(new Hl7.Fhir.Model.Task
+        {
+            Status = Hl7.Fhir.Model.Task.TaskStatus.Requested,
+            Intent = Hl7.Fhir.Model.Task.TaskIntent.Order,
+            Description = "要精密検査",
+            For = new ResourceReference("Patient/" + x),
+        })), HttpStatusCode.Created);
+        task.Status = Hl7.Fhir.Model.Task.TaskStatus.InProgress;
+        task = await Fhir.ExpectAsync<Hl7.Fhir.Model.Task>(await _http.PutAsync("Task/" + task.Id, Fhir.Json(task)), HttpStatusCode.OK);
+        task.Status = Hl7.Fhir.Model.Task.TaskStatus.Completed;
+        task = await Fhir.ExpectAsync<Hl7.Fhir.Model.Task>(await _http.PutAsync("Task/" + task.Id, Fhir.Json(task)), HttpStatusCode.OK);
+        task.Description = "要精密検査（受診済み）"; // still completed: not a new completion
+        await Fhir.ExpectAsync<Hl7.Fhir.Model.Task>(await _http.PutAsync("Task/" + task.Id, Fhir.Json(task)), HttpStatusCode.OK);
+
+        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Count >= 1));
+        await System.Threading.Tasks.Task.Delay(1000);
+        Assert.Equal([(1L, "Task/" + task.Id)], receiver.Events(sub.Id).Select(e => (e.Number, Foci([e])[0]!)));
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task The_CapabilityStatement_declares_the_backport_server_the_DSUBm_broker_and_the_topics()
+    {
+        var cs = await Fhir.ExpectAsync<CapabilityStatement>(await server.Anonymous.GetAsync("metadata"), HttpStatusCode.OK);
+        Assert.Contains("http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4", cs.Instantiates);
+        Assert.Contains("https://profiles.ihe.net/ITI/DSUBm/CapabilityStatement/IHE.DSUBm.ResourceNotificationBroker", cs.Instantiates);
+        var subscription = cs.Rest[0].Resource.Single(r => r.Type == "Subscription");
+        Assert.Contains(subscription.Extension, e => e.Value is Canonical c && c.Value == DocumentsOfOnePatient);
+        Assert.Equal(["events", "status"], subscription.Operation.Select(o => o.Name).Order());
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task Status_answers_at_type_level_by_id_and_hides_a_subscription_the_requester_cannot_read()
+    {
+        await using var receiver = await NotificationReceiver.StartAsync();
+        var x = await PatientAsync();
+        var sub = await SubscribeAsync(_http, Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{x}", receiver.Endpoint + "status"));
+        var byQuery = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"Subscription/$status?id={sub.Id}"), HttpStatusCode.OK);
+        Assert.Equal("active", ((Parameters)byQuery.Entry[0].Resource).GetSingleValue<Code>("status")!.Value);
+        var body = new Parameters();
+        body.Add("id", new Id(sub.Id));
+        var byBody = await Fhir.ExpectAsync<Bundle>(await _http.PostAsync("Subscription/$status", Fhir.Json(body)), HttpStatusCode.OK);
+        Assert.Equal("query-status", NotificationReceiver.Type((Parameters)byBody.Entry[0].Resource));
+        using var other = await server.ClientAsync(ServerFixture.OtherInstitutionClient);
+        await Fhir.ExpectAsync<OperationOutcome>(await other.GetAsync($"Subscription/{sub.Id}/$status"), HttpStatusCode.NotFound);
+        await Fhir.ExpectAsync<OperationOutcome>(await other.GetAsync($"Subscription/{sub.Id}/$events"), HttpStatusCode.NotFound);
+    }
 }
