@@ -10,6 +10,7 @@
 //   --seconds N (20)  --warmup N (5)  --clients 1,2  --scenarios iti65-minimal,...  --port P  --keep-log
 //   --document examples/documents/HS037-checkup-report.json  --server-dll src/PhrFhir.Server/bin/Release/net10.0/PhrFhir.Server.dll
 //   --server-env NAME=VALUE (repeatable, environment of the server process)
+//   --scenarios notify [--rate 100]: Subscription notification latency, commit → receiver (NotificationLatency.cs)
 using System.Globalization;
 using System.Net.Http.Headers;
 using System.Text;
@@ -37,7 +38,8 @@ Console.WriteLine($"document: {Path.GetRelativePath(repoRoot, documentPath)}, {d
 // --server-env NAME=VALUE (repeatable): runtime settings for the server process, e.g. DOTNET_ThreadPool_UnfairSemaphoreSpinLimit=0.
 var serverEnv = args.Select((a, i) => (a, i)).Where(x => x.a == "--server-env" && x.i + 1 < args.Length)
     .Select(x => args[x.i + 1].Split('=', 2)).Select(kv => KeyValuePair.Create(kv[0], kv.Length > 1 ? kv[1] : "")).ToList();
-var server = ServerProcess.Start(repoRoot, serverDll, int.Parse(Arg("--port", "0"), CultureInfo.InvariantCulture), serverEnv);
+var server = ServerProcess.Start(repoRoot, serverDll, int.Parse(Arg("--port", "0"), CultureInfo.InvariantCulture), serverEnv,
+    serverArgs: ["--Subscriptions:AllowedEndpoints=http://127.0.0.1:"]); // the notify scenario's receiver is on loopback
 Console.WriteLine($"server: pid {server.Pid}, http://127.0.0.1:{server.Port}, data {server.DataDirectory}{string.Concat(serverEnv.Select(e => $", {e.Key}={e.Value}"))}");
 using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 64, PooledConnectionLifetime = TimeSpan.FromMinutes(10) })
 { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
@@ -52,6 +54,9 @@ try
     http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await Token.GetAsync(http, cts.Token));
     var patientId = await RegisterPatientAsync(http, document, cts.Token);
     Console.WriteLine($"patient: Patient/{patientId} with identifier {(string)document.Patient["identifier"]![0]!["system"]!}|{(string)document.Patient["identifier"]![0]!["value"]!}");
+
+    if (wanted.Contains("notify"))
+        exit = Math.Max(exit, await NotificationLatency.RunAsync(http, patientId, double.Parse(Arg("--rate", "100"), CultureInfo.InvariantCulture), seconds, cts.Token));
 
     var requests = new Requests(document, patientId, DateTime.UtcNow.ToString("HHmmss", CultureInfo.InvariantCulture));
     var scenarios = new Scenario[]

@@ -79,6 +79,7 @@ public static class PhrFhirApp
         Security.CertificateBinding.AddHttps(builder);
         builder.Services.AddSingleton<Audit.AuditTrail>();
         builder.Services.AddHostedService<Audit.AuditWriter>();
+        Subscriptions.SubscriptionDelivery.Add(builder);
 
         var app = builder.Build();
         AccessLog.Use(app); // outermost: it sees the final status of every request
@@ -107,6 +108,7 @@ public static class PhrFhirApp
         Mhd.GenerateMetadata.Map(app);
         Workflows.DetailedExamWorklist.Map(app);
         Audit.AuditEndpoints.Map(app);
+        Subscriptions.SubscriptionEndpoints.Map(app);
         OpenApiDescription.MapDocument(app);
         FhirEndpoints.Map(app);
         return app;

@@ -113,6 +113,9 @@ public sealed partial class FhirStore : IAsyncDisposable
     /// <summary>Resource types whose writes are announced: at commit to this process, and by NOTIFY to every process.</summary>
     public HashSet<string> Watched { get; } = [];
 
+    /// <summary>Resource types whose every version written goes to the Subscriptions outbox (SubscriptionStore), in the same transaction.</summary>
+    public HashSet<string> Outboxed { get; } = [];
+
     /// <summary>A watched type was written and committed (here, or by another process sharing the database).</summary>
     public event Action<string>? Changed;
 

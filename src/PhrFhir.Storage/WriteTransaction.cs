@@ -145,6 +145,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         // Other server processes learn at commit that a watched type changed (FhirStore.ListenAsync).
         if (_store.Watched.Contains(doc.ResourceType) && _notified.Add(doc.ResourceType))
             Add("select pg_notify($1, $2)", FhirStore.ChangeChannel, doc.ResourceType);
+        if (_store.Outboxed.Contains(doc.ResourceType)) RecordChange(doc, method); // Subscriptions: in the write's transaction
         if (previousVersion == 0) _session.Insert(doc);
         else _session.UpdateRevision(doc, doc.Version);
 

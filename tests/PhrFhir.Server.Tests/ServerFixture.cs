@@ -163,6 +163,11 @@ public class ServerFixture : IAsyncLifetime
             "--Validation:CacheFolder", Path.Combine(Path.GetTempPath(), "phrfhir-test-conformance-cache"),
             "--Packages:Cache", Path.Combine(_dataDir, "fhir-packages"),
             "--Packages:Downloads", "false", // CI has no internet: the folder source or nothing
+            // Subscriptions: the tests' receivers listen on loopback; retries after 0.2 s doubling to 1 s instead of 5 s to 5 min.
+            "--Subscriptions:AllowedEndpoints", "http://127.0.0.1:",
+            "--Subscriptions:RetryFirstSeconds", "0.2",
+            "--Subscriptions:RetryMaxSeconds", "1",
+            "--Subscriptions:PollMilliseconds", "200",
             .. PackageArguments(),
         ];
         _app = await PhrFhirApp.BuildAsync(_args);

@@ -10,7 +10,7 @@ namespace PhrFhir.Server.Rest;
 /// <see cref="FhirEndpoints"/> maps, the search parameters the index registry holds, and the
 /// profiles validation enforces on write (the loaded families' resource profiles).
 /// </summary>
-public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration config, PhrFhir.Validation.DocumentValidator validator)
+public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration config, PhrFhir.Validation.DocumentValidator validator, Subscriptions.SubscriptionTopics topics)
 {
     static readonly CapabilityStatement.TypeRestfulInteraction[] Interactions =
     [
@@ -102,6 +102,7 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
                 }).ToList(),
             });
         }
+        Subscriptions.SubscriptionCapabilities.Declare(rest.Resource.Single(r => r.Type == "Subscription"), topics); // backport IG, DSUBm
         return new CapabilityStatement
         {
             Status = PublicationStatus.Active,
@@ -109,7 +110,7 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
             Kind = CapabilityStatementKind.Instance,
             Software = new CapabilityStatement.SoftwareComponent { Name = "PhrFhir", Version = typeof(CapabilityStatementBuilder).Assembly.GetName().Version?.ToString() },
             FhirVersion = FHIRVersion.N4_0_1,
-            Instantiates = Mhd.MhdCapabilities.Instantiates,
+            Instantiates = [.. Mhd.MhdCapabilities.Instantiates, .. Subscriptions.SubscriptionCapabilities.Instantiates],
             Format = ["application/fhir+json", "application/fhir+xml"],
             Rest = [rest],
         };
