@@ -227,6 +227,7 @@ public sealed class DocumentValidator : IDisposable
         try
         {
             var outcome = OutcomeExplainer.Explain(validator.Validate(instance, profile));
+            outcome.Issue.AddRange(DocumentBundleReferences.Check(instance)); // R4 documents.html: not a rule the validator checks
             _log.LogDebug("Validated {Type} against {Family} in {Ms} ms: {Errors} errors", instance.TypeName, validator.Family.Id, sw.ElapsedMilliseconds,
                 outcome.Issue.Count(i => i.Severity <= OperationOutcome.IssueSeverity.Error));
             return outcome;
