@@ -26,6 +26,7 @@ public sealed class DocumentValidator : IDisposable
     private readonly List<FamilyRuntime> _families;
     private readonly SemaphoreSlim _gate = new(Environment.ProcessorCount, Environment.ProcessorCount);
     private readonly CancellationTokenSource _shutdown = new();
+    private readonly WarmUpLine _warmUps = new();
 
     private DocumentValidator(ValidationOptions options, ILogger log, List<FamilyRuntime> families, IReadOnlyList<PackageRestoreResult> packages)
     {
@@ -72,9 +73,12 @@ public sealed class DocumentValidator : IDisposable
             ? System.Threading.Tasks.Task.FromException<ConformancePack>(new FileNotFoundException($"FHIR R4 core definitions not found at {specificationZip} (package Hl7.Fhir.Specification.Data.R4)"))
             : System.Threading.Tasks.Task.Run(() => CoreDefinitions.OpenOrBuild(specificationZip, cacheFolder));
         foreach (var family in families)
-            family.Start(core, cacheFolder, options.WarmUp, logger, validator._shutdown.Token);
+            family.Start(core, cacheFolder, options.WarmUp ? validator._warmUps : null, logger, validator._shutdown.Token);
         return validator;
     }
+
+    /// <summary>Holds back every warm-up queued after this call until <paramref name="until"/> completes (tests: a warm-up that is slow under load).</summary>
+    internal void HoldWarmUps(System.Threading.Tasks.Task until) => _warmUps.Add(() => until.Wait());
 
     /// <summary>The packages of the loaded families: where each is in the package cache, or why it is missing.</summary>
     public IReadOnlyList<PackageRestoreResult> Packages { get; }
@@ -227,6 +231,7 @@ public sealed class DocumentValidator : IDisposable
         try
         {
             var outcome = OutcomeExplainer.Explain(validator.Validate(instance, profile));
+            outcome.Issue.AddRange(DocumentBundleReferences.Check(instance)); // R4 documents.html: not a rule the validator checks
             _log.LogDebug("Validated {Type} against {Family} in {Ms} ms: {Errors} errors", instance.TypeName, validator.Family.Id, sw.ElapsedMilliseconds,
                 outcome.Issue.Count(i => i.Severity <= OperationOutcome.IssueSeverity.Error));
             return outcome;
@@ -310,6 +315,7 @@ public sealed class DocumentValidator : IDisposable
     public void Dispose()
     {
         _shutdown.Cancel();
+        _warmUps.Dispose();
         _shutdown.Dispose();
         _gate.Dispose();
     }

@@ -91,12 +91,16 @@ internal sealed class FamilyRuntime(DocumentFamily family, ProfilePolicy policy)
             : _allUrls.Contains(bar < 0 ? canonical : canonical[..bar]);
     }
 
-    public void Start(Task<ConformancePack> core, string cacheFolder, bool warmUp, ILogger log, CancellationToken ct)
+    /// <summary>
+    /// Loads the family's pack in the background; once loaded, requests may use it, and its warm-up
+    /// (compiling every root profile) is queued on <paramref name="warmUps"/>, one family after another.
+    /// </summary>
+    public void Start(Task<ConformancePack> core, string cacheFolder, WarmUpLine? warmUps, ILogger log, CancellationToken ct)
     {
         if (State is FamilyState.Unavailable or FamilyState.Failed) return;
         _ = Task.Run(async () =>
         {
-            FamilyValidator? validator = null;
+            FamilyValidator validator;
             try
             {
                 var corePack = await core.ConfigureAwait(false);
@@ -111,26 +115,30 @@ internal sealed class FamilyRuntime(DocumentFamily family, ProfilePolicy policy)
                 Fail($"loading failed: {ex.Message}");
                 return;
             }
-            try
+            if (warmUps is null) Ready();
+            else warmUps.Add(() =>
             {
-                if (warmUp) validator.WarmUp(log, ct);
-            }
-            catch (OperationCanceledException) { }
-            catch (Exception ex)
-            {
-                log.LogWarning(ex, "Warm-up of {Family} stopped", Family.Id);
-            }
-            _state = FamilyState.Ready;
-            _warmed.TrySetResult();
+                try { validator.WarmUp(log, ct); }
+                catch (OperationCanceledException) { }
+                catch (Exception ex) { log.LogWarning(ex, "Warm-up of {Family} stopped", Family.Id); }
+                Ready();
+            });
         }, CancellationToken.None);
     }
 
-    /// <summary>The validator once loaded and warmed; null when the family is unavailable or failed.</summary>
-    public async Task<FamilyValidator?> WaitUntilUsableAsync(CancellationToken ct)
+    private void Ready()
     {
-        await Warmed.WaitAsync(ct).ConfigureAwait(false);
-        return Loaded.IsCompletedSuccessfully ? Loaded.Result : null;
+        _state = FamilyState.Ready;
+        _warmed.TrySetResult();
     }
+
+    /// <summary>
+    /// The validator once its pack is open; null when the family is unavailable or failed. It does not
+    /// wait for the warm-up: a request compiles the schemas it needs itself (the compiled-schema cache
+    /// is shared and thread-safe), so the first HS037 answer does not wait for CLINS, MHD or BALP to
+    /// warm (docs/validation.md, "Start-up under load").
+    /// </summary>
+    public Task<FamilyValidator?> WaitUntilUsableAsync(CancellationToken ct) => Loaded.WaitAsync(ct);
 
     public FamilyStatus Status() => new(Family.Id, Family.Title, State, Reason,
         Plan?.Packages.Select(p => $"{p.PackageId}#{p.Version}").ToList() ?? [],

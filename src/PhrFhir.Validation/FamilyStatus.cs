@@ -5,9 +5,9 @@ public enum FamilyState
 {
     /// <summary>Its conformance cache is being opened (or built, on the first start after a package change).</summary>
     Loading,
-    /// <summary>Loaded; profiles are being compiled in the background. Requests wait for this to finish.</summary>
+    /// <summary>Loaded and validating; its profiles are being compiled in the background, one family at a time (requests do not wait for it).</summary>
     Warming,
-    /// <summary>Validating.</summary>
+    /// <summary>Validating, every root profile compiled.</summary>
     Ready,
     /// <summary>Its packages are not on this machine; documents of this family are validated against R4 core only, with a warning.</summary>
     Unavailable,

@@ -30,7 +30,7 @@ internal sealed class FamilyValidator
 #pragma warning disable ExperimentalApi // the documented way to get a compiled-schema cache we can warm ourselves
         _schemas = StructureDefinitionToElementSchemaResolver.CreatedCached(Resolver);
 #pragma warning restore ExperimentalApi
-        var terminology = new Terminology.CachedTerminologyService(new LocalTerminologyService(Resolver));
+        var terminology = new Terminology.CachedTerminologyService(new Terminology.WellKnownCodeSystems(new LocalTerminologyService(Resolver), Resolver));
         _validator = new Validator(Resolver, terminology, referenceResolver: null, settings: null, schemaResolver: _schemas);
 
         var rootPackage = plan.Packages.FirstOrDefault() is { } p ? $"{p.PackageId}#{p.Version}" : null;

@@ -153,7 +153,7 @@ public static partial class OutcomeExplainer
             RuleKind.Value => $"{where}{inSlice}の値の形式が不正です（空・長すぎる・範囲外・書式違反）。",
             RuleKind.Reference => $"{where}{inSlice}の参照先をこの文書の中で解決できません。",
             RuleKind.TerminologyUnavailable => TerminologyTargetRegex().Match(english) is { Success: true } t
-                ? $"{where}のコードは検証していません：{t.Groups[1].Value} がこのサーバーにないためです（JP 用語集 jpfhir-terminology 未導入）。"
+                ? $"{where}のコードは検証していません：{t.Groups[1].Value} がこのサーバーにないためです{(JpTerminologyRegex().IsMatch(t.Groups[1].Value) ? "（JP 用語集 jpfhir-terminology 未導入）" : "")}。"
                 : $"{where}のコードは検証していません：必要なコードシステムまたは値セットがこのサーバーにないためです。",
             RuleKind.ProfileUnusable => $"プロファイル {profile ?? "(不明)"} を読み込めない（見つからない、またはコンパイルできない）ため、このプロファイルでは検証できませんでした。",
             _ => null,
@@ -185,6 +185,9 @@ public static partial class OutcomeExplainer
     private static partial Regex TerminologyUnavailableRegex();
     [GeneratedRegex(@"(codesystem '[^']+'|valueset '[^']+')", RegexOptions.IgnoreCase)]
     private static partial Regex TerminologyTargetRegex();
+    // The systems jpfhir-terminology holds: JLAC10/11, MEDIS masters, YJ and other MHLW/JAMI code systems (OIDs under 1.2.392).
+    [GeneratedRegex(@"urn:oid:1\.2\.392\.|jpfhir\.jp/|jami\.jp/|medis", RegexOptions.IgnoreCase)]
+    private static partial Regex JpTerminologyRegex();
     [GeneratedRegex(@"count is (\d+), which is not within the specified cardinality of ([0-9*]+\.\.[0-9*]+)")]
     private static partial Regex CardinalityRegex();
     [GeneratedRegex(@"profile '([^']+)'")]

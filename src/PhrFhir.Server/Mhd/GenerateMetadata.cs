@@ -125,24 +125,53 @@ public static class GenerateMetadata
     static string Escape(string? s) => (s ?? "").Replace("\\", "\\\\").Replace("|", "\\|").Replace(",", "\\,").Replace("$", "\\$");
 
     /// <summary>
-    /// The DocumentReference, element by element from the Composition (MHD 2:3.106.4.1.3 and the
-    /// FHIR Document Publish mapping): type, category, date, title, confidentiality, event and period
-    /// come from the Composition; masterIdentifier is the document's Bundle.identifier; authors,
-    /// custodian and the source patient are contained copies, since the document's own resources are
-    /// not registry resources.
+    /// The DocumentReference, element by element, by the R4 DocumentReference mapping "FHIR Composition"
+    /// (documentreference-mappings.html, the mapping MHD 2:3.106.4.1.3 relies on for a FHIR document):
+    /// masterIdentifier the document's Bundle.identifier (the document's identity, R4 documents.html);
+    /// docStatus, type, category, author, authenticator (the legal attester), custodian, relatesTo,
+    /// securityLabel (confidentiality + meta.security), content.format (the document profile),
+    /// context.encounter, context.event, context.period (event.period, else the Encounter's period),
+    /// context.related (event.detail) and sourcePatientInfo from the Composition. facilityType and
+    /// practiceSetting are "usually from a mapping to a local ValueSet": ours are the codes the JP
+    /// documents carry (docs/mhd.md, "ITI-106 metadata"). Authors, authenticator, custodian and the
+    /// source patient are contained copies (the document's resources are not registry resources), one
+    /// copy per resource however often it is referenced.
     /// </summary>
     static DocumentReference Describe(Bundle document, Composition composition, Patient sourcePatient, ResourceReference subject, string binaryUrl, byte[] bytes)
     {
         var contained = new List<Resource>();
+        var containedIds = new Dictionary<Resource, string>(ReferenceEqualityComparer.Instance);
         ResourceReference Contain(ResourceReference? r)
         {
             if (Entry(document, r?.Reference)?.Resource is not { } target) return new ResourceReference { Display = r?.Display };
-            var copy = (Resource)target.DeepCopy();
-            copy.Id = "c" + (contained.Count + 1);
-            copy.Meta = null;
-            contained.Add(copy);
-            return new ResourceReference("#" + copy.Id);
+            if (!containedIds.TryGetValue(target, out var id))
+            {
+                var copy = (Resource)target.DeepCopy();
+                copy.Id = id = containedIds[target] = "c" + (contained.Count + 1);
+                copy.Meta = null;
+                contained.Add(copy);
+                // A contained resource may only point at the container's other contained resources (R4 dom-3):
+                // the copy's references to document entries become #refs where that entry is contained, else
+                // a logical reference (its identifier) or a display.
+                foreach (var inner in ReferencesIn(copy))
+                {
+                    if (inner.Reference is null || inner.Reference.StartsWith('#')) continue;
+                    var entry = Entry(document, inner.Reference)?.Resource;
+                    inner.Reference = entry is not null && containedIds.TryGetValue(entry, out var local) ? "#" + local : null;
+                    if (inner.Reference is null && entry is not null) inner.Identifier ??= BusinessIdentifier(entry) is { } bid ? new Identifier(bid.System, bid.Value) : null;
+                    if (inner.Reference is null && inner.Identifier is null) inner.Display ??= entry?.TypeName ?? "(outside the document)";
+                }
+            }
+            return new ResourceReference("#" + id);
         }
+        // A resource with a business identifier is named by it (MHD's FHIR-document example: context.encounter.identifier).
+        ResourceReference IdentifyOrContain(ResourceReference r) =>
+            Entry(document, r.Reference)?.Resource is { } target && BusinessIdentifier(target) is { } id
+                ? new ResourceReference { Identifier = new Identifier(id.System, id.Value), Type = target.TypeName }
+                : Contain(r);
+        var encounter = Entry(document, composition.Encounter?.Reference)?.Resource as Encounter;
+        var facility = Organization(document, encounter?.ServiceProvider) ?? Organization(document, composition.Custodian)
+            ?? composition.Author.Select(a => Organization(document, a)).FirstOrDefault(o => o is not null);
         var profile = document.Meta?.Profile?.FirstOrDefault()?.Split('|')[0];
         var doc = new DocumentReference
         {
@@ -159,12 +188,18 @@ public static class GenerateMetadata
             Type = composition.Type,
             Category = composition.Category,
             Subject = subject,
-            Date = DateTimeOffset.UtcNow,
+            Date = DateTimeOffset.UtcNow, // MHD: when the DocumentReference was made; the document's own date is attachment.creation
             Author = composition.Author.Select(Contain).ToList(),
+            // XDS legalAuthenticator: the attester in mode legal (R4 Composition.attester.mode).
+            Authenticator = composition.Attester.FirstOrDefault(a => a.Mode == Composition.CompositionAttestationMode.Legal)?.Party is { } legal ? Contain(legal) : null,
             Custodian = composition.Custodian is null ? null : Contain(composition.Custodian),
             Description = composition.Title,
-            SecurityLabel = composition.Confidentiality is { } c
-                ? [new CodeableConcept("http://terminology.hl7.org/CodeSystem/v3-Confidentiality", c.ToString())] : [],
+            SecurityLabel =
+            [
+                .. composition.ConfidentialityElement?.JsonValue is string confidentiality
+                    ? [new CodeableConcept("http://terminology.hl7.org/CodeSystem/v3-Confidentiality", confidentiality)] : Array.Empty<CodeableConcept>(),
+                .. (composition.Meta?.Security ?? []).Select(s => new CodeableConcept { Coding = [(Coding)s.DeepCopy()] }),
+            ],
             Content =
             [
                 new DocumentReference.ContentComponent
@@ -180,12 +215,43 @@ public static class GenerateMetadata
             ],
             Context = new DocumentReference.ContextComponent
             {
+                Encounter = composition.Encounter is { Reference: not null } e ? [IdentifyOrContain(e)] : [],
                 Event = composition.Event.SelectMany(e => e.Code).ToList(),
-                Period = composition.Event.Select(e => e.Period).FirstOrDefault(p => p is not null),
+                Period = composition.Event.Select(e => e.Period).FirstOrDefault(p => p is not null) ?? encounter?.Period,
+                // XDS healthcareFacilityTypeCode: the type of the organisation where the care happened.
+                FacilityType = facility?.Type.FirstOrDefault(),
+                // XDS practiceSettingCode: the department (JP_eCS_Department on the CLINS Organization), else the
+                // Encounter's service type, else its class (eCheckup: encounter-category 健診).
+                PracticeSetting = facility?.GetExtensionValue<CodeableConcept>(DepartmentExtension) ?? encounter?.ServiceType
+                    ?? (encounter?.Class is { } c ? new CodeableConcept { Coding = [(Coding)c.DeepCopy()] } : null),
                 SourcePatientInfo = Contain(new ResourceReference(document.Entry.First(e => e.Resource == sourcePatient).FullUrl)),
+                Related = composition.Event.SelectMany(e => e.Detail).Where(r => r.Reference is not null).Select(IdentifyOrContain).ToList(),
             },
         };
         doc.Contained = contained;
         return doc;
     }
+
+    /// <summary>JP-CLINS 診療科 of an Organization (SS-MIX2 診療科コード).</summary>
+    const string DepartmentExtension = "http://jpfhir.jp/fhir/eCS/Extension/StructureDefinition/JP_eCS_Department";
+
+    static IEnumerable<ResourceReference> ReferencesIn(Base node)
+    {
+        foreach (var (_, value) in node.EnumerateElements())
+            foreach (var child in value is IEnumerable<Base> list ? list : value is Base one ? [one] : [])
+            {
+                if (child is ResourceReference r) yield return r;
+                else if (child is not Resource)
+                    foreach (var inner in ReferencesIn(child)) yield return inner;
+            }
+    }
+
+    static Identifier? BusinessIdentifier(Resource resource) => resource.EnumerateElements().FirstOrDefault(e => e.Key == "identifier").Value switch
+    {
+        Identifier one => one,
+        IEnumerable<Identifier> many => many.FirstOrDefault(i => i.Value is not null),
+        _ => null,
+    };
+
+    static Organization? Organization(Bundle document, ResourceReference? reference) => Entry(document, reference?.Reference)?.Resource as Organization;
 }

@@ -51,7 +51,8 @@ public sealed class BalpConformanceTests(ServerFixture server)
         // Judged by the IHE profiles themselves, not by a fallback to R4 core (which would only warn).
         var family = validator.FamilyFor(audit).Id;
         Assert.True(family is "ihe-balp" or "ihe-mhd", $"{what}: validated in family {family}");
-        Assert.Equal(FamilyState.Ready, validator.Families.Single(f => f.Id == family).State);
+        // Loaded (its own profiles in use); it may still be compiling the rest of them in the background.
+        Assert.Contains(validator.Families.Single(f => f.Id == family).State, (FamilyState[])[FamilyState.Warming, FamilyState.Ready]);
         Assert.DoesNotContain(outcome.Issue, i => i.Code == OperationOutcome.IssueType.NotSupported && i.Diagnostics?.Contains("Profile", StringComparison.Ordinal) == true);
         var errors = outcome.Issue.Where(i => i.Severity <= OperationOutcome.IssueSeverity.Error).ToList();
         Assert.True(errors.Count == 0, $"{what} ({profile}, family {validator.FamilyFor(audit).Id}): {errors.Count} errors\n" +

@@ -12,8 +12,10 @@ public sealed class PublishTests(ServerFixture server)
 {
     readonly HttpClient _http = server.Http;
 
-    async Task<Patient> PatientAsync(Identifier? id = null) =>
-        await Fhir.ExpectAsync<Patient>(await _http.PostAsync("Patient", Fhir.Json(new Patient
+    async Task<Patient> PatientAsync(Identifier? id = null) => await PatientAsync(_http, id);
+
+    internal static async Task<Patient> PatientAsync(HttpClient http, Identifier? id) =>
+        await Fhir.ExpectAsync<Patient>(await http.PostAsync("Patient", Fhir.Json(new Patient
         {
             Name = [new HumanName { Family = Fhir.Unique("鈴木"), Given = ["花子"] }],
             Identifier = id is null ? [] : [id],
@@ -84,9 +86,14 @@ public sealed class PublishTests(ServerFixture server)
     {
         var path = SharedRef.Find() is { } root ? Path.Combine(root, "jp-documents", "echeckup", "package", "Bundle-Bundle-eCheckupReport-Sample-01.json") : null;
         Skip.If(path is null || !File.Exists(path), "../shared/ref/jp-documents/echeckup is not present");
-        var doc = JsonNode.Parse(File.ReadAllText(path!))!.AsObject();
-        uid = Fhir.Unique("hs037-");
-        doc["identifier"]!["value"] = uid; // each test registers its own copy of the sample
+        return Registrable(JsonNode.Parse(File.ReadAllText(path!))!.AsObject(), out patientId, out uid);
+    }
+
+    /// <summary>A document made registrable again: its own document identifier and a new patient number (each test registers its own copy).</summary>
+    internal static JsonObject Registrable(JsonObject doc, out Identifier patientId, out string uid)
+    {
+        uid = Fhir.Unique("doc-");
+        doc["identifier"]!["value"] = uid;
         var patient = doc["entry"]!.AsArray().Select(e => e!["resource"]!.AsObject()).First(r => (string?)r["resourceType"] == "Patient");
         var value = Fhir.Unique("p");
         patient["identifier"]![0]!["value"] = value;
@@ -94,7 +101,7 @@ public sealed class PublishTests(ServerFixture server)
         return doc;
     }
 
-    static StringContent Parameters(JsonNode document) => new(new JsonObject
+    internal static StringContent Parameters(JsonNode document) => new(new JsonObject
     {
         ["resourceType"] = "Parameters",
         ["parameter"] = new JsonArray(new JsonObject { ["name"] = "document", ["resource"] = document }),
