@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Net;
 using Hl7.Fhir.Model;
 using PhrFhir.Server.Rest;
@@ -77,9 +76,9 @@ public static class LinkAccess
         if (!await store.ShareLinkOpenedAsync(id, link.Flags.Contains('L') ? TimeSpan.FromSeconds(options.LongTermPollSeconds) : null, ct))
         {
             // SHL: a long-term link's manifest may be polled for updates, but not too often.
-            ctx.Response.Headers.RetryAfter = options.LongTermPollSeconds.ToString(CultureInfo.InvariantCulture);
             var tooSoon = new FhirError((HttpStatusCode)429, OperationOutcome.IssueType.Throttled,
-                $"This link was polled less than {options.LongTermPollSeconds} seconds ago; retry later. (アクセスが頻繁すぎます)");
+                $"This link was polled less than {options.LongTermPollSeconds} seconds ago; retry later. (アクセスが頻繁すぎます)")
+            { RetryAfterSeconds = options.LongTermPollSeconds };
             await LinkAudit.RecordAsync(ctx, store, eventCode, link, recipient, 429, tooSoon.Message, []);
             throw tooSoon;
         }

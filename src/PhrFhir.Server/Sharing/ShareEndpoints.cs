@@ -215,7 +215,7 @@ public static class ShareEndpoints
             if (link.Expires is { } e) part.Part.Add(new() { Name = "expires", Value = new Instant(e) });
             part.Part.Add(new() { Name = "passcode", Value = new FhirBoolean(link.PasscodeHash is not null) });
             if (link.AttemptsLeft is { } left) part.Part.Add(new() { Name = "attemptsLeft", Value = new Integer(left) });
-            part.Part.Add(new() { Name = "flag", Value = new FhirString(link.Flags) });
+            if (link.Flags.Length > 0) part.Part.Add(new() { Name = "flag", Value = new FhirString(link.Flags) });
             part.Part.Add(new() { Name = "timesOpened", Value = new Integer(link.Opened) });
             part.Part.Add(new() { Name = "revoked", Value = new FhirBoolean(link.Revoked is not null) });
             part.Part.Add(new() { Name = "active", Value = new FhirBoolean(live) });
