@@ -53,9 +53,11 @@ public static class LinkSecrets
 
     /// <summary>
     /// A compact JWE of <paramref name="content"/> as SHL files are (alg "dir", enc "A256GCM", cty the content
-    /// type, zip "DEF"), by jose-jwt.
+    /// type), by jose-jwt. Not compressed (SHL: zip "DEF" is optional): JOSE libraries cap what they inflate
+    /// (jose-jwt and npm jose at 250 KB by default; jose cannot inflate at all on Node.js 20), and a checkup
+    /// PDF is larger — an uncompressed file decrypts in every viewer.
     /// </summary>
     public static string Encrypt(byte[] content, byte[] key, string contentType) =>
-        Jose.JWT.EncodeBytes(content, key, Jose.JweAlgorithm.DIR, Jose.JweEncryption.A256GCM, Jose.JweCompression.DEF,
+        Jose.JWT.EncodeBytes(content, key, Jose.JweAlgorithm.DIR, Jose.JweEncryption.A256GCM, null,
             new Dictionary<string, object> { ["cty"] = contentType });
 }

@@ -11,7 +11,7 @@ namespace PhrFhir.Server.Sharing;
 /// The recipient's side of a SMART Health Link (SHL STU1 "Resolving a SHLink"), no token needed — the URL
 /// is the capability: `POST /shl/{id}` (the manifest), `GET /shl/file/{token}` (a file's `location`, at
 /// most an hour), `GET /shl/{id}?recipient=` (flag U: the one file directly). Each file is a compact JWE
-/// (alg dir, enc A256GCM, cty application/fhir+json, zip DEF) of a collection Bundle holding one shared
+/// (alg dir, enc A256GCM, cty application/fhir+json; not compressed) of a collection Bundle holding one shared
 /// DocumentReference and its content as Binary resources. Every request is audited (LinkAudit).
 /// </summary>
 public static class ShareManifest
