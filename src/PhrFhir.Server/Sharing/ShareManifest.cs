@@ -46,12 +46,13 @@ public static class ShareManifest
             if (ctx.Request.ContentLength > 64 * 1024) throw FhirError.BadRequest("The manifest request is larger than 64 KiB.");
             using var doc = await JsonDocument.ParseAsync(ctx.Request.Body, new JsonDocumentOptions { MaxDepth = 4 }, ctx.RequestAborted);
             body = doc.RootElement.Clone();
+            if (body.ValueKind != JsonValueKind.Object) throw new JsonException();
         }
         catch (JsonException)
         {
             throw FhirError.BadRequest("The manifest request is a JSON object {\"recipient\": …, \"passcode\": …, \"embeddedLengthMax\": …} (SHL STU1). (JSON の形式が不正です)");
         }
-        string? Text(string name) => body.ValueKind == JsonValueKind.Object && body.TryGetProperty(name, out var v)
+        string? Text(string name) => body.TryGetProperty(name, out var v)
             ? v.ValueKind == JsonValueKind.String ? v.GetString() : throw FhirError.BadRequest($"'{name}' is a string. ({name} は文字列です)", name)
             : null;
         var recipient = Text("recipient");

@@ -222,6 +222,22 @@ public sealed class ShareLinkTests(ServerFixture server)
         Assert.Equal(HttpStatusCode.BadRequest, (await new HttpClient().PostAsJsonAsync(Url(link), new { passcode = "secret-9" })).StatusCode);
     }
 
+    [Theory]
+    [InlineData("not json")]
+    [InlineData("[]")]
+    [InlineData("{}")]
+    [InlineData("""{"recipient": 5}""")]
+    [InlineData("""{"recipient": "Dr. 佐藤", "embeddedLengthMax": "a lot"}""")]
+    [InlineData("""{"recipient": "Dr. 佐藤", "passcode": ["1234"]}""")]
+    public async Task Malformed_manifest_requests_answer_400_with_an_OperationOutcome(string body)
+    {
+        var s = await PersonWithDocumentsAsync(1);
+        var link = await ShareAsync(s, ShareParameters([s.Documents[0].Id]));
+        var response = await new HttpClient().PostAsync(Url(link), new StringContent(body, Encoding.UTF8, "application/json"));
+        Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{body}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        Assert.Equal("OperationOutcome", JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("resourceType").GetString());
+    }
+
     [Fact]
     public async Task Twenty_parallel_wrong_passcodes_get_exactly_five_401s_and_then_the_link_is_dead()
     {
