@@ -46,7 +46,10 @@ public static class LinkSecrets
     {
         using var argon = new Argon2id(Encoding.UTF8.GetBytes(passcode))
         {
-            Salt = salt, MemorySize = memoryKib, Iterations = iterations, DegreeOfParallelism = parallelism,
+            Salt = salt,
+            MemorySize = memoryKib,
+            Iterations = iterations,
+            DegreeOfParallelism = parallelism,
         };
         return argon.GetBytes(32);
     }

@@ -53,7 +53,8 @@ public static class VhlSearch
         if (await store.ReadAsync("List", link.Id, ct) is { Deleted: false } folder)
             bundle.Entry.Add(new Bundle.EntryComponent
             {
-                FullUrl = $"{baseUrl}/List/{link.Id}", Resource = FhirFormat.ParseStored(folder.Json),
+                FullUrl = $"{baseUrl}/List/{link.Id}",
+                Resource = FhirFormat.ParseStored(folder.Json),
                 Search = new Bundle.SearchComponent { Mode = Bundle.SearchEntryMode.Match },
             });
         var served = new List<string>();
@@ -72,7 +73,8 @@ public static class VhlSearch
                 served.Add(doc.Key);
                 bundle.Entry.Add(new Bundle.EntryComponent
                 {
-                    FullUrl = $"{baseUrl}/DocumentReference/{doc.Id}", Resource = reference,
+                    FullUrl = $"{baseUrl}/DocumentReference/{doc.Id}",
+                    Resource = reference,
                     Search = new Bundle.SearchComponent { Mode = Bundle.SearchEntryMode.Include },
                 });
             }

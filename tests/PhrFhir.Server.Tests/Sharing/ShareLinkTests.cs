@@ -70,7 +70,7 @@ public sealed class ShareLinkTests(ServerFixture server)
         var result = await Fhir.ExpectAsync<Parameters>(await s.Person.PostAsync($"Patient/{s.Patient}/$share", Fhir.Json(parameters)), HttpStatusCode.Created);
         var shlink = ((FhirString)result.GetSingle("shlink").Value).Value;
         Assert.StartsWith("shlink:/", shlink, StringComparison.Ordinal);
-        var payload = JsonDocument.Parse(System.Buffers.Text.Base64Url.DecodeFromChars(shlink["shlink:/".Length..])).RootElement.Clone();
+        var payload = JsonDocument.Parse(System.Buffers.Text.Base64Url.DecodeFromChars(shlink.AsSpan("shlink:/".Length))).RootElement.Clone();
         return new Issued(shlink, payload, ((Attachment)result.GetSingle("qr").Value).Data, ((FhirString)result.GetSingle("link").Value).Value,
             ((ResourceReference)result.GetSingle("consent").Value).Reference);
     }
@@ -342,8 +342,12 @@ public sealed class ShareLinkTests(ServerFixture server)
         using var physician = await server.ClientAsync("test-physician");
         var form = new FormUrlEncodedContent(new Dictionary<string, string>
         {
-            ["_id"] = link.LinkId, ["code"] = "folder", ["status"] = "current", ["_include"] = "List:item",
-            ["recipient"] = "Dr. 佐藤", ["passcode"] = "vhl-pass",
+            ["_id"] = link.LinkId,
+            ["code"] = "folder",
+            ["status"] = "current",
+            ["_include"] = "List:item",
+            ["recipient"] = "Dr. 佐藤",
+            ["passcode"] = "vhl-pass",
         });
         var bundle = await Fhir.ExpectAsync<Bundle>(await physician.PostAsync("List/_search", form), HttpStatusCode.OK);
         Assert.Equal(link.LinkId, bundle.Entry.Select(e => e.Resource).OfType<List>().Single().Id);
