@@ -198,6 +198,12 @@ if [ "${#collections[@]}" -gt 0 ]; then
         else
             total_failed=$((total_failed + 1))
         fi
+        # A SMART Health Link's files decrypted by an independent JOSE implementation (npm jose; one assertion).
+        if node tests/api/shl-decrypt.mjs "${base_url}"; then
+            total_passed=$((total_passed + 1))
+        else
+            total_failed=$((total_failed + 1))
+        fi
     fi
     stop_server
 fi

@@ -24,6 +24,7 @@ public static class PhrFhirApp
             throw new InvalidOperationException($"Limits:MaxDepth must be between 2 and {ServerLimits.MaxDepthCeiling}, not {limits.MaxDepth}.");
         builder.Services.Configure<ServerLimits>(builder.Configuration.GetSection("Limits"));
         builder.Services.Configure<Mhd.MhdOptions>(builder.Configuration.GetSection("Mhd"));
+        builder.Services.Configure<Sharing.SharingOptions>(builder.Configuration.GetSection("Sharing"));
         // Kestrel lets the larger of the two through; FHIR bodies are held to MaxBodyBytes by FhirFormat.
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(limits.MaxBodyBytes, limits.MaxBinaryBytes) + 1);
 
@@ -109,6 +110,7 @@ public static class PhrFhirApp
         Workflows.DetailedExamWorklist.Map(app);
         Audit.AuditEndpoints.Map(app);
         Subscriptions.SubscriptionEndpoints.Map(app);
+        Sharing.ShareEndpoints.Map(app);
         OpenApiDescription.MapDocument(app);
         FhirEndpoints.Map(app);
         return app;

@@ -18,6 +18,8 @@ public sealed class FhirError(HttpStatusCode status, OperationOutcome.IssueType 
     public string? DetailCode { get; init; }
     /// <summary>Further issues (e.g. every parse error of one body), reported together.</summary>
     public IReadOnlyList<OperationOutcome.IssueComponent> MoreIssues { get; init; } = [];
+    /// <summary>Seconds the client should wait before retrying (a 429 or 503 sends it as Retry-After).</summary>
+    public int? RetryAfterSeconds { get; init; }
 
     public static FhirError BadRequest(string message, string? expression = null) =>
         new(HttpStatusCode.BadRequest, OperationOutcome.IssueType.Invalid, message, expression);

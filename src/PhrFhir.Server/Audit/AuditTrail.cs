@@ -27,6 +27,7 @@ public sealed class AuditTrail(FhirStore store)
     const string AccountedKey = "phrfhir.audit.accounted";
     const string PatientsKey = "phrfhir.audit.patients";
     const string SubmissionSetKey = "phrfhir.audit.submission-set";
+    const string RecordedKey = "phrfhir.audit.recorded-by-endpoint";
     const int MaxNamedPatients = 100;
     readonly Channel<AuditEvent> _queue = Channel.CreateBounded<AuditEvent>(new BoundedChannelOptions(10_000) { FullMode = BoundedChannelFullMode.Wait });
 
@@ -41,6 +42,9 @@ public sealed class AuditTrail(FhirStore store)
         if (ctx.Items[PatientsKey] is not HashSet<string> set) ctx.Items[PatientsKey] = set = new HashSet<string>(StringComparer.Ordinal);
         foreach (var p in persons) if (p is not null) set.Add(p);
     }
+
+    /// <summary>The endpoint stored the request's AuditEvents itself (Sharing/LinkAudit): nothing more to record.</summary>
+    public static void RecordedByEndpoint(HttpContext ctx) => ctx.Items[RecordedKey] = true;
 
     /// <summary>The request is an ITI-65 submission of this SubmissionSet (its id is assigned by commit time).</summary>
     public static void SubmitsDocuments(HttpContext ctx, List submissionSet) => ctx.Items[SubmissionSetKey] = submissionSet;
@@ -210,6 +214,7 @@ public sealed class AuditTrail(FhirStore store)
     // logins and are always recorded.
     static bool ShouldAudit(HttpContext ctx)
     {
+        if (ctx.Items[RecordedKey] is true) return false;
         var path = ctx.Request.Path.Value ?? "";
         if (path.StartsWith("/auth/", StringComparison.Ordinal)) return true; // token, authorize, login
         if (path is "/healthz" or "/readyz" or "/metadata" or "/.well-known/smart-configuration") return false;

@@ -42,6 +42,7 @@ public static partial class ErrorHandling
                 var (status, outcome) = Translate(error, ctx, log);
                 ctx.Response.Clear(); // headers set before the failure (ETag, Location) no longer apply
                 if (status == 503) ctx.Response.Headers.RetryAfter = RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                if (error is FhirError { RetryAfterSeconds: { } wait }) ctx.Response.Headers.RetryAfter = wait.ToString(System.Globalization.CultureInfo.InvariantCulture);
                 await WriteAsync(ctx, status, outcome);
             }
             catch (Exception error)

@@ -158,10 +158,15 @@ public static class FhirEndpoints
         ctx.Response.StatusCode = 204;
     }
 
-    static async Task SearchAsync(HttpContext ctx, FhirStore store, string type)
+    static async Task SearchAsync(HttpContext ctx, FhirStore store, IOptions<Sharing.SharingOptions> sharing, string type)
     {
         Served(type);
         var pairs = await SearchParametersAsync(ctx);
+        if (Sharing.VhlSearch.Applies(type, pairs))
+        {
+            await Sharing.VhlSearch.HandleAsync(ctx, store, sharing.Value, pairs); // IHE VHL: a share link's folder
+            return;
+        }
         // The filter first: the query confines every set of rows it looks at with it (chains, _has…).
         var policy = await AccessPolicy.OfAsync(ctx, store);
         var filter = await policy.FilterAsync(await policy.SearchedPersonAsync(type, pairs)) ?? AccessFilter.Everything;
