@@ -161,6 +161,30 @@ public sealed class FieldDocumentTests(ValidatorFixture fixture)
             $"{change}: no error at {expression} for {rule}\n{outcome.Describe()}");
     }
 
+    /// <summary>
+    /// The repairs stay within what the HL7 validator reads: the LabResult profile as published gets its '/'
+    /// slices renamed and only <c>jlac10LaboCode.display</c> / <c>localLaboCode.display</c> relaxed (their
+    /// <c>system</c> is fixed); with <c>jlac10LaboCode.system</c> unfixed too, that slice has nothing to match on
+    /// and is left alone, so Firely still refuses the profile, as the HL7 validator does.
+    /// </summary>
+    [SkippableFact]
+    public void Only_discriminators_a_slice_can_do_without_are_relaxed()
+    {
+        Skip.If(ValidatorFixture.ReferenceFolder is null, ValidatorFixture.NoReference);
+        StructureDefinition Published() => (StructureDefinition)ValidatorFixture.Parse(File.ReadAllText(
+            ValidatorFixture.Ref("jp-documents/clins/package/StructureDefinition-JP-Observation-LabResult-eCS.json")));
+
+        var profile = Published();
+        Assert.Contains("coreLaboJLAC10/alb", Cache.SlicingRepairs.UnnestFalseReslices(profile));
+        Assert.Contains(profile.Snapshot.Element, e => e.ElementId == "Observation.code.coding:coreLaboJLAC10_alb.display" && e.SliceName is null);
+        Assert.Equal(["Observation.code.coding:jlac10LaboCode.display", "Observation.code.coding:localLaboCode.display"],
+            Cache.SlicingRepairs.Relax(profile).Order(StringComparer.Ordinal));
+
+        var unmatchable = Published();
+        unmatchable.Snapshot.Element.Single(e => e.ElementId == "Observation.code.coding:jlac10LaboCode.system").Fixed = null;
+        Assert.DoesNotContain("Observation.code.coding:jlac10LaboCode.display", Cache.SlicingRepairs.Relax(unmatchable));
+    }
+
     // 4. Legacy eReferral 1.1.x
 
     /// <summary>
