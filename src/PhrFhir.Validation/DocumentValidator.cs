@@ -163,6 +163,7 @@ public sealed class DocumentValidator : IDisposable
 
     private async Task<OperationOutcome> ValidateInAsync(FamilyRuntime family, Resource instance, string? profile, CancellationToken cancellationToken)
     {
+        if (Superseded(instance, profile) is { } superseded) return new OperationOutcome { Issue = [superseded] };
         var notes = new List<OperationOutcome.IssueComponent>();
         var validator = await family.WaitUntilUsableAsync(cancellationToken).ConfigureAwait(false);
         if (validator is null)
@@ -183,6 +184,19 @@ public sealed class DocumentValidator : IDisposable
             notes.Add(Note(OperationOutcome.IssueSeverity.Warning, OperationOutcome.IssueType.NotSupported,
                 $"Profile {unknown} is not defined by any family loaded here ({string.Join(", ", _families.Where(f => f.State is FamilyState.Unavailable or FamilyState.Failed).Select(f => $"{f.Family.Id}: {f.Reason}").DefaultIfEmpty("all families loaded"))}).",
                 $"プロファイル {unknown} はこのサーバーで読み込んだどの文書種別にも定義されていません。"));
+
+        foreach (var (expression, declared, loaded) in validator.OtherVersions(instance, profile))
+        {
+            // HL7 validator behaviour: a canonical whose version is not loaded is validated against the
+            // loaded version, and the sender hears it (eCheckup 1.5.0 samples carry `|x.x.x-instance`).
+            var bar = declared.IndexOf('|');
+            var (url, version) = (declared[..bar], declared[(bar + 1)..]);
+            var note = Note(OperationOutcome.IssueSeverity.Warning, OperationOutcome.IssueType.NotFound,
+                $"Profile {declared} names version {version}, which is not loaded here; validated against the loaded version {loaded} of {url} instead.",
+                $"プロファイル {url} のバージョン {version} はこのサーバーにないため、読み込み済みのバージョン {loaded} で検証しました。", declared);
+            if (expression.Length > 0) note.Expression = [expression];
+            notes.Add(note);
+        }
 
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         OperationOutcome outcome;
@@ -265,6 +279,30 @@ public sealed class DocumentValidator : IDisposable
         };
         if (profile is not null) issue.AddExtension(OutcomeExplainer.AuthorityExtension, new FhirUri(profile));
         return issue;
+    }
+
+    /// <summary>
+    /// One issue instead of a validation when the instance declares a profile of an IG a loaded family replaces
+    /// (manifest <c>supersedes</c>) and no family defines it: a legacy eReferral 1.1.x Bundle validated against
+    /// CLINS gets dozens of errors that do not say what to change; this says it in one line.
+    /// </summary>
+    private OperationOutcome.IssueComponent? Superseded(Resource instance, string? profile)
+    {
+        foreach (var unknown in UnknownProfiles(instance, profile))
+            foreach (var family in _families)
+            {
+                if (family.Replacing(unknown) is not { } replaced) continue;
+                var root = family.Plan?.Packages.FirstOrDefault() is { } p ? $"{p.PackageId}#{p.Version}" : family.Family.Id;
+                var instead = replaced.Replacement is null ? "" : $" Declare {replaced.Replacement} instead and follow that IG.";
+                var insteadJa = replaced.Replacement is null ? "" : $"meta.profile を {replaced.Replacement} に変え、その IG に従ってください。";
+                var issue = Note(OperationOutcome.IssueSeverity.Error, OperationOutcome.IssueType.NotSupported,
+                    $"{unknown} is a profile of {replaced.Was}, which is superseded by {family.Family.Title}; this server validates these documents against {root} only, so this document was not validated.{instead}",
+                    $"{unknown} は旧版 {replaced.Was} のプロファイルです。この IG は {family.Family.Title} に置き換えられ、このサーバーは {root} でのみ検証するため、この文書は検証していません。{insteadJa}",
+                    unknown);
+                if (instance.Meta?.Profile.ToList().IndexOf(unknown) is >= 0 and var at) issue.Expression = [$"{instance.TypeName}.meta.profile[{at}]"];
+                return issue;
+            }
+        return null;
     }
 
     /// <summary>Profiles an instance (and, for a Bundle, its entries) claims, plus the requested one.</summary>

@@ -25,6 +25,9 @@ internal sealed class FamilyRuntime(DocumentFamily family, ProfilePolicy policy)
     /// <summary>Canonical prefixes of the profiles this family's documents declare (from the manifest), known even when its packages are not.</summary>
     public IReadOnlyList<string> ProfilePrefixes { get; private set; } = [];
 
+    /// <summary>Canonical prefixes of earlier IGs this family replaces → what they are (the manifest's <c>supersedes</c>).</summary>
+    public IReadOnlyDictionary<string, string> Supersedes { get; private set; } = new Dictionary<string, string>();
+
     /// <summary>Where each of its packages is (or why it is not), root first.</summary>
     public IReadOnlyList<PackageRestoreResult> Packages { get; private set; } = [];
 
@@ -34,6 +37,7 @@ internal sealed class FamilyRuntime(DocumentFamily family, ProfilePolicy policy)
     public void PlanFrom(ManifestFamily? entry, IReadOnlyDictionary<PackageReference, PackageRestoreResult> restored, string? coreKey)
     {
         ProfilePrefixes = entry?.Profiles ?? [];
+        Supersedes = entry?.Supersedes ?? Supersedes;
         Packages = entry?.Packages.Select(p => restored[p]).ToList() ?? [];
         try
         {
@@ -59,6 +63,21 @@ internal sealed class FamilyRuntime(DocumentFamily family, ProfilePolicy policy)
         {
             Fail($"reading its packages failed: {ex.Message}");
         }
+    }
+
+    /// <summary>
+    /// The profile of this family's root package that replaces a superseded one (same name, e.g.
+    /// <c>…/eReferral/StructureDefinition/JP_Bundle_eReferral</c> → <c>…/clins/StructureDefinition/JP_Bundle_eReferral</c>),
+    /// and what the superseded IG is; null when the canonical is not in a superseded IG's space.
+    /// </summary>
+    public (string Was, string? Replacement)? Replacing(string canonical)
+    {
+        if (State is FamilyState.Unavailable or FamilyState.Failed) return null;
+        var prefix = Supersedes.Keys.FirstOrDefault(p => canonical.StartsWith(p, StringComparison.Ordinal));
+        if (prefix is null) return null;
+        var bar = canonical.IndexOf('|');
+        var name = (bar < 0 ? canonical : canonical[..bar]).Split('/')[^1];
+        return (Supersedes[prefix], _rootUrls.Where(u => u.EndsWith("/" + name, StringComparison.Ordinal)).Order(StringComparer.Ordinal).FirstOrDefault());
     }
 
     /// <summary>Whether a profile lies in this family's canonical space (the manifest's <c>profiles</c> prefixes).</summary>

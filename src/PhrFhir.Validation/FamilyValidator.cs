@@ -25,10 +25,10 @@ internal sealed class FamilyValidator
         Family = family;
         Plan = plan;
         Own = own is null ? null : new PackSource(own);
-        Core = new PackSource(core, releaseVersion: "4.0.1");
+        Core = new PackSource(core);
         Resolver = Own is null ? Core : new MultiResolver(Own, Core);
-#pragma warning disable ExperimentalApi // the documented way to get a compiled-schema cache we can warm ourselves
-        _schemas = StructureDefinitionToElementSchemaResolver.CreatedCached(Resolver);
+#pragma warning disable ExperimentalApi // the documented way to get a schema compiler whose results we cache (and warm) ourselves
+        _schemas = new EmptyResliceGuard(StructureDefinitionToElementSchemaResolver.Create(Resolver));
 #pragma warning restore ExperimentalApi
         var terminology = new Terminology.CachedTerminologyService(new Terminology.WellKnownCodeSystems(new LocalTerminologyService(Resolver), Resolver));
         _validator = new Validator(Resolver, terminology, referenceResolver: null, settings: null, schemaResolver: _schemas);
@@ -65,6 +65,47 @@ internal sealed class FamilyValidator
     public bool Defines(string canonical) => AllProfiles.Contains(canonical);
 
     public OperationOutcome Validate(Resource instance, string? profile) => _validator.Validate(instance, profile);
+
+    /// <summary>
+    /// The profiles an instance declares (<c>meta.profile</c> of the resource, its contained resources and,
+    /// for a Bundle, its entries; plus the requested one) as <c>url|version</c> with a version this family
+    /// does not hold, though it holds the url: they are validated against the version held
+    /// (<see cref="PackSource.Find"/>), and the caller says so with a warning naming both.
+    /// </summary>
+    public IEnumerable<(string Expression, string Declared, string Loaded)> OtherVersions(Resource instance, string? profile)
+    {
+        if (profile is not null && OtherVersion(profile) is { } requested) yield return ("", profile, requested);
+        foreach (var (path, resource) in WithPaths(instance, instance.TypeName))
+        {
+            var declared = resource.Meta?.Profile.ToList() ?? [];
+            for (var i = 0; i < declared.Count; i++)
+                if (declared[i] is { } p && OtherVersion(p) is { } loaded)
+                    yield return ($"{path}.meta.profile[{i}]", p, loaded);
+        }
+    }
+
+    private string? OtherVersion(string canonical)
+    {
+        var bar = canonical.IndexOf('|');
+        if (bar < 0) return null;
+        var url = canonical[..bar];
+        foreach (var source in new[] { Own, Core })
+            if (source is not null && source.Contains(url))
+                return source.ContainsExactly(canonical) ? null : source.VersionOf(url) ?? "(unversioned)";
+        return null;
+    }
+
+    private static IEnumerable<(string Path, Resource Resource)> WithPaths(Resource resource, string path)
+    {
+        yield return (path, resource);
+        if (resource is DomainResource domain)
+            for (var i = 0; i < domain.Contained.Count; i++)
+                foreach (var inner in WithPaths(domain.Contained[i], $"{path}.contained[{i}]")) yield return inner;
+        if (resource is Bundle bundle)
+            for (var i = 0; i < bundle.Entry.Count; i++)
+                if (bundle.Entry[i].Resource is { } r)
+                    foreach (var inner in WithPaths(r, $"{path}.entry[{i}].resource")) yield return inner;
+    }
 
     /// <summary>
     /// Compiles the schema of every profile of the family (and the core types they build on), so

@@ -13,7 +13,6 @@ public sealed class BehaviourTests(ValidatorFixture fixture)
 
     [SkippableTheory]
     [InlineData("MedicationRequest-ErrorExample-JP-MedReq-ExtEye-Total1.json", "needs-anyOfStandardCode-medication")]
-    [InlineData("Observation-ErrorExample-ObsLabo-eGFR.json", "JP_Observation_LabResult_eCS")]
     public async System.Threading.Tasks.Task An_official_ErrorExample_fails(string file, string named)
     {
         Skip.If(fixture.Validator is null, ValidatorFixture.NoReference);
@@ -36,15 +35,20 @@ public sealed class BehaviourTests(ValidatorFixture fixture)
             && i.Severity == OperationOutcome.IssueSeverity.Warning && i.Expression.Any(x => x.StartsWith("MedicationRequest.medication", StringComparison.Ordinal)));
     }
 
+    /// <summary>
+    /// The eGFR ErrorExample is not caught (docs/validation.md#errorexamples): its only fault, says its text, is
+    /// 【ローカルコードなし】 (no local code), and JP_Observation_LabResult_eCS does not ask for one
+    /// (code.coding:localLaboCode 0..1, no invariant). It failed before only because the profile did not compile.
+    /// </summary>
     [SkippableFact]
-    public async System.Threading.Tasks.Task An_uncompilable_profile_is_an_exception_issue_naming_it()
+    public async System.Threading.Tasks.Task The_eGFR_ErrorExample_passes_because_its_profile_does_not_require_a_local_code()
     {
         Skip.If(fixture.Validator is null, ValidatorFixture.NoReference);
-        var outcome = await fixture.Validator!.ValidateAsync(ValidatorFixture.Parse(File.ReadAllText(ValidatorFixture.Ref(Examples + "Observation-Example-JP-Obs-LabResult-eCS-K.json"))));
-        var issue = Assert.Single(outcome.Errors());
-        Assert.Equal(OperationOutcome.IssueType.Exception, issue.Code);
-        Assert.StartsWith("http://jpfhir.jp/fhir/eCS/StructureDefinition/JP_Observation_LabResult_eCS", issue.GetExtensionValue<FhirUri>(OutcomeExplainer.AuthorityExtension).Value);
-        Assert.Contains("value discriminator", issue.Diagnostics);
+        var observation = (Observation)ValidatorFixture.Parse(File.ReadAllText(ValidatorFixture.Ref(Examples + "Observation-ErrorExample-ObsLabo-eGFR.json")));
+        Assert.Contains("ローカルコードなし", observation.Note.Single().Text);
+        Assert.DoesNotContain(observation.Code.Coding, c => c.System == "http://jpfhir.jp/fhir/clins/CodeSystem/JP_CLINS_ObsLabResult_LocalCode_CS");
+        var outcome = await fixture.Validator!.ValidateAsync(observation);
+        Assert.True(outcome.Errors().Count == 0, outcome.Describe());
     }
 
     [SkippableFact]

@@ -11,10 +11,6 @@ namespace PhrFhir.Validation.Tests;
 [Collection(ValidatorCollection.Name)]
 public sealed class OfficialExampleTests(ValidatorFixture fixture)
 {
-    private const string PlaceholderVersion = "docs/validation.md#placeholder-profile-versions";
-    private const string LabResultProfile = "docs/validation.md#jp_observation_labresult_ecs-does-not-compile";
-    private const string SpecialCheckupSlice = "docs/validation.md#echeckup-150-specialcheckup_observations";
-
     /// <summary>Folder of the official examples → the family they belong to.</summary>
     private static readonly (string Folder, string Family)[] Sources =
     [
@@ -30,25 +26,8 @@ public sealed class OfficialExampleTests(ValidatorFixture fixture)
     /// <summary>file → (signatures of the errors it still has, why). Everything not listed must have 0 errors.</summary>
     private static readonly Dictionary<string, (string[] Errors, string Reason)> Pinned = new()
     {
-        // JP_Observation_LabResult_eCS (JP-CLINS) cannot be compiled by Firely 3.6: every lab result is refused with an
-        // `exception` issue naming the profile. The eGFR ErrorExample is therefore "caught" for the wrong reason.
-        ["Observation-Example-JP-Obs-LabResult-eCS-K.json@jp-clins"] = (["Observation ProfileUnusable"], LabResultProfile),
-        ["Observation-Example-JP-Obs-LabResult-eCS-Alb.json@jp-clins"] = (["Observation ProfileUnusable"], LabResultProfile),
-        ["Observation-Example-JP-Obs-LabResult-eCS-eGFR.json@jp-clins"] = (["Observation ProfileUnusable"], LabResultProfile),
-        ["Observation-ErrorExample-ObsLabo-eGFR.json@jp-clins"] = (["Observation ProfileUnusable"], LabResultProfile),
-        ["Bundle-Bundle-CLINS-Observations-Example-01.json@jp-clins"] = ([
-            "Bundle.entry[1] Slicing", "Bundle.entry[1].resource ProfileUnusable", "Bundle.entry[2] Slicing", "Bundle.entry[2].resource ProfileUnusable",
-            "Bundle.entry[3] Slicing", "Bundle.entry[3].resource ProfileUnusable", "Bundle.entry[4] Slicing", "Bundle.entry[4].resource ProfileUnusable"], LabResultProfile),
         // Intended errors (the file says so): the validator catches this one.
         ["MedicationRequest-ErrorExample-JP-MedReq-ExtEye-Total1.json@jp-clins"] = (["MedicationRequest Invariant"], "docs/validation.md#errorexamples"),
-        // eCheckup 1.5.0 instances declare `|x.x.x-instance`, its profiles are versioned `x.x.x-profile`: IG build placeholders.
-        ["Bundle-Bundle-eCheckupReport-Sample-01-with-VersionOfProfile.json@jp-echeckup-1.5.0"] = ([
-            "Bundle ProfileUnusable", "Bundle.entry[0].resource ProfileUnusable", "Bundle.entry[2].resource ProfileUnusable",
-            "Bundle.entry[3].resource ProfileUnusable", "Bundle.entry[4].resource ProfileUnusable"], PlaceholderVersion),
-        ["Bundle-Bundle-eCheckupReport-Sample-01.json@jp-echeckup-1.5.0"] = ([
-            "Bundle.entry[2].resource ProfileUnusable", "Bundle.entry[3].resource ProfileUnusable", "Bundle.entry[4].resource ProfileUnusable",
-            "Bundle.entry[13].resource Cardinality", "Bundle.entry[13].resource Type",
-            "Bundle.entry[30].resource Cardinality", "Bundle.entry[30].resource Type"], PlaceholderVersion + " and " + SpecialCheckupSlice),
     };
 
     public static TheoryData<string, string> Examples()

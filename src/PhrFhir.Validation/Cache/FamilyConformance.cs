@@ -19,7 +19,8 @@ internal sealed record FamilyPlan(DocumentFamily Family, IReadOnlyList<Conforman
 /// </summary>
 internal static class FamilyConformance
 {
-    private const string Format = "family-pack-1";
+    // 3: slicing repairs (SlicingRepairs).
+    private const string Format = "family-pack-3";
     private const string CorePackageId = "hl7.fhir.r4.core";
 
     // Resource types the validator looks up (profiles, extensions, bindings).
@@ -83,6 +84,15 @@ internal static class FamilyConformance
                 // Left without snapshot: the validator reports the profile as unusable, naming it.
                 log.LogWarning(ex, "Snapshot generation failed for {Profile}", sd.Url);
             }
+        }
+
+        foreach (var sd in resources.Select(r => r.Resource).OfType<StructureDefinition>())
+        {
+            if (SlicingRepairs.UnnestFalseReslices(sd) is { Count: > 0 } renamed)
+                log.LogInformation("{Profile}: {Count} slice names with '/' that are not re-slices renamed with '_' (e.g. {Example})", sd.Url, renamed.Count, renamed[0]);
+            if (SlicingRepairs.Relax(sd) is { Count: > 0 } relaxed)
+                log.LogInformation("{Profile}: discriminators without a value on {Elements} are not evaluated for those slices (as the HL7 validator reads them)",
+                    sd.Url, string.Join(", ", relaxed));
         }
 
         var items = resources.Select(r => new PackItem(r.Resource.TypeName, r.Resource.Id ?? "",

@@ -23,16 +23,10 @@ internal sealed class PackSource : IAsyncResourceResolver, IResourceResolver
     private readonly Dictionary<string, PackEntry[]> _byUrl;
     private readonly ConcurrentDictionary<PackEntry, Lazy<Resource?>> _parsed = new();
 
-    private readonly string? _releaseVersion;
-
     /// <param name="pack">The pack to resolve against.</param>
-    /// <param name="releaseVersion">For the core pack, "4.0.1": core canonicals asked for as <c>url|4.0.1</c>
-    /// (as profiles do for the R4 release) resolve to the R4 definition whatever its own business version
-    /// (e.g. <c>v3-NullFlavor</c> is versioned 2018-08-12 in R4).</param>
-    public PackSource(ConformancePack pack, string? releaseVersion = null)
+    public PackSource(ConformancePack pack)
     {
         _pack = pack;
-        _releaseVersion = releaseVersion;
         _byUrl = pack.Entries.Where(e => e.Url is not null)
             .GroupBy(e => e.Url!, StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal);
@@ -40,7 +34,14 @@ internal sealed class PackSource : IAsyncResourceResolver, IResourceResolver
 
     public ConformancePack Pack => _pack;
 
-    /// <summary>Finds the entry for <c>url</c> or <c>url|version</c>; the first one wins when unversioned.</summary>
+    /// <summary>
+    /// Finds the entry for <c>url</c> or <c>url|version</c>; the first one wins when unversioned. A version
+    /// the pack does not hold resolves to the version it holds, as the HL7 validator does (the
+    /// <c>|x.x.x-instance</c> build placeholders of eCheckup 1.5.0, core canonicals asked for as
+    /// <c>url|4.0.1</c> whose business version differs, e.g. <c>v3-NullFlavor</c> 2018-08-12):
+    /// <see cref="DocumentValidator"/> tells the sender with a warning naming both versions
+    /// (<see cref="FamilyValidator.OtherVersions"/>). Only a url nobody defines stays unresolved.
+    /// </summary>
     public PackEntry? Find(string canonical)
     {
         var bar = canonical.IndexOf('|');
@@ -50,7 +51,18 @@ internal sealed class PackSource : IAsyncResourceResolver, IResourceResolver
         if (hash >= 0) url = url[..hash];
         if (!_byUrl.TryGetValue(url, out var entries)) return null;
         if (version is null) return entries[0];
-        return entries.FirstOrDefault(e => e.Version == version) ?? (version == _releaseVersion ? entries[0] : null);
+        return entries.FirstOrDefault(e => e.Version == version) ?? entries[0];
+    }
+
+    /// <summary>The version this pack holds of a canonical's url (null when it has none or the url is unknown).</summary>
+    public string? VersionOf(string url) => _byUrl.TryGetValue(url, out var entries) ? entries[0].Version : null;
+
+    /// <summary>Whether the pack holds the canonical with exactly the version it names (any version when it names none).</summary>
+    public bool ContainsExactly(string canonical)
+    {
+        var bar = canonical.IndexOf('|');
+        if (bar < 0) return _byUrl.ContainsKey(canonical);
+        return _byUrl.TryGetValue(canonical[..bar], out var entries) && entries.Any(e => e.Version == canonical[(bar + 1)..]);
     }
 
     public bool Contains(string canonical) => Find(canonical) is not null;

@@ -36,8 +36,9 @@ public sealed record ManifestPackage(PackageReference Reference, IReadOnlyList<s
     public bool IsSatisfiedBy(PackageReference identity) => identity == Reference || Builds.Contains(identity);
 }
 
-/// <summary>A family's entry: its packages, root first, and the canonical prefixes of the profiles it owns.</summary>
-public sealed record ManifestFamily(string Id, IReadOnlyList<PackageReference> Packages, IReadOnlyList<string> Profiles);
+/// <summary>A family's entry: its packages, root first, the canonical prefixes of the profiles it owns, and those of
+/// the earlier IGs it replaces (prefix → what a sender reads, e.g. "eReferral IG 1.1.x").</summary>
+public sealed record ManifestFamily(string Id, IReadOnlyList<PackageReference> Packages, IReadOnlyList<string> Profiles, IReadOnlyDictionary<string, string>? Supersedes = null);
 
 /// <summary>
 /// <c>profiles/packages.json</c>: per document family, the packages it needs, and per package where
@@ -78,7 +79,10 @@ public sealed class PackageManifest
             var refs = Strings(f.Value, "packages").Select(PackageReference.Parse).ToList();
             foreach (var r in refs.Where(r => !packages.ContainsKey(r)))
                 throw new InvalidDataException($"{path}: family {f.Name} needs {r}, which its 'packages' section does not describe");
-            families[f.Name] = new ManifestFamily(f.Name, refs, Strings(f.Value, "profiles"));
+            var supersedes = f.Value.TryGetProperty("supersedes", out var sup) && sup.ValueKind == JsonValueKind.Object
+                ? sup.EnumerateObject().ToDictionary(x => x.Name, x => x.Value.GetString() ?? x.Name, StringComparer.Ordinal)
+                : new Dictionary<string, string>(StringComparer.Ordinal);
+            families[f.Name] = new ManifestFamily(f.Name, refs, Strings(f.Value, "profiles"), supersedes);
         }
         return new PackageManifest { Families = families, Packages = packages };
     }

@@ -24,7 +24,8 @@ public sealed class MissingPackageTests(ServerWithoutPackagesFixture server)
 {
     readonly HttpClient _http = server.Http;
 
-    static JsonObject Official(string relative)
+    /// <summary>An official document from ../shared/ref with a fresh identifier and a tag of its own, so each test stores its own copy.</summary>
+    internal static JsonObject Official(string relative)
     {
         var root = SharedRef.Find();
         Skip.If(root is null, "../shared/ref is not present: the official documents cannot be read");

@@ -92,6 +92,39 @@ public sealed class ValidationEndpointTests(ServerFixture server)
         Assert.Equal(0, await StoredCopiesAsync(bad));
     }
 
+    /// <summary>
+    /// Issue #14: the eCheckup 1.5.0 sample declares its Practitioner/Organization/Encounter as `…|x.x.x-instance`
+    /// (an IG build placeholder); they are validated against the loaded version, so the document is stored.
+    /// </summary>
+    [SkippableFact]
+    public async System.Threading.Tasks.Task An_HS037_1_5_0_document_with_placeholder_profile_versions_is_stored()
+    {
+        var doc = MissingPackageTests.Official("jp-documents/echeckup/sushi-compiled-1.5.0/Bundle-Bundle-eCheckupReport-Sample-01.json");
+        // 1.5.0 constrains the identifier (invariant valid-value-bundleIdenfifier: 医療機関番号^西暦^id); keep the form, make it new.
+        doc["identifier"]!["value"] = "1318814790^2024^" + Fhir.Unique("hs037-");
+        await Fhir.ExpectAsync<Bundle>(await _http.PostAsync("Bundle", Json(doc)), HttpStatusCode.Created);
+        Assert.Equal(1, await StoredCopiesAsync(doc));
+    }
+
+    /// <summary>
+    /// Issue #14: the official CLINS referral declaring the Bundle profile of the superseded eReferral IG 1.1.x is
+    /// refused with one issue that names the CLINS profile to declare (not dozens of CLINS errors), nothing stored.
+    /// </summary>
+    [SkippableFact]
+    public async System.Threading.Tasks.Task A_legacy_eReferral_document_is_refused_with_one_issue_naming_the_CLINS_profile()
+    {
+        var doc = MissingPackageTests.Official("jp-documents/clins/examples-json/Bundle-Bundle-CLINS-Referral-Example-01.json");
+        doc["meta"]!["profile"] = new JsonArray("http://jpfhir.jp/fhir/eReferral/StructureDefinition/JP_Bundle_eReferral");
+
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("Bundle", Json(doc)), HttpStatusCode.UnprocessableEntity);
+
+        var superseded = Assert.Single(oo.Issue, i => i.Code == OperationOutcome.IssueType.NotSupported);
+        Assert.Contains("Declare http://jpfhir.jp/fhir/clins/StructureDefinition/JP_Bundle_eReferral", superseded.Diagnostics);
+        Assert.Contains("置き換えられ", superseded.Details.Text);
+        Assert.Equal(2, oo.Issue.Count); // the refusal's summary, then that one issue
+        Assert.Equal(0, await StoredCopiesAsync(doc));
+    }
+
     [SkippableFact]
     public async System.Threading.Tasks.Task An_invalid_document_inside_a_transaction_is_located_by_its_entry()
     {
