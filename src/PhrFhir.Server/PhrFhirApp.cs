@@ -63,6 +63,8 @@ public static class PhrFhirApp
         if (embedded is not null) embedded.Restarted += store.DataSource.Clear;
 
         builder.Services.AddSingleton(store);
+        await Identity.IdentifierDomains.RegisterAsync(store, builder.Configuration, ct);
+        builder.Services.AddSingleton<Identity.IdentifierDomains>();
         if (embedded is not null) builder.Services.AddSingleton(embedded); // its lifetime is StorageLifetime's
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
         builder.Services.AddSingleton<ResourceWrites>();
@@ -104,6 +106,8 @@ public static class PhrFhirApp
         Validation.ValidateOperation.Map(app);
         Validation.ConformanceEndpoints.Map(app);
         Mhd.GenerateMetadata.Map(app);
+        Identity.PatientLinks.Map(app);
+        Identity.PixQuery.Map(app);
         Audit.AuditEndpoints.Map(app);
         OpenApiDescription.MapDocument(app);
         FhirEndpoints.Map(app);

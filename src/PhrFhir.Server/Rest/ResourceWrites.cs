@@ -16,7 +16,8 @@ public sealed record WriteOutcome(StoredResource Stored, bool Created)
 /// create / update / delete and their conditional forms (R4 http.html), inside a caller's
 /// <see cref="WriteTransaction"/> so a single request and a transaction Bundle share one code path.
 /// </summary>
-public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits, Validation.ProfileEnforcement enforcement, Mhd.DocumentRegistry registry)
+public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits, Validation.ProfileEnforcement enforcement, Mhd.DocumentRegistry registry,
+    Identity.IdentifierDomains domains)
 {
     public FhirStore Store => store;
 
@@ -200,6 +201,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         // Every DocumentReference and List meets the MHDS registry rules, whichever path writes it
         // (after the access rule: a refused requester learns nothing of the registry).
         await registry.CheckAsync(tx, this, resource, current, ct);
+        await domains.CheckAsync(tx, resource, current, ct); // a Patient's identifiers in their domains, its links
         if (resource is Binary binary)
         {
             // The bytes go to chunk rows, not into the JSON: reads stream them (BinaryContent).
