@@ -1,5 +1,6 @@
 using System.Net;
 using Hl7.Fhir.Model;
+using Microsoft.Extensions.Options;
 using PhrFhir.Server.Rest;
 using PhrFhir.Server.Security;
 using PhrFhir.Storage;
@@ -26,19 +27,28 @@ public static class PixQuery
     public const string OperationUrl = "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix";
     const string OutProfile = "https://profiles.ihe.net/ITI/PIXm/StructureDefinition/IHE.PIXm.Query.Parameters.Out";
 
-    public static void Map(IEndpointRouteBuilder app) =>
-        app.MapGet("/Patient/$ihe-pix", HandleAsync).WithMetadata(new FhirAccess(Interaction.Search, "Patient"));
+    public static void Map(IEndpointRouteBuilder app)
+    {
+        // PIXm asks for GET; a POST of Parameters (valueString sourceIdentifier, targetSystem) is the same query (R4 operations.html).
+        app.MapGet("/Patient/$ihe-pix", (HttpContext ctx, FhirStore store) =>
+            HandleAsync(ctx, store, ctx.Request.Query["sourceIdentifier"].ToList(), ctx.Request.Query["targetSystem"].ToList()))
+            .WithMetadata(new FhirAccess(Interaction.Search, "Patient"));
+        app.MapPost("/Patient/$ihe-pix", async (HttpContext ctx, FhirStore store, IOptions<ServerLimits> limits) =>
+        {
+            var input = await PatientLinks.ParametersAsync(ctx, limits.Value);
+            List<string?> Strings(string name) => [.. input.Parameter.Where(p => p.Name == name).Select(p => (p.Value as FhirString)?.Value)];
+            await HandleAsync(ctx, store, Strings("sourceIdentifier"), Strings("targetSystem"));
+        }).WithMetadata(new FhirAccess(Interaction.Search, "Patient"));
+    }
 
-    static async Task HandleAsync(HttpContext ctx, FhirStore store)
+    static async Task HandleAsync(HttpContext ctx, FhirStore store, List<string?> sources, List<string?> targetSystems)
     {
         var ct = ctx.RequestAborted;
         var policy = await AccessPolicy.OfAsync(ctx, store);
-        var query = ctx.Request.Query;
-        var sources = query["sourceIdentifier"];
         if (sources.Count != 1 || sources[0] is not { } source || source.IndexOf('|') is var bar && (bar <= 0 || bar == source.Length - 1))
             throw FhirError.BadRequest("sourceIdentifier is required once, as system|value (PIXm ITI-83). (sourceIdentifier は system|value で一つ指定します)", "sourceIdentifier");
         var (system, value) = (source[..bar], source[(bar + 1)..]);
-        var targets = query["targetSystem"].SelectMany(t => (t ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries)).ToHashSet(StringComparer.Ordinal);
+        var targets = targetSystems.SelectMany(t => (t ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries)).ToHashSet(StringComparer.Ordinal);
 
         var domains = await store.IdentifierDomainsAsync(ct);
         bool Known(string s) => domains.ContainsKey(s) || IdentifierDomains.InstitutionNumberOf(s) is not null;
