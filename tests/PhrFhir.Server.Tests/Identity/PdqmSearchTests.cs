@@ -27,7 +27,10 @@ public sealed class PdqmSearchTests(ServerFixture server)
         var system = "urn:test:pdqm:" + Fhir.Unique();
         var patient = await Fhir.ExpectAsync<Patient>(await server.Http.PostAsync("Patient", Fhir.Json(new Patient
         {
-            Identifier = [new Identifier(system, "1")], Active = true, Gender = AdministrativeGender.Female, BirthDate = "1985-06-15",
+            Identifier = [new Identifier(system, "1")],
+            Active = true,
+            Gender = AdministrativeGender.Female,
+            BirthDate = "1985-06-15",
             Name =
             [
                 new HumanName { Use = HumanName.NameUse.Official, Family = "山田", Given = ["花子"], Extension = [new Extension(Representation, new Code("IDE"))] },
