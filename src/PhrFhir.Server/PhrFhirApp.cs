@@ -64,6 +64,8 @@ public static class PhrFhirApp
         if (embedded is not null) embedded.Restarted += store.DataSource.Clear;
 
         builder.Services.AddSingleton(store);
+        await Identity.IdentifierDomains.RegisterAsync(store, builder.Configuration, ct);
+        builder.Services.AddSingleton<Identity.IdentifierDomains>();
         if (embedded is not null) builder.Services.AddSingleton(embedded); // its lifetime is StorageLifetime's
         builder.Services.AddHostedService(_ => new StorageLifetime(store, embedded, loggerFactory));
         builder.Services.AddSingleton<ResourceWrites>();
@@ -108,6 +110,8 @@ public static class PhrFhirApp
         Validation.ConformanceEndpoints.Map(app);
         Mhd.GenerateMetadata.Map(app);
         Workflows.DetailedExamWorklist.Map(app);
+        Identity.PatientLinks.Map(app);
+        Identity.PixQuery.Map(app);
         Audit.AuditEndpoints.Map(app);
         Subscriptions.SubscriptionEndpoints.Map(app);
         Sharing.ShareEndpoints.Map(app);

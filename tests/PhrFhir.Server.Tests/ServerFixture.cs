@@ -101,6 +101,9 @@ public class ServerFixture : IAsyncLifetime
                 // A person whose Patient only PersonCompartmentTests registers (token binding).
                 new { clientId = "test-person-b", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00054321" } },
+                // The person whose records Identity/ tests link across institutions.
+                new { clientId = "test-person-linked", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00099999" } },
                 new { clientId = "test-physician", clientSecret = Secret, role = "physician", scopes = "user/*.rs",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.41", value = "1234567" } },
                 new { clientId = "test-employer", clientSecret = Secret, role = "employer", scopes = "user/DocumentReference.rs user/Binary.rs user/Patient.rs",
@@ -157,6 +160,16 @@ public class ServerFixture : IAsyncLifetime
             "--Logging:Console:LogLevel:PhrFhir.Errors", "Warning",
             "--Limits:MaxBodyBytes", (2 * 1024 * 1024).ToString(),
             "--Limits:MaxBundleEntries", "200",
+            // Identifier domains the operator registers ahead of time (Identity/IdentifierDomains): the tests'
+            // shared person and patient numbers are assigned by the test institution, whatever JP Core's
+            // institution-number rule would say of these systems.
+            "--Identity:Domains:0:System", "urn:oid:1.2.392.100495.20.3.51.11312345678",
+            "--Identity:Domains:0:Assigners:0", InstitutionActor,
+            "--Identity:Domains:0:Assigners:1", "urn:oid:1.2.392.100495.20.3.2|1312345678",
+            "--Identity:Domains:1:System", "urn:oid:1.2.392.100495.20.3.51.11399999999",
+            "--Identity:Domains:1:Assigners:0", InstitutionActor,
+            "--Identity:Domains:2:System", "urn:oid:1.2.392.100495.20.3.51.19999999999",
+            "--Identity:Domains:2:Assigners:0", InstitutionActor,
             // The IHE MHD FHIR-document example refers to its Patient on this (example) identity source.
             "--Mhd:PatientIdentitySources:0", "http://example.org/fhir",
             // The validator's resolved conformance sets: shared by test runs, rebuilt when a package changes.

@@ -93,6 +93,7 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
                 SupportedProfile = enforced.GetValueOrDefault(type)?.ToList() ?? [],
                 SearchInclude = audit ? [] : references,
                 SearchRevInclude = audit ? [] : ["*"],
+                Operation = type == "Patient" ? Identity.IdentityCapabilities.PatientOperations() : [],
                 SearchParam = parameters.Select(p => new CapabilityStatement.SearchParamComponent
                 {
                     Name = p.Code,

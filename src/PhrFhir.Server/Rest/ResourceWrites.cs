@@ -17,7 +17,7 @@ public sealed record WriteOutcome(StoredResource Stored, bool Created)
 /// <see cref="WriteTransaction"/> so a single request and a transaction Bundle share one code path.
 /// </summary>
 public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimits> limits, Validation.ProfileEnforcement enforcement, Mhd.DocumentRegistry registry,
-    Workflows.WorkflowRules workflow, Subscriptions.SubscriptionRules subscriptions)
+    Workflows.WorkflowRules workflow, Subscriptions.SubscriptionRules subscriptions, Identity.IdentifierDomains domains)
 {
     public FhirStore Store => store;
 
@@ -205,6 +205,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         // (after the access rule: a refused requester learns nothing of the registry).
         await registry.CheckAsync(tx, this, resource, current, ct);
         await subscriptions.CheckAsync(tx, resource, current, ct); // ITI-110: topic, filters, channel, SSRF rule
+        await domains.CheckAsync(tx, resource, current, ct); // a Patient's identifiers in their domains, its links
         if (resource is Binary binary)
         {
             // The bytes go to chunk rows, not into the JSON: reads stream them (BinaryContent).

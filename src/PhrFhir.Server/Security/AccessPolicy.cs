@@ -110,8 +110,10 @@ public sealed class AccessPolicy
         switch (Role)
         {
             case "person":
-                args.Add(Person!);
-                return new AccessFilter("d.person = @0", args, indexSql: "person = @0");
+                // Their own Patient and every Patient linked to it (Identity/PatientLinks: an institution's
+                // record of them, one merged into theirs): their token, Consents and access log cover all.
+                args.Add(await _store.PersonPatientsAsync(Person!, _ctx.RequestAborted));
+                return new AccessFilter("d.person = any(@0)", args, indexSql: "person = any(@0)");
             case "operator":
                 if (BreakGlass is not null) return null;
                 args.Add(AdministrativeTypes);

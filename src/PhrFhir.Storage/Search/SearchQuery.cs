@@ -240,8 +240,17 @@ public sealed class SearchQuery
             // The target a chain looks at must be one the requester may see: otherwise
             // DocumentReference?subject.name=… tells the name of a Patient it may not read.
             var targetVisible = inner.All(m => m.Set?.Visible == true) ? "" : " and " + Visible("x.target");
-            return In(keyColumn, IndexKeys("x.rkey from fhir.ix_reference x",
-                $"x.param = ${Arg(key)} and ({string.Join(" or ", inner.Select(m => m.Sql))}){targetVisible}"));
+            var matched = $"({string.Join(" or ", inner.Select(m => m.Sql))}){targetVisible}";
+            // A Patient the chain finds stands for its person: the Patients linked to it (Schema/010_identity.sql)
+            // match too, so ITI-67 patient.identifier finds a person's documents by any of their identifiers.
+            // The Patient found must still be one the requester may see.
+            if (targets.Contains("Patient") && Criterion("Patient", chain, value, lenient, "y.id") is { } linked)
+            {
+                var linkedVisible = linked.Set?.Visible == true ? "" : " and " + Visible("y.id");
+                matched = $"({matched} or x.target in (select fhir.same_person_keys(array(select y.id from fhir.mt_doc_resourcedocument y " +
+                          $"where y.resource_type = 'Patient' and not y.deleted and {linked.Sql}{linkedVisible}))))";
+            }
+            return In(keyColumn, IndexKeys("x.rkey from fhir.ix_reference x", $"x.param = ${Arg(key)} and {matched}"));
         }
 
         if (modifier == "missing")

@@ -271,9 +271,10 @@ public sealed class ConsentTests(ServerFixture server)
         first.Headers.TryAddWithoutValidation("If-None-Exist", $"identifier=urn:phrfhir:test|{identifier}");
         var theirs = await Fhir.ExpectAsync<Patient>(await _http.SendAsync(first), HttpStatusCode.Created);
 
-        // Another institution (test-jwt's kind: system/Patient.cruds) asks the same: it gets its own, not theirs.
+        // Another institution (test-jwt's kind: system/Patient.cruds) asks the same: it gets its own, not theirs
+        // (carrying its number in its own identifier domain: urn:phrfhir:test is the first institution's).
         using var other = await server.ClientAsync("test-institution-writer");
-        var second = new HttpRequestMessage(HttpMethod.Post, "Patient") { Content = Fhir.Json(new Patient { Identifier = [new Identifier("urn:phrfhir:test", identifier)] }) };
+        var second = new HttpRequestMessage(HttpMethod.Post, "Patient") { Content = Fhir.Json(new Patient { Identifier = [new Identifier("urn:phrfhir:test-writer", identifier)] }) };
         second.Headers.TryAddWithoutValidation("If-None-Exist", $"identifier=urn:phrfhir:test|{identifier}");
         var response = await other.SendAsync(second);
         Assert.Equal(HttpStatusCode.Created, response.StatusCode);

@@ -129,7 +129,8 @@ public sealed class HiddenResourceTests(ServerFixture server)
         {
             var request = new HttpRequestMessage(HttpMethod.Post, "Patient")
             {
-                Content = Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, identifier.Split('|')[1])] }),
+                // Carrying the value in B's own identifier domain (PersonSystem is A's: Identity/IdentifierDomains).
+                Content = Fhir.Json(new Patient { Identifier = [new Identifier("urn:test:hidden-resource-b", Fhir.Unique("b"))] }),
             };
             request.Headers.TryAddWithoutValidation("If-None-Exist", criteria);
             var response = await other.SendAsync(request);

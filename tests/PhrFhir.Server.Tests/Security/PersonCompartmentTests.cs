@@ -209,44 +209,44 @@ public sealed class PersonCompartmentTests(ServerFixture server)
     }
 
     [Fact]
-    public async System.Threading.Tasks.Task Another_institutions_patient_with_the_persons_identifier_does_not_lock_the_person_out()
+    public async System.Threading.Tasks.Task Another_institutions_patient_with_the_persons_identifier_is_refused_and_the_person_keeps_access()
     {
         var me = await ThePersonAsync();
-        // Another institution cannot see the person's Patient, so its conditional create makes a second one.
+        // Another institution cannot see the person's Patient, so its conditional create would make a second
+        // one: the identifier's domain is not its own (Identity/IdentifierDomains), so it is refused.
         using var other = await server.ClientAsync(ServerFixture.OtherInstitutionClient);
         var duplicate = new HttpRequestMessage(HttpMethod.Post, "Patient")
         {
             Content = Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, PersonValue)], Name = [new HumanName { Family = "別人" }] }),
         };
         duplicate.Headers.TryAddWithoutValidation("If-None-Exist", $"identifier={PersonSystem}|{PersonValue}");
-        var second = await Fhir.ExpectAsync<Patient>(await other.SendAsync(duplicate), HttpStatusCode.Created);
-        Assert.NotEqual(me.Id, second.Id);
+        var refused = await Fhir.ExpectAsync<OperationOutcome>(await other.SendAsync(duplicate), HttpStatusCode.Forbidden);
+        Assert.Contains(PersonSystem, refused.Issue[0].Diagnostics ?? refused.Issue[0].Details?.Text);
+        Assert.DoesNotContain(me.Id, refused.Issue[0].Diagnostics ?? refused.Issue[0].Details?.Text);
 
         using var person = await server.ClientAsync("test-person");
         Assert.Equal(HttpStatusCode.OK, (await person.GetAsync($"Patient/{me.Id}")).StatusCode);
-        Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"Patient/{second.Id}")).StatusCode);
         var mine = await Fhir.ExpectAsync<Bundle>(await person.GetAsync("Patient?_total=accurate"), HttpStatusCode.OK);
-        Assert.Equal([me.Id], mine.Entry.Select(e => e.Resource.Id));
+        Assert.Contains(me.Id, mine.Entry.Select(e => e.Resource.Id));
     }
 
     [Fact]
-    public async System.Threading.Tasks.Task The_persons_token_is_bound_to_the_patient_the_operator_registered_not_to_one_someone_else_wrote_first()
+    public async System.Threading.Tasks.Task The_persons_token_is_bound_to_the_patient_the_operator_registered_and_no_one_can_register_the_identifier_again()
     {
-        // test-person-b's identifier: only this test registers it. An institution gets there first.
+        // test-person-b's identifier: only this test registers it. An institution outside the domain cannot get there first.
         const string value = "00054321";
         using var other = await server.ClientAsync(ServerFixture.OtherInstitutionClient);
-        var squatter = await Fhir.ExpectAsync<Patient>(await other.PostAsync("Patient",
-            Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, value)], Name = [new HumanName { Family = "先取り" }] })), HttpStatusCode.Created);
+        Assert.Equal(HttpStatusCode.Forbidden, (await other.PostAsync("Patient",
+            Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, value)], Name = [new HumanName { Family = "先取り" }] }))).StatusCode);
         var registered = await Fhir.ExpectAsync<Patient>(await server.Operator.PostAsync("Patient",
             Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, value)], Name = [new HumanName { Family = "本人" }] })), HttpStatusCode.Created);
 
         using var person = await server.ClientAsync("test-person-b");
         Assert.Equal(HttpStatusCode.OK, (await person.GetAsync($"Patient/{registered.Id}")).StatusCode);
-        Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"Patient/{squatter.Id}")).StatusCode);
-        // A Patient written afterwards, even by the operator, does not move a token already issued.
-        var later = await Fhir.ExpectAsync<Patient>(await server.Operator.PostAsync("Patient",
-            Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, value)] })), HttpStatusCode.Created);
+        // A second Patient with the same identifier, even by the operator, is a collision: one value names one person.
+        var collision = await Fhir.ExpectAsync<OperationOutcome>(await server.Operator.PostAsync("Patient",
+            Fhir.Json(new Patient { Identifier = [new Identifier(PersonSystem, value)] })), HttpStatusCode.Conflict);
+        Assert.DoesNotContain(registered.Id, collision.Issue[0].Diagnostics ?? collision.Issue[0].Details?.Text);
         Assert.Equal(HttpStatusCode.OK, (await person.GetAsync($"Patient/{registered.Id}")).StatusCode);
-        Assert.Equal(HttpStatusCode.NotFound, (await person.GetAsync($"Patient/{later.Id}")).StatusCode);
     }
 }

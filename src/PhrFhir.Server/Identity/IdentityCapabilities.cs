@@ -1,0 +1,34 @@
+using Hl7.Fhir.Model;
+
+namespace PhrFhir.Server.Identity;
+
+/// <summary>
+/// The identity operations declared on Patient in GET /metadata (and so in the OpenAPI description).
+/// Adding one here is a claim: list only what Identity/ really serves.
+/// </summary>
+public static class IdentityCapabilities
+{
+    /// <summary>Our own operations' canonical base (like our CodeSystems under phrfhir.example).</summary>
+    const string Own = "http://phrfhir.example/fhir/OperationDefinition/";
+
+    public static List<CapabilityStatement.OperationComponent> PatientOperations() =>
+    [
+        new()
+        {
+            Name = "ihe-pix", Definition = PixQuery.OperationUrl,
+            Documentation = "IHE PIXm ITI-83: identifiers and Patients of the same person (sourceIdentifier=system|value, targetSystem). " +
+                            "An institution sees only its own identifier domains and the person's own Patient (docs/identity.md).",
+        },
+        new()
+        {
+            Name = "link", Definition = Own + "Patient-link",
+            Documentation = "Links an institution's Patient to the person's own Patient (Patient.link refer/seealso): by the operator " +
+                            "(person + patient or identifier), or by the person proving the institution's number (identifier; birth date must agree).",
+        },
+        new()
+        {
+            Name = "unlink", Definition = Own + "Patient-unlink",
+            Documentation = "Removes a link made by $link (patient): the operator, or the person for their own links.",
+        },
+    ];
+}

@@ -1,0 +1,64 @@
+namespace PhrFhir.Storage;
+
+/// <summary>Reads of the identity tables (Schema/010_identity.sql) outside a write (Server/Identity).</summary>
+public sealed partial class FhirStore
+{
+    /// <summary>
+    /// The Patient ids of a person: their own Patient and every Patient linked to it (an institution's
+    /// Patient by $link, a Patient merged into theirs). A person's token covers all of them.
+    /// </summary>
+    public async Task<string[]> PersonPatientsAsync(string personId, CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand("select substr(patient_key, 9) from fhir.person_link where person_key = $1");
+        cmd.Parameters.Add(new() { Value = "Patient/" + personId });
+        var ids = new List<string> { personId };
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct)) ids.Add(reader.GetString(0));
+        return [.. ids];
+    }
+
+    /// <summary>The Patient keys of the same person as <paramref name="patientKeys"/> (fhir.same_person_keys), these included.</summary>
+    public async Task<List<string>> SamePersonKeysAsync(string[] patientKeys, CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand("select k from fhir.same_person_keys($1) k order by k");
+        cmd.Parameters.Add(new() { Value = patientKeys });
+        var keys = new List<string>();
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct)) keys.Add(reader.GetString(0));
+        return keys;
+    }
+
+    /// <summary>The current Patients carrying system|value (ids), whoever wrote them.</summary>
+    public async Task<List<string>> PatientsWithIdentifierAsync(string system, string value, CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand(
+            "select substr(rkey, 9) from fhir.ix_token where param = 'Patient.identifier' and system = $1 and code = $2 order by rkey");
+        cmd.Parameters.Add(new() { Value = system });
+        cmd.Parameters.Add(new() { Value = value });
+        var ids = new List<string>();
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct)) ids.Add(reader.GetString(0));
+        return ids;
+    }
+
+    /// <summary>Who assigns identifiers in each domain (system → writer keys).</summary>
+    public async Task<Dictionary<string, string[]>> IdentifierDomainsAsync(CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand("select system, assigners from fhir.identifier_domain");
+        var domains = new Dictionary<string, string[]>(StringComparer.Ordinal);
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct)) domains[reader.GetString(0)] = reader.GetFieldValue<string[]>(1);
+        return domains;
+    }
+
+    /// <summary>The operator's registration of a domain (configuration Identity:Domains): replaces whatever was recorded.</summary>
+    public async Task RegisterDomainAsync(string system, string[] assigners, CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand(
+            "insert into fhir.identifier_domain (system, assigners, origin) values ($1, $2, 'registered') " +
+            "on conflict (system) do update set assigners = excluded.assigners, origin = 'registered', recorded = now()");
+        cmd.Parameters.Add(new() { Value = system });
+        cmd.Parameters.Add(new() { Value = assigners });
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+}

@@ -1,0 +1,105 @@
+using Npgsql;
+
+namespace PhrFhir.Storage;
+
+/// <summary>The identity tables (Schema/010_identity.sql) inside a write's transaction (Server/Identity).</summary>
+public sealed partial class WriteTransaction
+{
+    /// <summary>
+    /// Set by the identity operations ($link, $unlink, $merge) only: Patient.link is theirs to write, and
+    /// every other write that would change it is refused (Identity/IdentifierDomains).
+    /// </summary>
+    public bool MaintainsLinks { get; set; }
+
+    /// <summary>Who may assign identifiers in <paramref name="system"/>, or null when no one has registered it.</summary>
+    public async Task<string[]?> DomainAssignersAsync(string system, CancellationToken ct)
+    {
+        await using var cmd = Command("select assigners from fhir.identifier_domain where system = $1", system);
+        return await cmd.ExecuteScalarAsync(ct) as string[];
+    }
+
+    /// <summary>
+    /// Records <paramref name="writer"/> as the assigning authority of a system nobody registered (the first
+    /// assigner), and answers who assigns in it now (another transaction may have claimed it first).
+    /// </summary>
+    public async Task<string[]> ClaimDomainAsync(string system, string writer, CancellationToken ct)
+    {
+        await using (var insert = Command(
+            "insert into fhir.identifier_domain (system, assigners, origin) values ($1, $2, 'first-assigner') on conflict (system) do nothing",
+            system, new[] { writer }))
+            await insert.ExecuteNonQueryAsync(ct);
+        return await DomainAssignersAsync(system, ct) ?? [writer];
+    }
+
+    /// <summary>True when a current Patient other than <paramref name="key"/> carries system|value (whoever wrote it).</summary>
+    public async Task<bool> IdentifierHeldElsewhereAsync(string system, string value, string key, CancellationToken ct)
+    {
+        await FlushAsync(ct);
+        await using var cmd = Command(
+            "select exists(select 1 from fhir.ix_token t where t.param = 'Patient.identifier' and t.system = $1 and t.code = $2 and t.rkey <> $3 " +
+            "and not exists(select 1 from fhir.person_link l where l.patient_key = t.rkey and l.kind = 'replaced-by'))",
+            system, value, key);
+        return await cmd.ExecuteScalarAsync(ct) is true;
+    }
+
+    /// <summary>The person's Patient key a Patient is linked to, or null.</summary>
+    public async Task<(string Person, string Kind)?> LinkOfAsync(string patientKey, CancellationToken ct)
+    {
+        await using var cmd = Command("select person_key, kind from fhir.person_link where patient_key = $1 for update", patientKey);
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        return await reader.ReadAsync(ct) ? (reader.GetString(0), reader.GetString(1)) : null;
+    }
+
+    /// <summary>True when some Patient is linked to <paramref name="personKey"/> (it is a person's Patient).</summary>
+    public async Task<bool> HasLinkedAsync(string personKey, CancellationToken ct)
+    {
+        await using var cmd = Command("select exists(select 1 from fhir.person_link where person_key = $1)", personKey);
+        return await cmd.ExecuteScalarAsync(ct) is true;
+    }
+
+    public async Task SetLinkAsync(string patientKey, string personKey, string kind, CancellationToken ct)
+    {
+        await using var cmd = Command(
+            "insert into fhir.person_link (patient_key, person_key, kind) values ($1, $2, $3) " +
+            "on conflict (patient_key) do update set person_key = excluded.person_key, kind = excluded.kind, linked = now()",
+            patientKey, personKey, kind);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    public async Task RemoveLinkAsync(string patientKey, CancellationToken ct)
+    {
+        await using var cmd = Command("delete from fhir.person_link where patient_key = $1", patientKey);
+        await cmd.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>
+    /// A merge: every current resource in <paramref name="fromPerson"/>'s compartment but the Patient itself
+    /// (documents, Consents, observations…) now belongs to <paramref name="toPerson"/>. Only the compartment
+    /// key moves (documents and index rows); the resources keep their versions and references, so their
+    /// subject still names the merged-away Patient, whose link says replaced-by.
+    /// </summary>
+    public async Task<int> MoveCompartmentAsync(string fromPerson, string toPerson, CancellationToken ct)
+    {
+        await FlushAsync(ct);
+        int moved;
+        await using (var docs = Command(
+            "update fhir.mt_doc_resourcedocument set person = $2, data = jsonb_set(data, '{person}', to_jsonb($2::text)) " +
+            "where person = $1 and resource_type <> 'Patient'", fromPerson, toPerson))
+            moved = await docs.ExecuteNonQueryAsync(ct);
+        await using (var bytes = Command("update fhir.binary_content set person = $2 where person = $1", fromPerson, toPerson))
+            await bytes.ExecuteNonQueryAsync(ct);
+        foreach (var table in (string[])["ix_string", "ix_token", "ix_reference", "ix_date", "ix_number", "ix_uri"])
+        {
+            await using var rows = Command($"update fhir.{table} set person = $2 where person = $1 and rkey not like 'Patient/%'", fromPerson, toPerson);
+            await rows.ExecuteNonQueryAsync(ct);
+        }
+        return moved;
+    }
+
+    NpgsqlCommand Command(string sql, params object[] args)
+    {
+        var cmd = new NpgsqlCommand(sql, _conn, _tx);
+        foreach (var a in args) cmd.Parameters.Add(new NpgsqlParameter { Value = a });
+        return cmd;
+    }
+}
