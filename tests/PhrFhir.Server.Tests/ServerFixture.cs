@@ -170,6 +170,9 @@ public class ServerFixture : IAsyncLifetime
             "--Identity:Domains:1:Assigners:0", InstitutionActor,
             "--Identity:Domains:2:System", "urn:oid:1.2.392.100495.20.3.51.19999999999",
             "--Identity:Domains:2:Assigners:0", InstitutionActor,
+            // The official CLINS referral's (HS038) hospital patient numbers: the tests register them as the test institution.
+            "--Identity:Domains:3:System", "urn:oid:1.2.392.100495.20.3.51.11318814790",
+            "--Identity:Domains:3:Assigners:0", InstitutionActor,
             // The IHE MHD FHIR-document example refers to its Patient on this (example) identity source.
             "--Mhd:PatientIdentitySources:0", "http://example.org/fhir",
             // The validator's resolved conformance sets: shared by test runs, rebuilt when a package changes.
