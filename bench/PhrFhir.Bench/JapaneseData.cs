@@ -36,8 +36,9 @@ public static class JapaneseData
 
     static readonly string[] Prefectures = ["東京都新宿区", "大阪府大阪市北区", "北海道札幌市中央区", "福岡県福岡市博多区", "愛知県名古屋市中区", "宮城県仙台市青葉区"];
 
-    // JP Core Patient: the MRN system is 1.2.392.100495.20.3.51.1 + the 10-digit 保険医療機関コード.
-    const string MrnSystem = "urn:oid:1.2.392.100495.20.3.51.11318814790";
+    // JP Core Patient: the MRN system is 1.2.392.100495.20.3.51.1 + the 10-digit 保険医療機関コード, here that of
+    // kenshin-a (1312345678), the client the load runs as: an institution assigns only in its own domain (docs/identity.md).
+    const string MrnSystem = "urn:oid:1.2.392.100495.20.3.51.11312345678";
     const string NameRepresentation = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation";
 
     /// <summary>(LOINC, display, 日本語, unit, low, high, decimals)</summary>
