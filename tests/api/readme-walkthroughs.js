@@ -20,10 +20,18 @@ const walkthroughs = [
     /^revoked: 200$/m, /^"total":0$/m, /^physician, revoked: 404$/m,
     /^operator: 404$/m, /^operator, break-glass: 200$/m, /"code":"BTG"}\],"text":"emergency admission/,
   ]],
+  ["## 健診事後措置 and 両立支援 (workflows)", [
+    /^worker: Patient\/[0-9a-f-]{36}$/m,
+    /^detailed-exam: Task\/[0-9a-f-]{36}$/m,             // opened by the HS037 judged 要精密検査
+    /"name":"open","valueInteger":[1-9]/,              // on the occupational physician's worklist
+    /^404$/m,                                          // the employer never reads the checkup
+    /"resourceType":"DocumentReference","id":"[0-9a-f-]{36}"/, // the hospital's result, accepted
+  ]],
 ];
 
 const base = process.argv[2].replace(/\/$/, "");
-const readme = fs.readFileSync(path.join(__dirname, "..", "..", "README.md"), "utf8");
+const repoRoot = path.join(__dirname, "..", "..");
+const readme = fs.readFileSync(path.join(repoRoot, "README.md"), "utf8");
 let passed = 0, failed = 0;
 for (const [heading, expected] of walkthroughs) {
   const start = readme.indexOf("\n" + heading + "\n");
@@ -31,7 +39,9 @@ for (const [heading, expected] of walkthroughs) {
   let problem = block ? null : "section or its ```sh block not found";
   if (block) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "phrfhir-readme-"));
-    const run = spawnSync("bash", ["-c", block[1].replaceAll("http://127.0.0.1:8080", base)],
+    // Files the README names relative to the repository (examples/…) are found from the fresh folder too.
+    const script = block[1].replaceAll("http://127.0.0.1:8080", base).replaceAll(" examples/", " " + repoRoot + "/examples/");
+    const run = spawnSync("bash", ["-c", script],
       { cwd: dir, encoding: "utf8", timeout: 180000 });
     fs.rmSync(dir, { recursive: true, force: true });
     // Each expectation is looked for after the previous one's match: the order is part of the story.
