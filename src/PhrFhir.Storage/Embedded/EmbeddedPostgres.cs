@@ -326,6 +326,14 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             if (pid > 0 && Directory.Exists(proc) && !IsZombie(proc) && IsPostmasterFor(proc, _dataDirectory))
             {
                 _postmasterPid = pid;
+                if (_restartPending)
+                {
+                    // Our own restart that pg_ctl reported as failed came up after all (it gave up waiting):
+                    // a restart like any other, so the owner drops its connections to the dead server.
+                    _restartPending = false;
+                    SafeLog(() => _logger.LogWarning("PostgreSQL restarted on port {Port} (pid {Pid})", _port, _postmasterPid));
+                    Restarted?.Invoke();
+                }
             }
             return false;
         }
