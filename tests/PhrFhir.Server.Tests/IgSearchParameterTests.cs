@@ -68,6 +68,21 @@ static class Kana
     public static string ToHiragana(string s) => new(s.Select(c => c is >= '\u30A1' and <= '\u30F6' ? (char)(c - 0x60) : c).ToArray());
 }
 
+/// <summary>A path inside this repository (the folder holding PhrFhir.sln above the test binaries).</summary>
+static class Repository
+{
+    public static readonly string Root = FindRoot();
+
+    public static string File(params string[] parts) => Path.Combine([Root, .. parts]);
+
+    static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (System.IO.File.Exists(Path.Combine(dir.FullName, "PhrFhir.sln"))) return dir.FullName;
+        throw new InvalidOperationException("PhrFhir.sln not found above the test binaries");
+    }
+}
+
 /// <summary>Finds ../shared/ref the way the server does (any folder above the working directory).</summary>
 static class SharedRef
 {

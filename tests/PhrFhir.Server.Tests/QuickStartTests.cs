@@ -11,16 +11,6 @@ namespace PhrFhir.Server.Tests;
 [Collection("server")]
 public sealed class QuickStartTests(ServerFixture server)
 {
-    static string Script()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            var candidate = Path.Combine(dir.FullName, "examples", "quickstart", "person-app.sh");
-            if (File.Exists(candidate)) return candidate;
-        }
-        throw new FileNotFoundException("examples/quickstart/person-app.sh not found above the test binaries");
-    }
-
     [Fact]
     public async System.Threading.Tasks.Task The_person_app_quick_start_signs_in_pushes_an_HS037_and_finds_it()
     {
@@ -32,7 +22,7 @@ public sealed class QuickStartTests(ServerFixture server)
         request.Headers.Add("If-None-Exist", $"identifier=urn:oid:1.2.392.100495.20.3.51.11312345678|{ServerFixture.PersonIdentifier}");
         var patient = await Fhir.ReadAsync<Patient>(await server.Http.SendAsync(request));
 
-        var start = new ProcessStartInfo("bash", [Script()]) { RedirectStandardOutput = true, RedirectStandardError = true };
+        var start = new ProcessStartInfo("bash", [Repository.File("examples", "quickstart", "person-app.sh")]) { RedirectStandardOutput = true, RedirectStandardError = true };
         start.Environment["BASE"] = server.BaseUrl.AbsoluteUri.TrimEnd('/');
         start.Environment["CLIENT_ID"] = ServerFixture.WritingAppClient;
         start.Environment["REDIRECT_URI"] = ServerFixture.AppRedirectUri;

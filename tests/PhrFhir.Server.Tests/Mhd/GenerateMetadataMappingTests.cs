@@ -21,17 +21,10 @@ public sealed class GenerateMetadataMappingTests(ServerFixture server)
         {
             "HS037" => SharedRef.Find() is { } r37 ? Path.Combine(r37, "jp-documents", "echeckup", "package", "Bundle-Bundle-eCheckupReport-Sample-01.json") : null,
             "HS038" => SharedRef.Find() is { } r38 ? Path.Combine(r38, "jp-documents", "clins", "examples-json", "Bundle-Bundle-CLINS-Referral-Example-01.json") : null,
-            _ => Path.Combine(RepositoryRoot(), "examples", "documents", "HS039-discharge-summary.json"),
+            _ => Repository.File("examples", "documents", "HS039-discharge-summary.json"),
         };
         Skip.If(path is null || !File.Exists(path), $"{document}: {path ?? "../shared/ref"} is not present");
         return JsonNode.Parse(File.ReadAllText(path!))!.AsObject();
-    }
-
-    static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "PhrFhir.sln"))) return dir.FullName;
-        return Directory.GetCurrentDirectory();
     }
 
     /// <summary>The case's check on the generated DocumentReference; the document may be transformed first (documented in the case).</summary>

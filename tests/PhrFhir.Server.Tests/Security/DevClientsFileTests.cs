@@ -6,15 +6,7 @@ namespace PhrFhir.Server.Tests.Security;
 /// <summary>examples/auth/clients.dev.json is what scripts/serve.sh and the README use: it must load, and its documented dev password must work.</summary>
 public sealed class DevClientsFileTests
 {
-    static string DevFile()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            var candidate = Path.Combine(dir.FullName, "examples", "auth", "clients.dev.json");
-            if (File.Exists(candidate)) return candidate;
-        }
-        throw new FileNotFoundException("examples/auth/clients.dev.json not found above the test binaries");
-    }
+    static string DevFile() => Repository.File("examples", "auth", "clients.dev.json");
 
     [Fact]
     public void The_dev_person_signs_in_with_the_documented_password_through_the_dev_app()

@@ -83,7 +83,7 @@ public sealed class WorkflowActors(ServerFixture server)
     /// <summary>Our example (examples/), with its references pointed at this run's Patient and a fresh case.</summary>
     public JsonObject Example(string file, string? group = null)
     {
-        var text = File.ReadAllText(Path.Combine(Root, "examples", file))
+        var text = File.ReadAllText(Repository.File("examples", file))
             .Replace("Patient/nakamura-kenichi", Patient).Replace("Patient/suzuki-hanako", Patient);
         var json = JsonNode.Parse(text)!.AsObject();
         if (group is not null && json.ContainsKey("groupIdentifier")) json["groupIdentifier"]!["value"] = group;
@@ -91,15 +91,6 @@ public sealed class WorkflowActors(ServerFixture server)
     }
 
     public static string NewCase() => "urn:uuid:" + Guid.NewGuid();
-
-    static readonly string Root = FindRoot();
-
-    static string FindRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "PhrFhir.sln"))) dir = dir.Parent;
-        return dir?.FullName ?? throw new InvalidOperationException("PhrFhir.sln not found above the test assembly");
-    }
 
     /// <summary>
     /// ITI-105: the institution registers an HS037 document (its FHIR Bundle as the attachment) for the worker;
