@@ -2,10 +2,15 @@ using Npgsql;
 
 namespace PhrFhir.Storage;
 
-/// <summary>One SMART Health Link as fhir.share_link keeps it (Schema/012; Server/Sharing).</summary>
+/// <summary>
+/// One SMART Health Link as fhir.share_link keeps it (Schema/012, 018; Server/Sharing). A pre-encrypted link
+/// has no <see cref="ContentKey"/>: its files were encrypted at issue (fhir.share_link_file) and the key is
+/// only in the shlink payload.
+/// </summary>
 public sealed record ShareLink(
-    string Id, string Patient, string Consent, byte[] ContentKey, string? PasscodeHash, int? AttemptsLeft, string Flags,
-    string? Label, DateTimeOffset? Expires, string[] Documents, DateTimeOffset Created, DateTimeOffset? Revoked, int Opened)
+    string Id, string Patient, string Consent, byte[]? ContentKey, string? PasscodeHash, int? AttemptsLeft, string Flags,
+    string? Label, DateTimeOffset? Expires, string[] Documents, DateTimeOffset Created, DateTimeOffset? Revoked, int Opened,
+    bool PreEncrypted = false)
 {
     /// <summary>Usable now: not revoked, not expired, not locked by wrong passcodes (the Consent is checked beside it).</summary>
     public bool Live(DateTimeOffset now) => Revoked is null && (Expires is null || Expires > now) && AttemptsLeft is null or > 0;
@@ -18,10 +23,15 @@ public sealed partial class WriteTransaction
 {
     /// <summary>The link row, in the transaction that records its Consent and folder List.</summary>
     public void InsertShareLink(ShareLink link) =>
-        Add("insert into fhir.share_link (id, patient, consent, content_key, passcode_hash, attempts_left, flags, label, expires, documents, created) " +
-            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        Add("insert into fhir.share_link (id, patient, consent, content_key, passcode_hash, attempts_left, flags, label, expires, documents, created, pre_encrypted) " +
+            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             link.Id, link.Patient, link.Consent, link.ContentKey, link.PasscodeHash, link.AttemptsLeft, link.Flags, link.Label,
-            link.Expires?.UtcDateTime, link.Documents, link.Created.UtcDateTime);
+            link.Expires?.UtcDateTime, link.Documents, link.Created.UtcDateTime, link.PreEncrypted);
+
+    /// <summary>A pre-encrypted link's files (document id → its JWE), inserted after its link row.</summary>
+    public void InsertShareLinkFiles(string link, IReadOnlyList<(string Document, string Jwe)> files) =>
+        Add("insert into fhir.share_link_file (link, document, jwe) select $1, d, j from unnest($2::text[], $3::text[]) as f(d, j)",
+            link, files.Select(f => f.Document).ToArray(), files.Select(f => f.Jwe).ToArray());
 
     /// <summary>Marks a link revoked (its Consent is made inactive in the same transaction); false when there is none to revoke.</summary>
     public async Task<bool> RevokeShareLinkAsync(string id, string patient, CancellationToken ct)
@@ -31,20 +41,25 @@ public sealed partial class WriteTransaction
             "update fhir.share_link set revoked = now() where id = $1 and patient = $2 and revoked is null", _conn, _tx);
         cmd.Parameters.Add(new() { Value = id });
         cmd.Parameters.Add(new() { Value = patient });
-        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+        if (await cmd.ExecuteNonQueryAsync(ct) != 1) return false;
+        // A revoked link's stored ciphertext serves no one any more: it goes with the revocation.
+        await using var files = new NpgsqlCommand("delete from fhir.share_link_file where link = $1", _conn, _tx);
+        files.Parameters.Add(new() { Value = id });
+        await files.ExecuteNonQueryAsync(ct);
+        return true;
     }
 }
 
 public sealed partial class FhirStore
 {
-    const string LinkColumns = "l.id, l.patient, l.consent, l.content_key, l.passcode_hash, l.attempts_left, l.flags, l.label, l.expires, l.documents, l.created, l.revoked, l.opened";
+    const string LinkColumns = "l.id, l.patient, l.consent, l.content_key, l.passcode_hash, l.attempts_left, l.flags, l.label, l.expires, l.documents, l.created, l.revoked, l.opened, l.pre_encrypted";
 
     static ShareLink ReadLink(NpgsqlDataReader r, int at = 0) => new(
-        r.GetString(at), r.GetString(at + 1), r.GetString(at + 2), (byte[])r[at + 3],
+        r.GetString(at), r.GetString(at + 1), r.GetString(at + 2), r.IsDBNull(at + 3) ? null : (byte[])r[at + 3],
         r.IsDBNull(at + 4) ? null : r.GetString(at + 4), r.IsDBNull(at + 5) ? null : r.GetInt32(at + 5), r.GetString(at + 6),
         r.IsDBNull(at + 7) ? null : r.GetString(at + 7), r.IsDBNull(at + 8) ? null : r.GetFieldValue<DateTimeOffset>(at + 8),
         r.GetFieldValue<string[]>(at + 9), r.GetFieldValue<DateTimeOffset>(at + 10),
-        r.IsDBNull(at + 11) ? null : r.GetFieldValue<DateTimeOffset>(at + 11), r.GetInt32(at + 12));
+        r.IsDBNull(at + 11) ? null : r.GetFieldValue<DateTimeOffset>(at + 11), r.GetInt32(at + 12), r.GetBoolean(at + 13));
 
     public async Task<ShareLink?> ShareLinkAsync(string id, CancellationToken ct)
     {
@@ -90,6 +105,15 @@ public sealed partial class FhirStore
         cmd.Parameters.Add(new() { Value = id });
         cmd.Parameters.Add(new() { Value = minInterval is { } i ? i : DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Interval });
         return await cmd.ExecuteScalarAsync(ct) is not null;
+    }
+
+    /// <summary>A pre-encrypted link's stored file for one document (its JWE as encrypted at issue), or null.</summary>
+    public async Task<string?> ShareLinkFileAsync(string link, string document, CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand("select jwe from fhir.share_link_file where link = $1 and document = $2");
+        cmd.Parameters.Add(new() { Value = link });
+        cmd.Parameters.Add(new() { Value = document });
+        return await cmd.ExecuteScalarAsync(ct) as string;
     }
 
     public async Task AddShareFilesAsync(IReadOnlyList<(string Token, string Resource)> files, string link, string recipient, DateTimeOffset expires, CancellationToken ct)

@@ -16,6 +16,8 @@ public sealed class SharingOptions
     public int LocationMinutes { get; set; } = 60;
     /// <summary>L links: the least time between two manifest requests; sooner is 429 with Retry-After.</summary>
     public int LongTermPollSeconds { get; set; } = 10;
+    /// <summary>Links that are not long-term are pre-encrypted at issue unless `$share` says preEncrypt=false.</summary>
+    public bool PreEncrypt { get; set; }
 }
 
 /// <summary>

@@ -43,7 +43,7 @@ public static class ShareEndpoints
         return policy;
     }
 
-    sealed record ShareRequest(List<string> Documents, string? Passcode, DateTimeOffset? Expires, string? Label, bool LongTerm, bool DirectFile);
+    sealed record ShareRequest(List<string> Documents, string? Passcode, DateTimeOffset? Expires, string? Label, bool LongTerm, bool DirectFile, bool? PreEncrypt);
 
     static ShareRequest Parse(Resource body)
     {
@@ -53,6 +53,7 @@ public static class ShareEndpoints
         string? passcode = null, label = null;
         DateTimeOffset? expires = null;
         bool longTerm = false, directFile = false;
+        bool? preEncrypt = null;
         for (var i = 0; i < p.Parameter.Count; i++)
         {
             var at = $"Parameters.parameter[{i}]";
@@ -88,8 +89,11 @@ public static class ShareEndpoints
                 case "directFile":
                     directFile = parameter.Value is FhirBoolean { Value: { } df } ? df : throw FhirError.BadRequest("directFile is a boolean.", at + ".valueBoolean");
                     break;
+                case "preEncrypt":
+                    preEncrypt = parameter.Value is FhirBoolean { Value: { } pe } ? pe : throw FhirError.BadRequest("preEncrypt is a boolean.", at + ".valueBoolean");
+                    break;
                 default:
-                    throw FhirError.BadRequest($"$share has no parameter '{parameter.Name}' (documentReference, passcode, expires, label, longTerm, directFile). (不明なパラメータです)", at + ".name");
+                    throw FhirError.BadRequest($"$share has no parameter '{parameter.Name}' (documentReference, passcode, expires, label, longTerm, directFile, preEncrypt). (不明なパラメータです)", at + ".name");
             }
         }
         if (documents.Count == 0)
@@ -101,7 +105,13 @@ public static class ShareEndpoints
             throw FhirError.BadRequest("directFile (flag U) cannot be combined with a passcode (flag P): SHL STU1. (U と P は併用できません)", "Parameters.parameter");
         if (directFile && (longTerm || documents.Distinct().Count() != 1))
             throw FhirError.BadRequest("directFile (flag U) serves exactly one document and is not long-term. (U は 1 文書のみ、長期リンク不可です)", "Parameters.parameter");
-        return new ShareRequest([.. documents.Distinct()], passcode, expires, label, longTerm, directFile);
+        // A long-term link's set and contents follow the documents (SHL: L links may be polled for updates);
+        // files encrypted once at issue cannot, and without the key the server cannot encrypt new ones.
+        if (preEncrypt == true && longTerm)
+            throw new FhirError(HttpStatusCode.UnprocessableEntity, OperationOutcome.IssueType.BusinessRule,
+                "preEncrypt cannot be combined with longTerm (flag L): a pre-encrypted link is a snapshot taken at issue and the server keeps no key to encrypt updates. (事前暗号化は長期リンクと併用できません)",
+                "Parameters.parameter");
+        return new ShareRequest([.. documents.Distinct()], passcode, expires, label, longTerm, directFile, preEncrypt);
     }
 
     static async Task ShareAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, IOptions<SharingOptions> options, string id)
@@ -118,6 +128,14 @@ public static class ShareEndpoints
         var linkId = LinkSecrets.NewId();
         var key = LinkSecrets.NewKey();
         var now = DateTimeOffset.UtcNow;
+        var url = $"{FhirResponse.BaseUrl(ctx.Request)}/shl/{linkId}";
+        // Pre-encryption (docs/sharing.md): each file encrypted now, only the ciphertext kept, the key forgotten.
+        // Sharing:PreEncrypt makes it the default for links that are not long-term.
+        var preEncrypt = request.PreEncrypt ?? (options.Value.PreEncrypt && !request.LongTerm);
+        var files = new List<(string Document, string Jwe)>();
+        if (preEncrypt)
+            foreach (var doc in request.Documents)
+                files.Add((doc, await ShareManifest.EncryptFileAsync(store, (await store.ReadAsync("DocumentReference", doc, ct))!, key, FhirResponse.BaseUrl(ctx.Request), ct)));
         var flags = (request.LongTerm ? "L" : "") + (request.Passcode is not null ? "P" : "") + (request.DirectFile ? "U" : "");
         var consent = new Consent
         {
@@ -158,11 +176,11 @@ public static class ShareEndpoints
         await using var tx = await ctx.BeginAuditedWriteAsync();
         var storedConsent = (await writes.CreateAsync(tx, consent, null, ct)).Stored;
         await writes.CreateAsync(tx, folder, null, ct, assignedId: linkId);
-        tx.InsertShareLink(new ShareLink(linkId, id, storedConsent.Id, key, request.Passcode is { } pc ? LinkSecrets.HashPasscode(pc) : null,
-            request.Passcode is null ? null : options.Value.PasscodeAttempts, flags, request.Label, request.Expires, [.. request.Documents], now, null, 0));
+        tx.InsertShareLink(new ShareLink(linkId, id, storedConsent.Id, preEncrypt ? null : key, request.Passcode is { } pc ? LinkSecrets.HashPasscode(pc) : null,
+            request.Passcode is null ? null : options.Value.PasscodeAttempts, flags, request.Label, request.Expires, [.. request.Documents], now, null, 0, preEncrypt));
+        if (preEncrypt) tx.InsertShareLinkFiles(linkId, files);
         await tx.CommitAsync(ct);
 
-        var url = $"{FhirResponse.BaseUrl(ctx.Request)}/shl/{linkId}";
         var shlink = Shlink(url, key, request.Expires, flags, request.Label);
         await FhirResponse.ResourceAsync(ctx, new Parameters
         {
@@ -216,6 +234,7 @@ public static class ShareEndpoints
             part.Part.Add(new() { Name = "passcode", Value = new FhirBoolean(link.PasscodeHash is not null) });
             if (link.AttemptsLeft is { } left) part.Part.Add(new() { Name = "attemptsLeft", Value = new Integer(left) });
             if (link.Flags.Length > 0) part.Part.Add(new() { Name = "flag", Value = new FhirString(link.Flags) });
+            part.Part.Add(new() { Name = "preEncrypted", Value = new FhirBoolean(link.PreEncrypted) });
             part.Part.Add(new() { Name = "timesOpened", Value = new Integer(link.Opened) });
             part.Part.Add(new() { Name = "revoked", Value = new FhirBoolean(link.Revoked is not null) });
             part.Part.Add(new() { Name = "active", Value = new FhirBoolean(live) });

@@ -83,7 +83,7 @@ public static class ShareManifest
             served.Add(doc.Key);
             if (request.EmbeddedLengthMax is { } max)
             {
-                var jwe = LinkSecrets.Encrypt(await FileContentAsync(store, doc, baseUrl, ct), link.ContentKey, FileType);
+                var jwe = await JweOfAsync(store, link, doc, baseUrl, ct);
                 if (jwe.Length <= max)
                 {
                     files.Add(new() { ["contentType"] = FileType, ["embedded"] = jwe });
@@ -128,7 +128,7 @@ public static class ShareManifest
             if (info.Size > 0) await store.CopyBinaryAsync(served.Id, served.Version, info, 0, info.Size - 1, ctx.Response.Body, ct);
             return;
         }
-        await WriteJoseAsync(ctx, LinkSecrets.Encrypt(await FileContentAsync(store, served, FhirResponse.BaseUrl(ctx.Request), ct), link!.ContentKey, FileType));
+        await WriteJoseAsync(ctx, await JweOfAsync(store, link!, served, FhirResponse.BaseUrl(ctx.Request), ct));
     }
 
     /// <summary>Flag U (SHL STU1): `GET {url}?recipient=…` answers the link's one file, no manifest.</summary>
@@ -148,7 +148,7 @@ public static class ShareManifest
             throw LinkAccess.Gone();
         }
         await LinkAudit.RecordAsync(ctx, store, "shl-file", link, recipient, 200, null, [doc.Key]);
-        await WriteJoseAsync(ctx, LinkSecrets.Encrypt(await FileContentAsync(store, doc, FhirResponse.BaseUrl(ctx.Request), ctx.RequestAborted), link.ContentKey, FileType));
+        await WriteJoseAsync(ctx, await JweOfAsync(store, link, doc, FhirResponse.BaseUrl(ctx.Request), ctx.RequestAborted));
     }
 
     static async Task WriteJoseAsync(HttpContext ctx, string jwe)
@@ -157,6 +157,19 @@ public static class ShareManifest
         ctx.Response.ContentType = "application/jose";
         await ctx.Response.WriteAsync(jwe, ctx.RequestAborted);
     }
+
+    /// <summary>
+    /// One shared document's file: encrypted now with the link's key, or — a pre-encrypted link, whose key the
+    /// server does not have — the JWE stored at issue (revocation deletes it; the gate has already checked the
+    /// link and that the document is still the person's).
+    /// </summary>
+    static async Task<string> JweOfAsync(FhirStore store, ShareLink link, StoredResource doc, string baseUrl, CancellationToken ct) =>
+        link.ContentKey is { } key ? await EncryptFileAsync(store, doc, key, baseUrl, ct)
+        : await store.ShareLinkFileAsync(link.Id, doc.Id, ct) ?? throw LinkAccess.Gone();
+
+    /// <summary>A document's file: its content (<see cref="FileContentAsync"/>) as a compact JWE under <paramref name="key"/>.</summary>
+    public static async Task<string> EncryptFileAsync(FhirStore store, StoredResource doc, byte[] key, string baseUrl, CancellationToken ct) =>
+        LinkSecrets.Encrypt(await FileContentAsync(store, doc, baseUrl, ct), key, FileType);
 
     /// <summary>A Binary some shared document of the link points at (VHL location URLs name Binaries).</summary>
     public static async Task<StoredResource?> BinaryOfLinkAsync(FhirStore store, ShareLink link, string binaryId, CancellationToken ct)

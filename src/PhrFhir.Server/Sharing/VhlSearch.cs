@@ -47,6 +47,16 @@ public static class VhlSearch
         };
 
         var ct = ctx.RequestAborted;
+        if (await LinkAccess.LiveAsync(store, id, ct) is { PreEncrypted: true } sealedLink)
+        {
+            // ITI-68 serves a document's own bytes; a pre-encrypted link's server holds only JWEs it cannot
+            // decrypt (docs/sharing.md, "Pre-encryption"), so the VHL form cannot serve it. Refused before the
+            // passcode is checked: no attempt is spent on an answer that could never be given.
+            var refused = new FhirError(System.Net.HttpStatusCode.UnprocessableEntity, OperationOutcome.IssueType.NotSupported,
+                "This link was pre-encrypted at issue: its documents are served only as encrypted SHL files through its manifest (POST to the link's url), not as a VHL folder. (事前暗号化されたリンクは VHL では取得できません。SHL マニフェストを使用してください)", "_id");
+            await LinkAudit.RecordAsync(ctx, store, "vhl-search", sealedLink, recipient, 422, refused.Message, []);
+            throw refused;
+        }
         if (await LinkAccess.OpenAsync(ctx, store, options, id, recipient, One("passcode"), "vhl-search") is not { } link) return;
         var baseUrl = FhirResponse.BaseUrl(ctx.Request);
         var bundle = new Bundle { Type = Bundle.BundleType.Searchset, Timestamp = DateTimeOffset.UtcNow, Total = 1 };

@@ -51,7 +51,7 @@ public sealed class ShareLinkTests(ServerFixture server)
     }
 
     static Parameters ShareParameters(IEnumerable<string> documents, string? passcode = null, bool longTerm = false, string? label = "主治医へ",
-        DateTimeOffset? expires = null, bool? directFile = null)
+        DateTimeOffset? expires = null, bool? directFile = null, bool? preEncrypt = null)
     {
         var p = new Parameters();
         foreach (var d in documents) p.Parameter.Add(new() { Name = "documentReference", Value = new ResourceReference("DocumentReference/" + d) });
@@ -60,6 +60,7 @@ public sealed class ShareLinkTests(ServerFixture server)
         p.Parameter.Add(new() { Name = "expires", Value = new Instant(expires ?? DateTimeOffset.UtcNow.AddDays(7)) });
         if (longTerm) p.Parameter.Add(new() { Name = "longTerm", Value = new FhirBoolean(true) });
         if (directFile is { } u) p.Parameter.Add(new() { Name = "directFile", Value = new FhirBoolean(u) });
+        if (preEncrypt is { } pe) p.Parameter.Add(new() { Name = "preEncrypt", Value = new FhirBoolean(pe) });
         return p;
     }
 
@@ -384,5 +385,127 @@ public sealed class ShareLinkTests(ServerFixture server)
         Assert.Single(mine, a => a.Subtype.Any(c => c.Code == "shl-file") && a.Outcome == AuditEvent.AuditEventOutcome.N0);
         // Nothing secret is in the log: neither the passcode nor the key.
         Assert.DoesNotContain(mine, a => new FhirJsonSerializer().SerializeToString(a).Contains("log-pass", StringComparison.Ordinal));
+    }
+
+    /// <summary>The link's rows as PostgreSQL holds them (fhir.share_link and its stored files), as JSON text.</summary>
+    async Task<string> StoredRowsAsync(string linkId)
+    {
+        var store = server.Services.GetRequiredService<PhrFhir.Storage.FhirStore>();
+        await using var cmd = store.DataSource.CreateCommand(
+            "select row_to_json(l)::text || coalesce((select string_agg(row_to_json(f)::text, '') from fhir.share_link_file f where f.link = l.id), '') from fhir.share_link l where l.id = $1");
+        cmd.Parameters.Add(new() { Value = linkId });
+        return (string)(await cmd.ExecuteScalarAsync())!;
+    }
+
+    [Fact]
+    public async Task A_pre_encrypted_link_keeps_no_key_and_serves_the_files_encrypted_at_issue()
+    {
+        var s = await PersonWithDocumentsAsync(3);
+        var shared = s.Documents.Take(2).ToList();
+        var link = await ShareAsync(s, ShareParameters(shared.Select(d => d.Id), passcode: "sealed-1", preEncrypt: true));
+
+        // The server kept the ciphertext and not the key: in no form (base64url, base64, hex) is it in the rows.
+        var stored = await server.Services.GetRequiredService<PhrFhir.Storage.FhirStore>().ShareLinkAsync(link.LinkId, default);
+        Assert.True(stored!.PreEncrypted);
+        Assert.Null(stored.ContentKey);
+        var rows = await StoredRowsAsync(link.LinkId);
+        Assert.Contains("eyJ", rows, StringComparison.Ordinal); // the JWEs are there (a protected header is base64url JSON)
+        foreach (var form in new[] { link.Payload.GetProperty("key").GetString()!, Convert.ToBase64String(Key(link)), Convert.ToHexString(Key(link)) })
+            Assert.DoesNotContain(form, rows, StringComparison.OrdinalIgnoreCase);
+
+        // So every file the manifest answers (location and embedded) is one encrypted at issue, and it decrypts
+        // with the payload's key to exactly the shared documents.
+        var byLocation = Contents(await FilesAsync(link, await ManifestAsync(link, "sealed-1")));
+        Assert.Equal(shared.OrderBy(d => d.Id).Select(d => (d.Id, Convert.ToBase64String(d.Bytes))),
+            byLocation.OrderBy(d => d.Id).Select(d => (d.Id, Convert.ToBase64String(d.Bytes))));
+        var embedded = await (await ManifestAsync(link, "sealed-1", embeddedLengthMax: 1_000_000)).Content.ReadAsStringAsync();
+        Assert.DoesNotContain("location", embedded, StringComparison.Ordinal);
+        Assert.Equal(2, Contents(await FilesAsync(link, new HttpResponseMessage(HttpStatusCode.OK) { Content = new StringContent(embedded) })).Count);
+
+
+        var listed = (await Fhir.ExpectAsync<Parameters>(await s.Person.GetAsync($"Patient/{s.Patient}/$share"), HttpStatusCode.OK))
+            .Parameter.Single(p => p.Part.Any(x => x.Name == "id" && ((FhirString)x.Value).Value == link.LinkId));
+        Assert.True(((FhirBoolean)listed.Part.Single(x => x.Name == "preEncrypted").Value).Value);
+    }
+
+    [Fact]
+    public async Task Pre_encryption_with_a_long_term_link_is_refused_with_422_and_stores_nothing()
+    {
+        var s = await PersonWithDocumentsAsync(1);
+        var before = await LinkCountAsync(s);
+        var response = await s.Person.PostAsync($"Patient/{s.Patient}/$share", Fhir.Json(ShareParameters([s.Documents[0].Id], longTerm: true, preEncrypt: true)));
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, response.StatusCode);
+        var outcome = await Fhir.ExpectAsync<OperationOutcome>(response, HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("longTerm", outcome.Issue[0].Diagnostics ?? outcome.Issue[0].Details?.Text, StringComparison.Ordinal);
+        Assert.Equal(before, await LinkCountAsync(s));
+    }
+
+    [Fact]
+    public async Task With_Sharing_PreEncrypt_links_that_are_not_long_term_are_pre_encrypted_unless_the_share_says_otherwise()
+    {
+        var s = await PersonWithDocumentsAsync(1);
+        var store = server.Services.GetRequiredService<PhrFhir.Storage.FhirStore>();
+        // The server setting, switched on for this test only (the fixture's server reads its options per request).
+        var options = server.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<PhrFhir.Server.Sharing.SharingOptions>>().Value;
+        options.PreEncrypt = true;
+        try
+        {
+            var byDefault = await ShareAsync(s, ShareParameters([s.Documents[0].Id]));
+            var longTerm = await ShareAsync(s, ShareParameters([s.Documents[0].Id], longTerm: true));
+            var optedOut = await ShareAsync(s, ShareParameters([s.Documents[0].Id], preEncrypt: false));
+            Assert.True((await store.ShareLinkAsync(byDefault.LinkId, default))!.PreEncrypted);
+            Assert.False((await store.ShareLinkAsync(longTerm.LinkId, default))!.PreEncrypted);
+            Assert.False((await store.ShareLinkAsync(optedOut.LinkId, default))!.PreEncrypted);
+            Assert.Equal(s.Documents[0].Bytes, Contents(await FilesAsync(byDefault, await ManifestAsync(byDefault, null))).Single().Bytes);
+        }
+        finally
+        {
+            options.PreEncrypt = false;
+        }
+    }
+
+    [Fact]
+    public async Task Revoking_a_pre_encrypted_link_404s_at_once_and_deletes_its_ciphertext()
+    {
+        var s = await PersonWithDocumentsAsync(1);
+        var link = await ShareAsync(s, ShareParameters([s.Documents[0].Id], preEncrypt: true));
+        var manifest = JsonDocument.Parse(await (await ManifestAsync(link, null)).Content.ReadAsStringAsync()).RootElement;
+        var location = manifest.GetProperty("files")[0].GetProperty("location").GetString()!;
+        Assert.Equal(HttpStatusCode.OK, (await new HttpClient().GetAsync(location)).StatusCode);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await s.Person.DeleteAsync($"Patient/{s.Patient}/$share/{link.LinkId}")).StatusCode);
+        // The very next requests, nothing cached: 404.
+        Assert.Equal(HttpStatusCode.NotFound, (await ManifestAsync(link, null)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await new HttpClient().GetAsync(location)).StatusCode);
+        Assert.DoesNotContain("eyJ", await StoredRowsAsync(link.LinkId), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_direct_file_link_can_be_pre_encrypted()
+    {
+        var s = await PersonWithDocumentsAsync(1);
+        var link = await ShareAsync(s, ShareParameters([s.Documents[0].Id], directFile: true, preEncrypt: true));
+        var response = await new HttpClient().GetAsync(Url(link) + "?recipient=" + Uri.EscapeDataString("救急外来"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var plain = Jose.JWT.DecodeBytes(await response.Content.ReadAsStringAsync(), Key(link));
+        Assert.Equal(s.Documents[0].Bytes, new FhirJsonDeserializer().Deserialize<Bundle>(Encoding.UTF8.GetString(plain)).Entry.Select(e => e.Resource).OfType<Binary>().Single().Data);
+    }
+
+    [Fact]
+    public async Task The_VHL_search_of_a_pre_encrypted_link_answers_422_and_spends_no_passcode_attempt()
+    {
+        var s = await PersonWithDocumentsAsync(1);
+        var link = await ShareAsync(s, ShareParameters([s.Documents[0].Id], passcode: "vhl-sealed", preEncrypt: true));
+        using var physician = await server.ClientAsync("test-physician");
+        var form = new FormUrlEncodedContent(new Dictionary<string, string>
+        {
+            ["_id"] = link.LinkId, ["code"] = "folder", ["status"] = "current", ["_include"] = "List:item", ["recipient"] = "Dr. 佐藤", ["passcode"] = "wrong",
+        });
+        var refused = await physician.PostAsync("List/_search", form);
+        var outcome = await Fhir.ExpectAsync<OperationOutcome>(refused, HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("manifest", outcome.Issue[0].Diagnostics ?? outcome.Issue[0].Details?.Text, StringComparison.Ordinal);
+        Assert.Equal(5, (await server.Services.GetRequiredService<PhrFhir.Storage.FhirStore>().ShareLinkAsync(link.LinkId, default))!.AttemptsLeft);
+        // The SHL manifest still serves it.
+        Assert.Single(Contents(await FilesAsync(link, await ManifestAsync(link, "vhl-sealed"))));
     }
 }
