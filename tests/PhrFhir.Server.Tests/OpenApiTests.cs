@@ -67,6 +67,43 @@ public sealed class OpenApiTests(ServerFixture server)
         Assert.Empty(metadata.EnumerateArray().Single().EnumerateObject());
     }
 
+    public static TheoryData<string, string> ServedOperations => new()
+    {
+        { "post", "/Patient/{id}/$share" }, { "get", "/Patient/{id}/$share" }, { "delete", "/Patient/{id}/$share/{link}" },
+        { "get", "/Task/$detailed-exam-worklist" }, { "post", "/DocumentReference/$generate-metadata" }, { "get", "/AuditEvent/$verify-chain" },
+        { "get", "/Patient/$ihe-pix" }, { "post", "/Patient/$ihe-pix" }, { "post", "/Patient/$link" }, { "post", "/Patient/$unlink" },
+        { "get", "/Subscription/{id}/$status" }, { "get", "/Subscription/{id}/$events" }, { "get", "/Subscription/$status" },
+        { "post", "/$validate" }, { "post", "/Observation/$validate" }, { "get", "/Observation/{id}/$validate" }, { "post", "/Observation/{id}/$validate" },
+        { "post", "/shl/{id}" }, { "get", "/shl/{id}" }, { "get", "/shl/file/{token}" },
+    };
+
+    [Theory]
+    [MemberData(nameof(ServedOperations))]
+    public async System.Threading.Tasks.Task Every_operation_the_server_serves_is_described_at_its_route_and_verb(string verb, string path)
+    {
+        var (_, api) = await BothAsync();
+        Assert.True(api.GetProperty("paths").TryGetProperty(path, out var item) && item.TryGetProperty(verb, out var op), $"{verb} {path} is not in the OpenAPI description");
+        // Each {name} in the path is a declared path parameter (an OpenAPI validator refuses it otherwise).
+        foreach (var name in path.Split('/').Where(x => x.StartsWith('{')))
+            Assert.Contains(op.GetProperty("parameters").EnumerateArray(), x => "{" + x.GetProperty("name").GetString() + "}" == name && x.GetProperty("in").GetString() == "path");
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task Every_declared_operation_of_our_own_has_its_OperationDefinition_served()
+    {
+        var (cs, _) = await BothAsync();
+        var declared = cs.Rest[0].Resource.SelectMany(r => r.Operation).Concat(cs.Rest[0].Operation).Select(o => o.Definition).Distinct().ToList();
+        Assert.Contains("http://phrfhir.example/fhir/OperationDefinition/Patient-share", declared);
+        Assert.Contains("http://hl7.org/fhir/OperationDefinition/Resource-validate", declared);
+        Assert.Contains(cs.Rest[0].Resource.Single(r => r.Type == "Task").Operation, o => o.Name == "detailed-exam-worklist");
+        foreach (var url in declared.Where(d => d.StartsWith("http://phrfhir.example/", StringComparison.Ordinal)))
+        {
+            var found = await Fhir.ExpectAsync<Bundle>(await server.Anonymous.GetAsync("OperationDefinition?url=" + Uri.EscapeDataString(url)), HttpStatusCode.OK);
+            var definition = Assert.IsType<OperationDefinition>(Assert.Single(found.Entry).Resource);
+            Assert.Equal(url.Split('/')[^1], definition.Id);
+        }
+    }
+
     [Fact]
     public async System.Threading.Tasks.Task Swagger_UI_is_served_without_a_token_and_points_at_the_description()
     {

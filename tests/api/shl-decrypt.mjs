@@ -1,7 +1,8 @@
 // A SMART Health Link opened and decrypted by a JOSE implementation that is not ours (npm `jose`):
 // 山田 太郎 (dev-person-yamada, examples/auth/clients.dev.json) pushes three documents, shares two with a
 // passcode, and a recipient with no token resolves the shlink:/ payload, POSTs the manifest, fetches every
-// file and decrypts it. Passes when the files are exactly those two documents with their bytes.
+// file and decrypts it. Passes when the files are exactly those two documents with their bytes — for a link
+// whose files are encrypted on request and for a pre-encrypted one (preEncrypt: encrypted at issue, no key kept).
 // Usage: node tests/api/shl-decrypt.mjs <baseUrl>. Prints one line; exit code 1 on failure.
 import { compactDecrypt, decodeProtectedHeader } from "jose";
 
@@ -51,10 +52,17 @@ async function call(method, path, accessToken, body, headers = {}) {
     documents.push({ id: doc.id, text });
   }
   const shared = documents.slice(0, 2);
+  for (const preEncrypt of [false, true]) await shareAndOpen(patient, person, shared, preEncrypt);
+})().catch((e) => {
+  console.error(`shl: FAILED: ${e.message}`);
+  process.exit(1);
+});
+
+async function shareAndOpen(patient, person, shared, preEncrypt) {
   const issued = await call("POST", `Patient/${patient}/$share`, person, {
     resourceType: "Parameters",
     parameter: [...shared.map((d) => ({ name: "documentReference", valueReference: { reference: `DocumentReference/${d.id}` } })),
-      { name: "passcode", valueString: "1234" }, { name: "label", valueString: "主治医へ" }],
+      { name: "passcode", valueString: "1234" }, { name: "label", valueString: "主治医へ" }, { name: "preEncrypt", valueBoolean: preEncrypt }],
   });
   const shlink = issued.parameter.find((p) => p.name === "shlink").valueString;
   const payload = JSON.parse(Buffer.from(shlink.slice("shlink:/".length), "base64url").toString("utf8"));
@@ -77,8 +85,5 @@ async function call(method, path, accessToken, body, headers = {}) {
   }
   const sort = (list) => JSON.stringify([...list].sort((a, b) => a.id.localeCompare(b.id)));
   if (sort(found) !== sort(shared)) throw new Error(`files ${sort(found)} are not the shared documents ${sort(shared)}`);
-  console.log(`shl: ${found.length} files decrypted with npm jose are exactly the shared documents`);
-})().catch((e) => {
-  console.error(`shl: FAILED: ${e.message}`);
-  process.exit(1);
-});
+  console.log(`shl: ${found.length} files${preEncrypt ? " (pre-encrypted at issue)" : ""} decrypted with npm jose are exactly the shared documents`);
+}

@@ -17,6 +17,14 @@ namespace PhrFhir.Server.Audit;
 /// </summary>
 public static class AuditEndpoints
 {
+    /// <summary>As GET /metadata declares it on AuditEvent (OperationDefinition AuditEvent-verify-chain in profiles/phrfhir.r4).</summary>
+    public static CapabilityStatement.OperationComponent VerifyChainOperation => new()
+    {
+        Name = "verify-chain",
+        Definition = "http://phrfhir.example/fhir/OperationDefinition/AuditEvent-verify-chain",
+        Documentation = "GET AuditEvent/$verify-chain: the operator checks the access log's hash chain and signed checkpoints (docs/audit.md).",
+    };
+
     public static void Map(IEndpointRouteBuilder app)
     {
         app.MapGet("/AuditEvent/$verify-chain", VerifyAsync).WithMetadata(new FhirAccess(Interaction.Read, "AuditEvent"));

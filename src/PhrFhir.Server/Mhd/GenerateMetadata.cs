@@ -20,6 +20,14 @@ public static class GenerateMetadata
 {
     public const string Url = "https://profiles.ihe.net/ITI/MHD/OperationDefinition/generate-metadata";
 
+    /// <summary>As GET /metadata declares it on DocumentReference.</summary>
+    public static CapabilityStatement.OperationComponent Operation => new()
+    {
+        Name = "generate-metadata",
+        Definition = Url,
+        Documentation = "IHE MHD ITI-106 Generate Metadata: POST DocumentReference/$generate-metadata with a FHIR document Bundle (docs/mhd.md).",
+    };
+
     public static void Map(IEndpointRouteBuilder app) =>
         app.MapPost("/DocumentReference/$generate-metadata", HandleAsync).WithMetadata(new Security.FhirAccess(null)); // entries checked as they are written
 

@@ -104,6 +104,13 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
             });
         }
         Subscriptions.SubscriptionCapabilities.Declare(rest.Resource.Single(r => r.Type == "Subscription"), topics); // backport IG, DSUBm
+        // Every other operation the server serves (OpenApiDescription finds each one's routes and verbs).
+        rest.Resource.Single(r => r.Type == "Patient").Operation.Add(Sharing.ShareEndpoints.Operation);
+        rest.Resource.Single(r => r.Type == "Task").Operation.Add(Workflows.DetailedExamWorklist.Operation);
+        rest.Resource.Single(r => r.Type == "DocumentReference").Operation.Add(Mhd.GenerateMetadata.Operation);
+        rest.Resource.Single(r => r.Type == "AuditEvent").Operation.Add(Audit.AuditEndpoints.VerifyChainOperation);
+        foreach (var resource in rest.Resource) resource.Operation.Add(Validation.ValidateOperation.Operation);
+        rest.Operation.Add(Validation.ValidateOperation.Operation);
         return new CapabilityStatement
         {
             Status = PublicationStatus.Active,

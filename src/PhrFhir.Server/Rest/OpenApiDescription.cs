@@ -32,13 +32,23 @@ public static class OpenApiDescription
     }
 
     public static void MapDocument(IEndpointRouteBuilder app) =>
-        app.MapGet(DocumentPath, (HttpContext ctx, CapabilityStatementBuilder cs) =>
+        app.MapGet(DocumentPath, (HttpContext ctx, CapabilityStatementBuilder cs, EndpointDataSource endpoints) =>
         {
-            var json = Build(cs.Build(FhirResponse.BaseUrl(ctx.Request))).SerializeAsJson(OpenApiSpecVersion.OpenApi3_0);
+            var json = Build(cs.Build(FhirResponse.BaseUrl(ctx.Request)), Routes(endpoints)).SerializeAsJson(OpenApiSpecVersion.OpenApi3_0);
             return Results.Bytes(Encoding.UTF8.GetBytes(json), "application/json");
         }).AllowAnonymous(); // like /metadata: how a client learns the API before it has a token
 
-    public static OpenApiDocument Build(CapabilityStatement cs)
+    /// <summary>The server's routes (pattern and verbs), where the declared operations are looked up.</summary>
+    public static List<(string Pattern, string[] Verbs)> Routes(EndpointDataSource endpoints) =>
+        [.. endpoints.Endpoints.OfType<RouteEndpoint>().Where(e => e.RoutePattern.RawText is not null)
+            .Select(e => (e.RoutePattern.RawText!, e.Metadata.GetMetadata<Microsoft.AspNetCore.Routing.HttpMethodMetadata>()?.HttpMethods.ToArray() ?? []))];
+
+    /// <summary>
+    /// The OpenAPI document of <paramref name="cs"/>. Each declared operation is described at every route the
+    /// server maps for it (<paramref name="routes"/>: system, type and instance level, GET and POST, and routes
+    /// below it such as DELETE Patient/{id}/$share/{link}); without routes, as a type-level POST.
+    /// </summary>
+    public static OpenApiDocument Build(CapabilityStatement cs, IReadOnlyList<(string Pattern, string[] Verbs)>? routes = null)
     {
         var baseUrl = cs.Implementation?.Url ?? "/";
         var rest = cs.Rest[0];
@@ -125,13 +135,11 @@ public static class OpenApiDescription
             if (interactions.Contains(CapabilityStatement.TypeRestfulInteraction.HistoryType))
                 Add($"/{type}/_history", OperationType.Get, $"history of every {type}", new OpenApiOperation { Parameters = HistoryParameters(), Responses = Ok("A history Bundle.", "Bundle") });
             foreach (var operation in resource.Operation)
-                Add($"/{type}/${operation.Name}", OperationType.Post, $"${operation.Name} on {type}", new OpenApiOperation
-                {
-                    Description = (operation.Documentation ?? "") + (operation.Definition is { } def ? $" Definition: {def}" : ""),
-                    RequestBody = Body("Parameters"),
-                    Responses = Ok("The operation's result.", null),
-                });
+                AddOperation(doc, routes, type, operation);
         }
+        foreach (var operation in rest.Operation)
+            AddOperation(doc, routes, null, operation);
+        SmartHealthLinks(doc);
 
         var system = rest.Interaction.Select(i => i.Code).OfType<CapabilityStatement.SystemRestfulInteraction>().ToHashSet();
         if (system.Contains(CapabilityStatement.SystemRestfulInteraction.Transaction) || system.Contains(CapabilityStatement.SystemRestfulInteraction.Batch))
@@ -150,6 +158,84 @@ public static class OpenApiDescription
             Responses = Ok("The CapabilityStatement this description was generated from.", null),
         });
         return doc;
+    }
+
+    /// <summary>
+    /// An operation at each route the server maps for it: "/{type}/$name" and "/{type}/{id}/$name" (also their
+    /// generic "/{type}/…" forms, as $validate's), anything below them, or "/$name" for a system operation.
+    /// </summary>
+    static void AddOperation(OpenApiDocument doc, IReadOnlyList<(string Pattern, string[] Verbs)>? routes, string? type, CapabilityStatement.OperationComponent operation)
+    {
+        var tag = type ?? "system";
+        var description = (operation.Documentation ?? "") + (operation.Definition is { } def ? $" Definition: {def}" : "");
+        var name = "$" + operation.Name;
+        var forms = new List<(string Path, OperationType Verb)>();
+        foreach (var (pattern, verbs) in routes ?? [])
+        {
+            var path = type is not null && pattern.StartsWith("/{type}/", StringComparison.Ordinal) ? "/" + type + pattern["/{type}".Length..] : pattern;
+            var segments = path.Split('/');
+            var matches = type is null
+                ? path == "/" + name
+                : segments.Length >= 3 && segments[1] == type && (segments[2] == name || segments.Length >= 4 && segments[2] == "{id}" && segments[3] == name);
+            if (!matches) continue;
+            foreach (var verb in verbs)
+                if (Enum.TryParse<OperationType>(verb, ignoreCase: true, out var v) && !forms.Contains((path, v))) forms.Add((path, v));
+        }
+        if (routes is null) forms.Add((type is null ? "/" + name : $"/{type}/{name}", OperationType.Post));
+        foreach (var (path, verb) in forms)
+        {
+            var parameters = path.Split('/').Where(s => s.StartsWith('{') && s.EndsWith('}'))
+                .Select(s => PathParameter(s[1..^1], s == "{id}" ? $"The logical id of the {type}." : $"The {s[1..^1]}.")).ToList();
+            Add(doc, path, verb, tag, $"{name} {(type is null ? "(system)" : "on " + type)}", new OpenApiOperation
+            {
+                Description = description,
+                Parameters = parameters,
+                RequestBody = verb is OperationType.Post or OperationType.Put ? Body("Parameters") : null,
+                Responses = verb == OperationType.Delete
+                    ? new OpenApiResponses { ["204"] = new OpenApiResponse { Description = "Done." } }
+                    : Ok("The operation's result.", null),
+            });
+        }
+    }
+
+    /// <summary>
+    /// The recipient's side of a SMART Health Link (docs/sharing.md): no FHIR interaction, so not in /metadata,
+    /// and no token — the URL is the capability.
+    /// </summary>
+    static void SmartHealthLinks(OpenApiDocument doc)
+    {
+        const string Tag = "SMART Health Links";
+        var link = PathParameter("id", "The link id (43 characters), the last segment of the shlink payload's url.");
+        var json = new OpenApiMediaType { Schema = new OpenApiSchema { Type = "object" } };
+        OpenApiResponses Answers(string ok, string type) => new()
+        {
+            ["200"] = new OpenApiResponse { Description = ok, Content = { [type] = new OpenApiMediaType { Schema = new OpenApiSchema { Type = type == "application/json" ? "object" : "string" } } } },
+            ["404"] = new OpenApiResponse { Description = "Not known, expired, revoked or locked (one answer for all)." },
+        };
+        var noToken = new List<OpenApiSecurityRequirement> { new() };
+        var manifest = Answers("The manifest {\"files\": [{contentType, location | embedded}]} (SHL STU1).", "application/json");
+        manifest["401"] = new OpenApiResponse { Description = "Wrong or missing passcode: {\"remainingAttempts\": n}.", Content = { ["application/json"] = json } };
+        manifest["429"] = new OpenApiResponse { Description = "A long-term link polled too often (Retry-After)." };
+        Add(doc, "/shl/{id}", OperationType.Post, Tag, "SHL manifest request", new OpenApiOperation
+        {
+            Description = "Body {\"recipient\", \"passcode\"?, \"embeddedLengthMax\"?}; each file a compact JWE (alg dir, enc A256GCM).",
+            Parameters = [link],
+            RequestBody = new OpenApiRequestBody { Required = true, Content = { ["application/json"] = json } },
+            Responses = manifest,
+            Security = noToken,
+        });
+        Add(doc, "/shl/{id}", OperationType.Get, Tag, "SHL direct file (flag U)", new OpenApiOperation
+        {
+            Parameters = [link, new OpenApiParameter { Name = "recipient", In = ParameterLocation.Query, Required = true, Schema = new OpenApiSchema { Type = "string" } }],
+            Responses = Answers("The link's one file, a compact JWE.", "application/jose"),
+            Security = noToken,
+        });
+        Add(doc, "/shl/file/{token}", OperationType.Get, Tag, "SHL file location (at most an hour; VHL: ITI-68 bytes)", new OpenApiOperation
+        {
+            Parameters = [PathParameter("token", "The location token a manifest or VHL search handed out.")],
+            Responses = Answers("The file's JWE (application/jose), or for a VHL location the document's bytes.", "application/jose"),
+            Security = noToken,
+        });
     }
 
     /// <summary>One operation at a path: its summary, tag, an operationId from the path unless it has one, and the OperationOutcome of a failure.</summary>

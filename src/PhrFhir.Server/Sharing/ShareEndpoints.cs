@@ -23,6 +23,16 @@ public static class ShareEndpoints
     /// <summary>The Consent's actor: whoever holds the link (no token names it, so it grants no token anything).</summary>
     public const string LinkHolderSystem = "urn:phrfhir:share-link";
 
+    /// <summary>$share as GET /metadata declares it on Patient (OperationDefinition Patient-share in profiles/phrfhir.r4).</summary>
+    public static CapabilityStatement.OperationComponent Operation => new()
+    {
+        Name = "share",
+        Definition = "http://phrfhir.example/fhir/OperationDefinition/Patient-share",
+        Documentation = "SMART Health Links (docs/sharing.md): POST Patient/{id}/$share issues a link to chosen DocumentReferences (a PCF Consent, " +
+                        "a folder List, the shlink:/ URI and its QR code); GET Patient/{id}/$share lists the person's links; " +
+                        "DELETE Patient/{id}/$share/{link} revokes one. The recipient opens it at /shl/{link} without a token.",
+    };
+
     public static void Map(IEndpointRouteBuilder app)
     {
         app.MapPost("/Patient/{id}/$share", ShareAsync).WithMetadata(new FhirAccess(Interaction.Create, "Consent"));

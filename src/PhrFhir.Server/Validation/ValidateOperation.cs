@@ -18,6 +18,14 @@ namespace PhrFhir.Server.Validation;
 /// </summary>
 public static class ValidateOperation
 {
+    /// <summary>As GET /metadata declares it: on every type, and at system level (rest.operation) for POST [base]/$validate.</summary>
+    public static CapabilityStatement.OperationComponent Operation => new()
+    {
+        Name = "validate",
+        Definition = "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+        Documentation = "POST [base]/$validate, POST [type]/$validate, GET|POST [type]/{id}/$validate: an OperationOutcome (docs/validation.md).",
+    };
+
     public static void Map(IEndpointRouteBuilder app)
     {
         // Validating a posted resource touches no stored data: any authenticated client may.

@@ -17,6 +17,14 @@ namespace PhrFhir.Server.Workflows;
 /// </summary>
 public static class DetailedExamWorklist
 {
+    /// <summary>As GET /metadata declares it on Task (OperationDefinition Task-detailed-exam-worklist in profiles/phrfhir.r4).</summary>
+    public static CapabilityStatement.OperationComponent Operation => new()
+    {
+        Name = "detailed-exam-worklist",
+        Definition = "http://phrfhir.example/fhir/OperationDefinition/Task-detailed-exam-worklist",
+        Documentation = "GET Task/$detailed-exam-worklist: the detailed exams still owed that the requester may see, counted per judgement and overdue (docs/workflows.md).",
+    };
+
     public static void Map(IEndpointRouteBuilder app) =>
         app.MapGet("/Task/$detailed-exam-worklist", WorklistAsync).WithMetadata(new FhirAccess(Interaction.Search, "Task"));
 

@@ -272,6 +272,19 @@ public sealed class LeakSuiteTests(ServerFixture server)
             if (offered[r.TypeName].Keys.FirstOrDefault(c => c != "_id" && First(r.TypeName, c)?.Contains(marker, StringComparison.Ordinal) == true) is { } code)
                 probes.Add(new Probe(role, "DELETE", $"{r.TypeName}?{code}={Uri.EscapeDataString(First(r.TypeName, code)!)}", null));
         }
+        // Every operation /metadata declares on a type of P's data: at type level and on each of P's resources, by GET and
+        // by POST of an empty Parameters (and $ihe-pix for P's identifier). None may answer differently once P exists.
+        const string NoParameters = """{"resourceType":"Parameters"}""";
+        var operations = cs.Rest[0].Resource.ToDictionary(r => r.Type!, r => r.Operation.Select(o => "$" + o.Name).ToList());
+        foreach (var r in all.Where(r => types.Contains(r.TypeName)))
+            foreach (var op in operations[r.TypeName])
+                foreach (var url in (string[])[$"{r.TypeName}/{op}", $"{r.TypeName}/{r.Id}/{op}"])
+                {
+                    Get(url);
+                    probes.Add(new Probe(role, "POST", url, NoParameters));
+                }
+        if (operations.GetValueOrDefault("Patient")?.Contains("$ihe-pix") == true && types.Contains("Patient"))
+            Get($"Patient/$ihe-pix?sourceIdentifier={Uri.EscapeDataString(PersonSystem + "|" + marker)}");
         return [.. probes.Distinct()];
     }
 
