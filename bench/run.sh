@@ -2,7 +2,10 @@
 # Load benchmark of PhrFhir: builds the server and the bench in Release, then runs the bench, which
 # starts the server on 127.0.0.1 (its embedded PostgreSQL in bench/data/postgres), times start-up,
 # seeds the 100k dataset if it is not there yet, runs the load scenarios and prints the figures.
-#   bash bench/run.sh [--seconds N] [--warmup N] [--clients 1,16] [--scenarios read,search] [--fresh] [--port P] [--no-build]
+#   bash bench/run.sh [--seconds N] [--warmup N] [--clients 1,8] [--scenarios read,search] [--fresh] [--port P] [--no-build] [--tsv FILE]
+#   bash bench/run.sh --base-url URL [--token T | --token-command CMD] [...]
+#     the same rows against any FHIR R4 server already running (peer mode: only the bench is built, nothing started);
+#     bench/compare.sh runs ours, then a peer, and prints both side by side.
 #   bash bench/run.sh --audit [--seconds N] [--clients 1,2] [--rounds N] [--no-build]
 #     ITI-67 with and without authorisation and audit (bench/PhrFhir.AuditBench): builds the server in the
 #     Bench configuration (the only build with the Bench:AuthAndAuditOff switch) and runs that bench.
@@ -17,10 +20,12 @@ pid_file=bench/data/server.pid
 
 build=1
 audit=0
+peer=0
 args=()
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
+        --base-url) peer=1; args+=("$a") ;;
         --audit) audit=1 ;;
         -h|--help) build=0; args+=("$a") ;;
         *) args+=("$a") ;;
@@ -76,6 +81,12 @@ if [ "$audit" = 1 ]; then
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     # The audit bench starts and stops its own servers, on temporary data.
     exec dotnet "$audit_dll" --server-dll "$bench_server_dll" "${args[@]+"${args[@]}"}"
+fi
+
+if [ "$peer" = 1 ]; then
+    [ "$build" = 0 ] || dotnet build -c Release -nologo -v q bench/PhrFhir.Bench
+    echo "date:   $(date -Is)"
+    exec dotnet "$bench_dll" "${args[@]}"
 fi
 
 stop_leftover_server

@@ -38,7 +38,7 @@ public static class JapaneseData
 
     // JP Core Patient: the MRN system is 1.2.392.100495.20.3.51.1 + the 10-digit 保険医療機関コード, here that of
     // kenshin-a (1312345678), the client the load runs as: an institution assigns only in its own domain (docs/identity.md).
-    const string MrnSystem = "urn:oid:1.2.392.100495.20.3.51.11312345678";
+    public const string MrnSystem = "urn:oid:1.2.392.100495.20.3.51.11312345678";
     const string NameRepresentation = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation";
 
     /// <summary>(LOINC, display, 日本語, unit, low, high, decimals)</summary>
@@ -50,9 +50,20 @@ public static class JapaneseData
         ("2339-0", "Glucose [Mass/volume] in Blood", "血糖値", "mg/dL", 70, 160, 0),
     ];
 
-    public static string Patient(Random rnd, string mrn)
+    /// <summary>
+    /// Families of the search row (issue #12: ~2,000 matches per family): rarer names than <see cref="Families"/>,
+    /// none of them a prefix of another name here (kanji or katakana), so a family search finds exactly its own.
+    /// </summary>
+    public static readonly (string Kanji, string Kana)[] SearchFamilies =
+    [
+        ("五十嵐", "イガラシ"), ("東海林", "ショウジ"), ("勅使河原", "テシガワラ"), ("宇佐美", "ウサミ"), ("小鳥遊", "タカナシ"),
+    ];
+
+    public static string Patient(Random rnd, string mrn) => Patient(rnd, mrn, Families[rnd.Next(Families.Length)]);
+
+    public static string Patient(Random rnd, string mrn, (string Kanji, string Kana) family)
     {
-        var (fk, fkana) = Families[rnd.Next(Families.Length)];
+        var (fk, fkana) = family;
         var (gk, gkana, gender) = Givens[rnd.Next(Givens.Length)];
         var birth = new DateOnly(1940, 1, 1).AddDays(rnd.Next(0, 365 * 65));
         var phone = $"090-{rnd.Next(1000, 10000)}-{rnd.Next(1000, 10000)}";

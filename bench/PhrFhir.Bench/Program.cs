@@ -31,19 +31,27 @@ using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.
 using var onHup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => { c.Cancel = true; Interrupted("SIGHUP"); });
 var ct = cts.Token;
 
-var dataRoot = Path.GetDirectoryName(o.DataDirectory)!;
-if (o.Fresh && Directory.Exists(dataRoot))
+var dataRoot = o.Peer ? "" : Path.GetDirectoryName(o.DataDirectory)!;
+if (o.Fresh && !o.Peer && Directory.Exists(dataRoot))
 {
     Console.WriteLine($"--fresh: removing {dataRoot}");
     Directory.Delete(dataRoot, recursive: true);
 }
-var existingCluster = File.Exists(Path.Combine(o.DataDirectory, "PG_VERSION"));
+var existingCluster = !o.Peer && File.Exists(Path.Combine(o.DataDirectory, "PG_VERSION"));
 
 var nproc = Nproc();
 var loadBefore = ProcFs.LoadAverages();
 Console.WriteLine($"machine: nproc {nproc}, load average before {loadBefore}");
-Console.WriteLine($"server:  {o.ServerDll}");
-Console.WriteLine($"data:    {o.DataDirectory} ({(existingCluster ? "existing cluster" : "new cluster: start-up includes initdb")})");
+if (o.Peer)
+{
+    Console.WriteLine($"peer:    {o.BaseUrl} (started by you; the bench starts nothing and sees no server CPU)");
+}
+else
+{
+    Console.WriteLine($"server:  {o.ServerDll}");
+    Console.WriteLine($"data:    {o.DataDirectory} ({(existingCluster ? "existing cluster" : "new cluster: start-up includes initdb")})");
+}
+Console.WriteLine($"ITI-65:  {(o.MhdProfiles == true ? "declares the MHD Minimal profiles (IHE.MHD.Minimal.ProvideBundle …)" : "a plain transaction (no MHD profiles declared)")}");
 Console.WriteLine();
 
 using var handler = new SocketsHttpHandler
@@ -57,10 +65,10 @@ using var handler = new SocketsHttpHandler
     ConnectTimeout = TimeSpan.FromSeconds(5),
 };
 
-var logOffset = File.Exists(Path.Combine(dataRoot, "server.log")) ? new FileInfo(Path.Combine(dataRoot, "server.log")).Length : 0;
+var logOffset = !o.Peer && File.Exists(Path.Combine(dataRoot, "server.log")) ? new FileInfo(Path.Combine(dataRoot, "server.log")).Length : 0;
 var clock = Stopwatch.StartNew();
-var server = ServerProcess.Start(o);
-using var http = new HttpClient(handler) { BaseAddress = server.BaseAddress, Timeout = Timeout.InfiniteTimeSpan };
+var server = o.Peer ? null : ServerProcess.Start(o);
+using var http = new HttpClient(handler) { BaseAddress = o.BaseUrl ?? server!.BaseAddress, Timeout = Timeout.InfiniteTimeSpan };
 http.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/fhir+json"));
 
 var results = new List<ScenarioResult>();
@@ -70,46 +78,71 @@ long postgresPss = 0;
 string loadAfter = "";
 try
 {
-    var startup = await server.WaitForMetadataAsync(http, clock, TimeSpan.FromMinutes(5), ct);
-    Console.WriteLine($"start-up: {startup.TotalMilliseconds:0} ms from process start to the first 200 from GET /metadata (pid {server.Pid}, port {server.Port})");
-    http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await Token.GetAsync(http, ct));
-    if (!server.PidIsServer())
-        Console.WriteLine($"  warning: pid {server.Pid} is not the PhrFhir.Server process; RSS and CPU figures below are not the server's");
-
-    // Seed only when the persistent dataset is short of 100k resources.
-    var dataset = new Dataset(http);
-    var patients = await dataset.CountAsync("Patient", ct);
-    var observations = await dataset.CountAsync("Observation", ct);
-    Console.WriteLine($"dataset: {patients:N0} Patients + {observations:N0} Observations = {patients + observations:N0} resources");
-    List<string> ids = [];
-    if (patients + observations < Dataset.TargetResources)
+    if (server is not null)
     {
-        Console.WriteLine($"seeding to ≥ {Dataset.TargetResources:N0} resources: transaction Bundles of 100 entries (20 Patients + 80 Observations), 4 concurrent senders");
-        var seed = await dataset.SeedAsync(patients + observations, ct);
-        Console.WriteLine($"seed: {seed.Resources:N0} resources in {seed.Bundles - seed.FailedBundles:N0} Bundles in {seed.Took.TotalSeconds:0.0} s = " +
-                          $"{seed.Resources / seed.Took.TotalSeconds:0} resources/s ({(seed.Bundles - seed.FailedBundles) / seed.Took.TotalSeconds:0.0} Bundles/s)" +
-                          (seed.FailedBundles > 0 ? $", {seed.FailedBundles} Bundles FAILED, first: {seed.Failures[0]}" : ""));
-        ids = seed.PatientIds;
-        patients = await dataset.CountAsync("Patient", ct);
-        observations = await dataset.CountAsync("Observation", ct);
-        Console.WriteLine($"dataset: {patients:N0} Patients + {observations:N0} Observations = {patients + observations:N0} resources");
+        var startup = await server.WaitForMetadataAsync(http, clock, TimeSpan.FromMinutes(5), ct);
+        Console.WriteLine($"start-up: {startup.TotalMilliseconds:0} ms from process start to the first 200 from GET /metadata (pid {server.Pid}, port {server.Port})");
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await Token.GetAsync(http, ct));
+        if (!server.PidIsServer())
+            Console.WriteLine($"  warning: pid {server.Pid} is not the PhrFhir.Server process; RSS and CPU figures below are not the server's");
     }
     else
     {
-        Console.WriteLine("seed: skipped (dataset already has ≥ 100,000 resources; --fresh to rebuild it)");
+        var up = await ServerProcess.WaitForPeerAsync(http, TimeSpan.FromMinutes(5), ct);
+        Console.WriteLine($"peer: GET /metadata answered 200 ({up})");
+        if (await Token.FromOptionsAsync(o, ct) is { } token)
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
     }
-    if (ids.Count < 1000)
+
+    // The five rows' data (any server, plain FHIR REST), topped up to what the rows need.
+    Rows? rows = null;
+    if (o.Scenarios.Any(LoadScenarios.FiveRows.Contains))
     {
-        var sw = Stopwatch.StartNew();
-        ids = await dataset.PatientsWithObservationsAsync(pages: 10, ct);
-        Console.WriteLine($"ids: {ids.Count:N0} Patients with Observations found via GET /Observation?_count=1000 in {sw.Elapsed.TotalSeconds:0.0} s");
+        rows = new Rows(http, o.MhdProfiles == true);
+        await rows.SeedAsync(ct);
     }
-    if (ids.Count == 0) throw new InvalidOperationException("no Patient ids to read: the dataset has no Observations with a Patient subject");
+
+    // The 100k Patients + Observations dataset, only for the scenarios that read it.
+    List<string> ids = [];
+    if (o.Scenarios.Any(LoadScenarios.NeedsDataset))
+    {
+        var dataset = new Dataset(http);
+        var patients = await dataset.CountAsync("Patient", ct);
+        var observations = await dataset.CountAsync("Observation", ct);
+        Console.WriteLine($"dataset: {patients:N0} Patients + {observations:N0} Observations = {patients + observations:N0} resources");
+        if (patients + observations < Dataset.TargetResources)
+        {
+            Console.WriteLine($"seeding to ≥ {Dataset.TargetResources:N0} resources: transaction Bundles of 100 entries (20 Patients + 80 Observations), 4 concurrent senders");
+            var seed = await dataset.SeedAsync(patients + observations, ct);
+            Console.WriteLine($"seed: {seed.Resources:N0} resources in {seed.Bundles - seed.FailedBundles:N0} Bundles in {seed.Took.TotalSeconds:0.0} s = " +
+                              $"{seed.Resources / seed.Took.TotalSeconds:0} resources/s ({(seed.Bundles - seed.FailedBundles) / seed.Took.TotalSeconds:0.0} Bundles/s)" +
+                              (seed.FailedBundles > 0 ? $", {seed.FailedBundles} Bundles FAILED, first: {seed.Failures[0]}" : ""));
+            ids = seed.PatientIds;
+            patients = await dataset.CountAsync("Patient", ct);
+            observations = await dataset.CountAsync("Observation", ct);
+            Console.WriteLine($"dataset: {patients:N0} Patients + {observations:N0} Observations = {patients + observations:N0} resources");
+        }
+        else
+        {
+            Console.WriteLine("seed: skipped (dataset already has ≥ 100,000 resources; --fresh to rebuild it)");
+        }
+        if (ids.Count < 1000)
+        {
+            var sw = Stopwatch.StartNew();
+            ids = await dataset.PatientsWithObservationsAsync(pages: 10, ct);
+            Console.WriteLine($"ids: {ids.Count:N0} Patients with Observations found via GET /Observation?_count=1000 in {sw.Elapsed.TotalSeconds:0.0} s");
+        }
+        if (ids.Count == 0) throw new InvalidOperationException("no Patient ids to read: the dataset has no Observations with a Patient subject");
+    }
+    else if (rows is not null)
+    {
+        ids = rows.ReadIds;
+    }
 
     Console.WriteLine();
     Console.WriteLine($"load: {o.Seconds} s per run after a {o.WarmupSeconds} s warm-up; {string.Join(", ", o.Scenarios)} × clients {string.Join("/", o.Clients)}");
-    var load = new LoadScenarios(http, ids);
-    (double, double) Cpu() => (ProcFs.CpuSeconds(server.Pid), ProcFs.PostgresCpuSeconds(o.DataDirectory));
+    var load = new LoadScenarios(http, ids, rows);
+    (double, double) Cpu() => server is null ? (o.ServerPid is { } pid ? ProcFs.CpuSeconds(pid) : double.NaN, o.PostgresData is { } pg ? ProcFs.PostgresCpuSeconds(pg) : double.NaN) : (ProcFs.CpuSeconds(server.Pid), ProcFs.PostgresCpuSeconds(o.DataDirectory));
     foreach (var scenario in o.Scenarios)
     {
         Console.WriteLine($"  {scenario}: e.g. {await load.ProbeAsync(scenario, ct)}");
@@ -133,19 +166,26 @@ catch (Exception e)
 finally
 {
     loadAfter = ProcFs.LoadAverages();
-    peakRss = ProcFs.StatusBytes(server.Pid, "VmHWM");
-    postgresPss = ProcFs.PostgresPids(o.DataDirectory).Sum(ProcFs.PssBytes);
+    if (server is not null)
+    {
+        peakRss = ProcFs.StatusBytes(server.Pid, "VmHWM");
+        postgresPss = ProcFs.PostgresPids(o.DataDirectory).Sum(ProcFs.PssBytes);
+    }
 }
-var stop = await server.StopAsync(TimeSpan.FromSeconds(60));
+var stop = server is null ? default : await server.StopAsync(TimeSpan.FromSeconds(60));
 
 Console.WriteLine();
 if (results.Count > 0) Console.Write(Report.Table(results));
+if (o.Tsv is not null) File.WriteAllText(o.Tsv, Report.Tsv(results));
 Console.Write(Report.Errors(results));
 Console.WriteLine();
 Console.WriteLine($"machine: nproc {nproc}; load average (uptime) before {loadBefore}; after {loadAfter}");
-Console.WriteLine($"memory:  server peak RSS (VmHWM) {Report.Mb(peakRss)}; PostgreSQL PSS at end {Report.Mb(postgresPss)} (postmaster + backends)");
-Console.WriteLine($"stop:    {stop.How} → exit in {stop.Took.TotalSeconds:0.0} s, exit code {stop.ExitCode}");
-Console.Write(Report.ServerLog(server.LogFile, logOffset));
+if (server is not null)
+{
+    Console.WriteLine($"memory:  server peak RSS (VmHWM) {Report.Mb(peakRss)}; PostgreSQL PSS at end {Report.Mb(postgresPss)} (postmaster + backends)");
+    Console.WriteLine($"stop:    {stop.How} → exit in {stop.Took.TotalSeconds:0.0} s, exit code {stop.ExitCode}");
+    Console.Write(Report.ServerLog(server.LogFile, logOffset));
+}
 if (failure is not null)
 {
     Console.WriteLine($"bench did not finish: {failure}");

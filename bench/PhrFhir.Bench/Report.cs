@@ -9,11 +9,26 @@ public static class Report
     public static string Table(IEnumerable<ScenarioResult> results)
     {
         var sb = new StringBuilder();
-        sb.AppendLine("scenario             clients  requests     req/s   p50 ms   p95 ms   p99 ms  errors   cpu% of one core: server / postgres / bench   machine busy");
-        sb.AppendLine("-------------------  -------  --------  --------  -------  -------  -------  ------   ------------------------------------------   ------------");
+        sb.AppendLine("scenario             clients  requests     req/s   p50 ms   p95 ms   p99 ms  errors   cpu% of one core: server / postgres / bench   machine busy   cpu ms/req: server / postgres");
+        sb.AppendLine("-------------------  -------  --------  --------  -------  -------  -------  ------   ------------------------------------------   ------------   -----------------------------");
         foreach (var r in results)
             sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"{r.Scenario,-19}  {r.Clients,7}  {r.Requests,8}  {r.RequestsPerSecond,8:0.0}  {r.P50Ms,7:0.0}  {r.P95Ms,7:0.0}  {r.P99Ms,7:0.0}  {r.Errors,6}   {r.ServerCpu,25:0} / {r.PostgresCpu,8:0} / {r.BenchCpu,5:0}   {r.MachineBusy,11:0}%"));
+                $"{r.Scenario,-19}  {r.Clients,7}  {r.Requests,8}  {r.RequestsPerSecond,8:0.0}  {r.P50Ms,7:0.0}  {r.P95Ms,7:0.0}  {r.P99Ms,7:0.0}  {r.Errors,6}   {Cpu(r.ServerCpu),25} / {Cpu(r.PostgresCpu),8} / {r.BenchCpu,5:0}   {r.MachineBusy,11:0}%   {Ms(r.ServerCpuMsPerRequest),19} / {Ms(r.PostgresCpuMsPerRequest),8}"));
+        return sb.ToString();
+    }
+
+    /// <summary>"-" where the bench cannot see the process (peer mode).</summary>
+    static string Cpu(double percent) => double.IsNaN(percent) ? "-" : percent.ToString("0", CultureInfo.InvariantCulture);
+
+    static string Ms(double ms) => double.IsNaN(ms) ? "-" : ms.ToString("0.00", CultureInfo.InvariantCulture);
+
+    /// <summary>The table as tab-separated values with a header line, for bench/compare.sh.</summary>
+    public static string Tsv(IEnumerable<ScenarioResult> results)
+    {
+        var sb = new StringBuilder("scenario\tclients\trequests\treq_s\tp50_ms\tp95_ms\tp99_ms\terrors\tserver_cpu\tmachine_busy\tserver_cpu_ms_per_req\tpostgres_cpu_ms_per_req\n");
+        foreach (var r in results)
+            sb.Append(string.Create(CultureInfo.InvariantCulture,
+                $"{r.Scenario}\t{r.Clients}\t{r.Requests}\t{r.RequestsPerSecond:0.0}\t{r.P50Ms:0.0}\t{r.P95Ms:0.0}\t{r.P99Ms:0.0}\t{r.Errors}\t{Cpu(r.ServerCpu)}\t{r.MachineBusy:0}\t{Ms(r.ServerCpuMsPerRequest)}\t{Ms(r.PostgresCpuMsPerRequest)}\n"));
         return sb.ToString();
     }
 

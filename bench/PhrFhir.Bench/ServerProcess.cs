@@ -93,6 +93,35 @@ public sealed class ServerProcess
         }
     }
 
+    /// <summary>Peer mode: polls GET /metadata of a server someone else started (HAPI takes a minute to come up) until it answers 200.</summary>
+    public static async Task<string> WaitForPeerAsync(HttpClient http, TimeSpan limit, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        var last = "";
+        while (sw.Elapsed < limit)
+        {
+            try
+            {
+                using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                cts.CancelAfter(TimeSpan.FromSeconds(30));
+                using var resp = await http.GetAsync("metadata", cts.Token);
+                var body = await resp.Content.ReadAsStringAsync(ct);
+                if (resp.StatusCode == HttpStatusCode.OK)
+                {
+                    using var doc = System.Text.Json.JsonDocument.Parse(body);
+                    var software = doc.RootElement.TryGetProperty("software", out var s) && s.TryGetProperty("name", out var n) ? n.GetString() : null;
+                    var version = doc.RootElement.TryGetProperty("software", out s) && s.TryGetProperty("version", out var v) ? v.GetString() : null;
+                    return $"{software ?? "software not named"} {version}, fhirVersion {(doc.RootElement.TryGetProperty("fhirVersion", out var f) ? f.GetString() : "?")}".Trim();
+                }
+                last = $"{(int)resp.StatusCode}";
+            }
+            catch (HttpRequestException e) { last = e.Message; }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested) { last = "no answer within 30 s"; }
+            await Task.Delay(1000, ct);
+        }
+        throw new TimeoutException($"GET {http.BaseAddress}metadata: no 200 within {limit.TotalSeconds:0} s (last: {last})");
+    }
+
     /// <summary>
     /// The process and cmdline check: with sh → setsid → dotnet all exec'ing, the pid must be the server's.
     /// </summary>
