@@ -402,7 +402,16 @@ public sealed class ShareLinkTests(ServerFixture server)
     {
         var s = await PersonWithDocumentsAsync(3);
         var shared = s.Documents.Take(2).ToList();
-        var link = await ShareAsync(s, ShareParameters(shared.Select(d => d.Id), passcode: "sealed-1", preEncrypt: true));
+        // A third shared document that is no checkup record (those are kept five years), deleted below.
+        var note = await Fhir.ExpectAsync<DocumentReference>(await s.Person.PostAsync("DocumentReference", Fhir.Json(new DocumentReference
+        {
+            Status = DocumentReferenceStatus.Current,
+            MasterIdentifier = new Identifier("urn:ietf:rfc:3986", "urn:oid:1.2.392.200119.6.999." + Random.Shared.NextInt64(1, long.MaxValue)),
+            Subject = new ResourceReference("Patient/" + s.Patient),
+            Content = [new DocumentReference.ContentComponent { Attachment = new Attachment { ContentType = "text/plain", Data = "メモ"u8.ToArray() } }],
+        })), HttpStatusCode.Created);
+        var link = await ShareAsync(s, ShareParameters([.. shared.Select(d => d.Id), note.Id], passcode: "sealed-1", preEncrypt: true));
+        Assert.Equal(HttpStatusCode.NoContent, (await s.Person.DeleteAsync("DocumentReference/" + note.Id)).StatusCode);
 
         // The server kept the ciphertext and not the key: in no form (base64url, base64, hex) is it in the rows.
         var stored = await server.Services.GetRequiredService<PhrFhir.Storage.FhirStore>().ShareLinkAsync(link.LinkId, default);
@@ -414,7 +423,8 @@ public sealed class ShareLinkTests(ServerFixture server)
             Assert.DoesNotContain(form, rows, StringComparison.OrdinalIgnoreCase);
 
         // So every file the manifest answers (location and embedded) is one encrypted at issue, and it decrypts
-        // with the payload's key to exactly the shared documents.
+        // with the payload's key to exactly the shared documents — but for the one deleted since, which the
+        // server (checking the document, not the file it cannot read) no longer serves.
         var byLocation = Contents(await FilesAsync(link, await ManifestAsync(link, "sealed-1")));
         Assert.Equal(shared.OrderBy(d => d.Id).Select(d => (d.Id, Convert.ToBase64String(d.Bytes))),
             byLocation.OrderBy(d => d.Id).Select(d => (d.Id, Convert.ToBase64String(d.Bytes))));
