@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using Hl7.Fhir.Model;
+using Hl7.Fhir.Serialization;
 
 namespace PhrFhir.Server.Tests;
 
@@ -102,7 +103,7 @@ public sealed class OpenApiTests(ServerFixture server)
             // profiles/phrfhir.r4 publishes it under its canonical, for the type and with the code /metadata says.
             var file = Repository.File("profiles", "phrfhir.r4", "package", $"OperationDefinition-{op.Definition.Split('/')[^1]}.json");
             Assert.True(File.Exists(file), $"{op.Definition}: no {file}");
-            var definition = new Hl7.Fhir.Serialization.FhirJsonDeserializer().Deserialize<OperationDefinition>(await File.ReadAllTextAsync(file));
+            var definition = new FhirJsonDeserializer().Deserialize<OperationDefinition>(await File.ReadAllTextAsync(file));
             Assert.Equal(op.Definition, definition.Url);
             Assert.Equal(op.Name, definition.Code);
             Assert.Contains(type, definition.Resource.Select(r => r?.ToString()));
