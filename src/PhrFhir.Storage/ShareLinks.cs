@@ -33,6 +33,21 @@ public sealed partial class WriteTransaction
         Add("insert into fhir.share_link_file (link, document, jwe) select $1, d, j from unnest($2::text[], $3::text[]) as f(d, j)",
             link, files.Select(f => f.Document).ToArray(), files.Select(f => f.Jwe).ToArray());
 
+    /// <summary>
+    /// More documents for a long-term link (its Consent and folder List are updated in the same transaction);
+    /// false when it is not the patient's, revoked or not long-term.
+    /// </summary>
+    public async Task<bool> AddShareLinkDocumentsAsync(string id, string patient, string[] documents, CancellationToken ct)
+    {
+        await FlushAsync(ct);
+        await using var cmd = new NpgsqlCommand(
+            "update fhir.share_link set documents = documents || $3::text[] where id = $1 and patient = $2 and revoked is null and strpos(flags, 'L') > 0", _conn, _tx);
+        cmd.Parameters.Add(new() { Value = id });
+        cmd.Parameters.Add(new() { Value = patient });
+        cmd.Parameters.Add(new() { Value = documents });
+        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+    }
+
     /// <summary>Marks a link revoked (its Consent is made inactive in the same transaction); false when there is none to revoke.</summary>
     public async Task<bool> RevokeShareLinkAsync(string id, string patient, CancellationToken ct)
     {

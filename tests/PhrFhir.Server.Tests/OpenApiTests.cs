@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using Hl7.Fhir.Model;
+using Hl7.Fhir.Serialization;
 
 namespace PhrFhir.Server.Tests;
 
@@ -82,25 +83,30 @@ public sealed class OpenApiTests(ServerFixture server)
     public async System.Threading.Tasks.Task Every_operation_the_server_serves_is_described_at_its_route_and_verb(string verb, string path)
     {
         var (_, api) = await BothAsync();
-        Assert.True(api.GetProperty("paths").TryGetProperty(path, out var item) && item.TryGetProperty(verb, out var op), $"{verb} {path} is not in the OpenAPI description");
+        var op = api.GetProperty("paths").TryGetProperty(path, out var item) && item.TryGetProperty(verb, out var found) ? found : default;
+        Assert.True(op.ValueKind == JsonValueKind.Object, $"{verb} {path} is not in the OpenAPI description");
         // Each {name} in the path is a declared path parameter (an OpenAPI validator refuses it otherwise).
         foreach (var name in path.Split('/').Where(x => x.StartsWith('{')))
             Assert.Contains(op.GetProperty("parameters").EnumerateArray(), x => "{" + x.GetProperty("name").GetString() + "}" == name && x.GetProperty("in").GetString() == "path");
     }
 
     [Fact]
-    public async System.Threading.Tasks.Task Every_declared_operation_of_our_own_has_its_OperationDefinition_served()
+    public async System.Threading.Tasks.Task Every_declared_operation_of_our_own_has_its_OperationDefinition_in_our_package()
     {
         var (cs, _) = await BothAsync();
-        var declared = cs.Rest[0].Resource.SelectMany(r => r.Operation).Concat(cs.Rest[0].Operation).Select(o => o.Definition).Distinct().ToList();
-        Assert.Contains("http://phrfhir.example/fhir/OperationDefinition/Patient-share", declared);
-        Assert.Contains("http://hl7.org/fhir/OperationDefinition/Resource-validate", declared);
-        Assert.Contains(cs.Rest[0].Resource.Single(r => r.Type == "Task").Operation, o => o.Name == "detailed-exam-worklist");
-        foreach (var url in declared.Where(d => d.StartsWith("http://phrfhir.example/", StringComparison.Ordinal)))
+        var declared = cs.Rest[0].Resource.SelectMany(r => r.Operation.Select(o => (Type: r.Type, Op: o))).Concat(cs.Rest[0].Operation.Select(o => (Type: (string?)null, Op: o))).ToList();
+        Assert.Contains(declared, d => d.Op.Definition == "http://phrfhir.example/fhir/OperationDefinition/Patient-share" && d.Type == "Patient");
+        Assert.Contains(declared, d => d.Op.Definition == "http://hl7.org/fhir/OperationDefinition/Resource-validate" && d.Type is null);
+        Assert.Contains(declared, d => d.Op.Name == "detailed-exam-worklist" && d.Type == "Task");
+        foreach (var (type, op) in declared.Where(d => d.Op.Definition.StartsWith("http://phrfhir.example/", StringComparison.Ordinal)))
         {
-            var found = await Fhir.ExpectAsync<Bundle>(await server.Anonymous.GetAsync("OperationDefinition?url=" + Uri.EscapeDataString(url)), HttpStatusCode.OK);
-            var definition = Assert.IsType<OperationDefinition>(Assert.Single(found.Entry).Resource);
-            Assert.Equal(url.Split('/')[^1], definition.Id);
+            // profiles/phrfhir.r4 publishes it under its canonical, for the type and with the code /metadata says.
+            var file = Repository.File("profiles", "phrfhir.r4", "package", $"OperationDefinition-{op.Definition.Split('/')[^1]}.json");
+            Assert.True(File.Exists(file), $"{op.Definition}: no {file}");
+            var definition = new FhirJsonDeserializer().Deserialize<OperationDefinition>(await File.ReadAllTextAsync(file));
+            Assert.Equal(op.Definition, definition.Url);
+            Assert.Equal(op.Name, definition.Code);
+            Assert.Contains(type, definition.Resource.Select(r => r?.ToString()));
         }
     }
 

@@ -53,7 +53,7 @@ public static class ShareEndpoints
         return policy;
     }
 
-    sealed record ShareRequest(List<string> Documents, string? Passcode, DateTimeOffset? Expires, string? Label, bool LongTerm, bool DirectFile, bool? PreEncrypt);
+    sealed record ShareRequest(List<string> Documents, string? Passcode, DateTimeOffset? Expires, string? Label, bool LongTerm, bool DirectFile, bool? PreEncrypt, string? Link);
 
     static ShareRequest Parse(Resource body)
     {
@@ -64,6 +64,7 @@ public static class ShareEndpoints
         DateTimeOffset? expires = null;
         bool longTerm = false, directFile = false;
         bool? preEncrypt = null;
+        string? link = null;
         for (var i = 0; i < p.Parameter.Count; i++)
         {
             var at = $"Parameters.parameter[{i}]";
@@ -99,17 +100,23 @@ public static class ShareEndpoints
                 case "directFile":
                     directFile = parameter.Value is FhirBoolean { Value: { } df } ? df : throw FhirError.BadRequest("directFile is a boolean.", at + ".valueBoolean");
                     break;
+                case "link":
+                    link = parameter.Value is FhirString { Value: { Length: > 0 } li } ? li : throw FhirError.BadRequest("link is the id of one of the person's links.", at + ".valueString");
+                    break;
                 case "preEncrypt":
                     preEncrypt = parameter.Value is FhirBoolean { Value: { } pe } ? pe : throw FhirError.BadRequest("preEncrypt is a boolean.", at + ".valueBoolean");
                     break;
                 default:
-                    throw FhirError.BadRequest($"$share has no parameter '{parameter.Name}' (documentReference, passcode, expires, label, longTerm, directFile, preEncrypt). (不明なパラメータです)", at + ".name");
+                    throw FhirError.BadRequest($"$share has no parameter '{parameter.Name}' (documentReference, passcode, expires, label, longTerm, directFile, preEncrypt, link). (不明なパラメータです)", at + ".name");
             }
         }
         if (documents.Count == 0)
             throw FhirError.BadRequest("$share needs at least one documentReference. (共有する文書を指定してください)", "Parameters.parameter");
         if (documents.Count > 100)
             throw FhirError.BadRequest("$share shares at most 100 documents per link. (1 つのリンクで共有できる文書は 100 件までです)", "Parameters.parameter");
+        // Adding to an existing link changes its documents only: its flags, passcode, expiry and label stay as issued.
+        if (link is not null && p.Parameter.Any(x => x.Name is not ("documentReference" or "link")))
+            throw FhirError.BadRequest("With link (adding documents to a long-term link), $share takes documentReference only. (link 指定時は documentReference のみ指定できます)", "Parameters.parameter");
         // SHL STU1: flag U (a single file fetched directly) cannot be combined with P, nor with L.
         if (directFile && passcode is not null)
             throw FhirError.BadRequest("directFile (flag U) cannot be combined with a passcode (flag P): SHL STU1. (U と P は併用できません)", "Parameters.parameter");
@@ -121,7 +128,7 @@ public static class ShareEndpoints
             throw new FhirError(HttpStatusCode.UnprocessableEntity, OperationOutcome.IssueType.BusinessRule,
                 "preEncrypt cannot be combined with longTerm (flag L): a pre-encrypted link is a snapshot taken at issue and the server keeps no key to encrypt updates. (事前暗号化は長期リンクと併用できません)",
                 "Parameters.parameter");
-        return new ShareRequest([.. documents.Distinct()], passcode, expires, label, longTerm, directFile, preEncrypt);
+        return new ShareRequest([.. documents.Distinct()], passcode, expires, label, longTerm, directFile, preEncrypt, link);
     }
 
     static async Task ShareAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, IOptions<SharingOptions> options, string id)
@@ -134,6 +141,11 @@ public static class ShareEndpoints
             // Only the patient's own documents; anyone else's answers exactly as a missing one.
             if (await store.ReadAsync("DocumentReference", doc, ct) is not { Deleted: false } stored || stored.Person != id)
                 throw FhirError.NotFound($"DocumentReference/{doc} is not a document of Patient/{id}. (この患者の文書ではありません)");
+        if (request.Link is { } existing)
+        {
+            await AddToLinkAsync(ctx, store, writes, id, existing, request.Documents);
+            return;
+        }
 
         var linkId = LinkSecrets.NewId();
         var key = LinkSecrets.NewKey();
@@ -204,6 +216,59 @@ public static class ShareEndpoints
                 new() { Name = "folder", Value = new ResourceReference("List/" + linkId) },
             ],
         }, 201);
+    }
+
+    /// <summary>
+    /// `$share` with `link`: more documents for a long-term link (SHL flag L: "the SHLink may be updated"), in one
+    /// transaction — the link row, its Consent's provision.data and its folder List — so the next manifest request
+    /// lists them. Only the person's own active L link (another's, a revoked or unknown one: 404); a link that is not
+    /// long-term is a fixed set its recipient was promised (422). The answer repeats the link's shlink.
+    /// </summary>
+    static async Task AddToLinkAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, string patient, string linkId, List<string> documents)
+    {
+        var ct = ctx.RequestAborted;
+        var link = await LinkAccess.LiveAsync(store, linkId, ct);
+        if (link is null || link.Patient != patient)
+            throw FhirError.NotFound($"Patient/{patient} has no active link '{linkId}'. (有効な共有リンクがありません)");
+        if (!link.Flags.Contains('L') || link.ContentKey is not { } key)
+            throw new FhirError(HttpStatusCode.UnprocessableEntity, OperationOutcome.IssueType.BusinessRule,
+                "Documents are added only to a long-term link (flag L); this link's set was fixed when it was issued: share them with a new link. (文書を追加できるのは長期リンク (L) のみです)", "Parameters.parameter");
+        var added = documents.Where(d => !link.Documents.Contains(d)).ToList();
+        if (link.Documents.Length + added.Count > 100)
+            throw FhirError.BadRequest("A link shares at most 100 documents. (1 つのリンクで共有できる文書は 100 件までです)", "Parameters.parameter");
+
+        await using var tx = await ctx.BeginAuditedWriteAsync();
+        if (added.Count > 0)
+        {
+            if (!await tx.AddShareLinkDocumentsAsync(linkId, patient, [.. added], ct))
+                throw FhirError.NotFound($"Patient/{patient} has no active link '{linkId}'. (有効な共有リンクがありません)");
+            if (await tx.ReadAsync("Consent", link.Consent, ct) is { Deleted: false } storedConsent)
+            {
+                var consent = (Consent)FhirFormat.ParseStored(storedConsent.Json);
+                (consent.Provision ??= new Consent.provisionComponent()).Data.AddRange(added.Select(d => new Consent.provisionDataComponent { Meaning = Consent.ConsentDataMeaning.Instance, Reference = new ResourceReference("DocumentReference/" + d) }));
+                await writes.UpdateAsync(tx, "Consent", link.Consent, consent, null, ct);
+            }
+            if (await tx.ReadAsync("List", linkId, ct) is { Deleted: false } storedList)
+            {
+                var folder = (List)FhirFormat.ParseStored(storedList.Json);
+                folder.Entry.AddRange(added.Select(d => new List.EntryComponent { Item = new ResourceReference("DocumentReference/" + d) }));
+                await writes.UpdateAsync(tx, "List", linkId, folder, null, ct);
+            }
+        }
+        await tx.CommitAsync(ct);
+        var url = $"{FhirResponse.BaseUrl(ctx.Request)}/shl/{linkId}";
+        await FhirResponse.ResourceAsync(ctx, new Parameters
+        {
+            Parameter =
+            [
+                new() { Name = "shlink", Value = new FhirString(Shlink(url, key, link.Expires, link.Flags, link.Label)) },
+                new() { Name = "link", Value = new FhirString(linkId) },
+                new() { Name = "url", Value = new FhirUrl(url) },
+                new() { Name = "consent", Value = new ResourceReference("Consent/" + link.Consent) },
+                new() { Name = "folder", Value = new ResourceReference("List/" + linkId) },
+                .. link.Documents.Concat(added).Select(d => new Parameters.ParameterComponent { Name = "documentReference", Value = new ResourceReference("DocumentReference/" + d) }),
+            ],
+        }, 200);
     }
 
     /// <summary>SHL STU1 "Construct a SHLink Payload": shlink:/ + base64url of {url, key, exp, flag, label, v}.</summary>

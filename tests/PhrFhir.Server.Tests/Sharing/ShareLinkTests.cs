@@ -402,7 +402,16 @@ public sealed class ShareLinkTests(ServerFixture server)
     {
         var s = await PersonWithDocumentsAsync(3);
         var shared = s.Documents.Take(2).ToList();
-        var link = await ShareAsync(s, ShareParameters(shared.Select(d => d.Id), passcode: "sealed-1", preEncrypt: true));
+        // A third shared document that is no checkup record (those are kept five years), deleted below.
+        var note = await Fhir.ExpectAsync<DocumentReference>(await s.Person.PostAsync("DocumentReference", Fhir.Json(new DocumentReference
+        {
+            Status = DocumentReferenceStatus.Current,
+            MasterIdentifier = new Identifier("urn:ietf:rfc:3986", "urn:oid:1.2.392.200119.6.999." + Random.Shared.NextInt64(1, long.MaxValue)),
+            Subject = new ResourceReference("Patient/" + s.Patient),
+            Content = [new DocumentReference.ContentComponent { Attachment = new Attachment { ContentType = "text/plain", Data = "メモ"u8.ToArray() } }],
+        })), HttpStatusCode.Created);
+        var link = await ShareAsync(s, ShareParameters([.. shared.Select(d => d.Id), note.Id], passcode: "sealed-1", preEncrypt: true));
+        Assert.Equal(HttpStatusCode.NoContent, (await s.Person.DeleteAsync("DocumentReference/" + note.Id)).StatusCode);
 
         // The server kept the ciphertext and not the key: in no form (base64url, base64, hex) is it in the rows.
         var stored = await server.Services.GetRequiredService<PhrFhir.Storage.FhirStore>().ShareLinkAsync(link.LinkId, default);
@@ -414,7 +423,8 @@ public sealed class ShareLinkTests(ServerFixture server)
             Assert.DoesNotContain(form, rows, StringComparison.OrdinalIgnoreCase);
 
         // So every file the manifest answers (location and embedded) is one encrypted at issue, and it decrypts
-        // with the payload's key to exactly the shared documents.
+        // with the payload's key to exactly the shared documents — but for the one deleted since, which the
+        // server (checking the document, not the file it cannot read) no longer serves.
         var byLocation = Contents(await FilesAsync(link, await ManifestAsync(link, "sealed-1")));
         Assert.Equal(shared.OrderBy(d => d.Id).Select(d => (d.Id, Convert.ToBase64String(d.Bytes))),
             byLocation.OrderBy(d => d.Id).Select(d => (d.Id, Convert.ToBase64String(d.Bytes))));
@@ -499,7 +509,12 @@ public sealed class ShareLinkTests(ServerFixture server)
         using var physician = await server.ClientAsync("test-physician");
         var form = new FormUrlEncodedContent(new Dictionary<string, string>
         {
-            ["_id"] = link.LinkId, ["code"] = "folder", ["status"] = "current", ["_include"] = "List:item", ["recipient"] = "Dr. 佐藤", ["passcode"] = "wrong",
+            ["_id"] = link.LinkId,
+            ["code"] = "folder",
+            ["status"] = "current",
+            ["_include"] = "List:item",
+            ["recipient"] = "Dr. 佐藤",
+            ["passcode"] = "wrong",
         });
         var refused = await physician.PostAsync("List/_search", form);
         var outcome = await Fhir.ExpectAsync<OperationOutcome>(refused, HttpStatusCode.UnprocessableEntity);
@@ -508,4 +523,54 @@ public sealed class ShareLinkTests(ServerFixture server)
         // The SHL manifest still serves it.
         Assert.Single(Contents(await FilesAsync(link, await ManifestAsync(link, "vhl-sealed"))));
     }
+
+    static Parameters AddParameters(string link, params string[] documents)
+    {
+        var p = new Parameters();
+        foreach (var d in documents) p.Parameter.Add(new() { Name = "documentReference", Value = new ResourceReference("DocumentReference/" + d) });
+        p.Parameter.Add(new() { Name = "link", Value = new FhirString(link) });
+        return p;
+    }
+
+    [Fact]
+    public async Task Documents_added_to_a_long_term_link_are_in_its_next_manifest_its_Consent_and_its_folder()
+    {
+        var s = await PersonWithDocumentsAsync(3);
+        var link = await ShareAsync(s, ShareParameters([s.Documents[0].Id], longTerm: true));
+        var added = await Fhir.ExpectAsync<Parameters>(
+            await s.Person.PostAsync($"Patient/{s.Patient}/$share", Fhir.Json(AddParameters(link.LinkId, s.Documents[1].Id, s.Documents[2].Id, s.Documents[0].Id))), HttpStatusCode.OK);
+        // The same link: the recipient's shlink (and QR) stay valid.
+        Assert.Equal(link.Shlink, ((FhirString)added.GetSingle("shlink").Value).Value);
+
+        var files = Contents(await FilesAsync(link, await ManifestAsync(link, null)));
+        Assert.Equal(s.Documents.Select(d => d.Id).Order(), files.Select(f => f.Id).Order());
+        var consent = await Fhir.ExpectAsync<Consent>(await s.Person.GetAsync(link.Consent), HttpStatusCode.OK);
+        Assert.Equal(s.Documents.Select(d => "DocumentReference/" + d.Id).Order(), consent.Provision.Data.Select(d => d.Reference.Reference).Order());
+        var folder = await Fhir.ExpectAsync<List>(await s.Person.GetAsync("List/" + link.LinkId), HttpStatusCode.OK);
+        Assert.Equal(3, folder.Entry.Count);
+    }
+
+    [Fact]
+    public async Task Documents_are_added_only_to_the_persons_own_active_long_term_link()
+    {
+        var s = await PersonWithDocumentsAsync(2);
+        var fixedSet = await ShareAsync(s, ShareParameters([s.Documents[0].Id]));
+        var longTerm = await ShareAsync(s, ShareParameters([s.Documents[0].Id], longTerm: true));
+        async Task<HttpResponseMessage> Add(Parameters p) => await s.Person.PostAsync($"Patient/{s.Patient}/$share", Fhir.Json(p));
+
+        var notLong = await Fhir.ExpectAsync<OperationOutcome>(await Add(AddParameters(fixedSet.LinkId, s.Documents[1].Id)), HttpStatusCode.UnprocessableEntity);
+        Assert.Contains("long-term", notLong.Issue[0].Diagnostics ?? notLong.Issue[0].Details?.Text, StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.NotFound, (await Add(AddParameters(LinkSecretsLikeId(), s.Documents[1].Id))).StatusCode);
+        var withLabel = AddParameters(longTerm.LinkId, s.Documents[1].Id);
+        withLabel.Parameter.Add(new() { Name = "label", Value = new FhirString("x") });
+        Assert.Equal(HttpStatusCode.BadRequest, (await Add(withLabel)).StatusCode);
+        // Revoked: 404, and nothing was added along the way.
+        Assert.Equal(HttpStatusCode.NoContent, (await s.Person.DeleteAsync($"Patient/{s.Patient}/$share/{longTerm.LinkId}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await Add(AddParameters(longTerm.LinkId, s.Documents[1].Id))).StatusCode);
+        var store = server.Services.GetRequiredService<PhrFhir.Storage.FhirStore>();
+        Assert.Equal([s.Documents[0].Id], (await store.ShareLinkAsync(longTerm.LinkId, default))!.Documents);
+        Assert.Equal([s.Documents[0].Id], (await store.ShareLinkAsync(fixedSet.LinkId, default))!.Documents);
+    }
+
+    static string LinkSecretsLikeId() => new string('a', 43);
 }
