@@ -107,8 +107,13 @@ public sealed class Rows(HttpClient http, bool mhdProfiles)
                 {
                     ["attachment"] = new JsonObject
                     {
-                        ["contentType"] = "text/plain", ["language"] = "ja", ["url"] = bin, ["size"] = Document1k.Length, ["hash"] = hash,
-                        ["title"] = "経過記録", ["creation"] = "2026-10-21T10:15:00+09:00",
+                        ["contentType"] = "text/plain",
+                        ["language"] = "ja",
+                        ["url"] = bin,
+                        ["size"] = Document1k.Length,
+                        ["hash"] = hash,
+                        ["title"] = "経過記録",
+                        ["creation"] = "2026-10-21T10:15:00+09:00",
                     },
                 }),
             };
