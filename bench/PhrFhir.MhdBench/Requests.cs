@@ -67,10 +67,17 @@ public sealed class Requests(Hs037Document document, string patientId, string ru
     /// <paramref name="opaque"/> the same bytes are sent as application/octet-stream: the server then does
     /// not parse or validate the document, which isolates the registry and storage part of the cost.
     /// </summary>
-    public string ProvideDocumentBundle(bool comprehensive, bool opaque = false)
+    public string ProvideDocumentBundle(bool comprehensive, bool opaque = false) =>
+        ProvideDocumentBundle(comprehensive, document.Bytes(NextDocumentId()), opaque ? "application/octet-stream" : "application/fhir+json");
+
+    /// <summary>
+    /// Issue #12's ITI-65 row: Minimal metadata, one 1 kB Binary of opaque bytes (not a FHIR document, so
+    /// only the MHD metadata is validated), as in the comparison with Medplum. Fresh random bytes each time.
+    /// </summary>
+    public string ProvideOpaqueKilobyte() => ProvideDocumentBundle(comprehensive: false, RandomNumberGenerator.GetBytes(1024), "application/octet-stream");
+
+    string ProvideDocumentBundle(bool comprehensive, byte[] bytes, string contentType)
     {
-        var bytes = document.Bytes(NextDocumentId());
-        var contentType = opaque ? "application/octet-stream" : "application/fhir+json";
         var option = comprehensive ? "Comprehensive" : "Minimal";
         string set = "urn:uuid:" + Guid.NewGuid(), doc = "urn:uuid:" + Guid.NewGuid(), bin = "urn:uuid:" + Guid.NewGuid();
         var now = DateTimeOffset.Now.ToString("yyyy-MM-ddTHH:mm:sszzz");

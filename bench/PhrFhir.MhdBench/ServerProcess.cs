@@ -81,6 +81,25 @@ public sealed class ServerProcess
         }
     }
 
+    /// <summary>
+    /// Waits until the server log says every family it loaded ("Family … policy …") has been warmed ("Warmed … profiles of …"),
+    /// reading the log the server writes; says how long it took, or that the limit passed.
+    /// </summary>
+    public async Task<string> WaitForWarmUpAsync(TimeSpan limit, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        while (true)
+        {
+            ct.ThrowIfCancellationRequested();
+            var log = File.Exists(LogFile) ? await File.ReadAllLinesAsync(LogFile, ct) : [];
+            int families = log.Count(l => l.Contains("Family ", StringComparison.Ordinal) && l.Contains(", policy ", StringComparison.Ordinal)),
+                warmed = log.Count(l => l.Contains("Warmed ", StringComparison.Ordinal) && l.Contains(" profiles of ", StringComparison.Ordinal));
+            if (families > 0 && warmed >= families) return $"{warmed} families warmed after {sw.Elapsed.TotalSeconds:F0} s more";
+            if (sw.Elapsed > limit) return $"{warmed} of {families} families warmed after {limit.TotalSeconds:F0} s; measuring anyway";
+            await Task.Delay(500, ct);
+        }
+    }
+
     /// <summary>SIGTERM and wait (the host stops its embedded PostgreSQL on the way out); SIGKILL only after the grace time.</summary>
     public async Task<string> StopAsync(TimeSpan grace)
     {

@@ -27,6 +27,7 @@ public sealed class DocumentValidator : IDisposable
     private readonly SemaphoreSlim _gate = new(Environment.ProcessorCount, Environment.ProcessorCount);
     private readonly CancellationTokenSource _shutdown = new();
     private readonly WarmUpLine _warmUps = new();
+    private readonly WarmUpLine _validations = new(Environment.ProcessorCount, "PhrFhir validation", ThreadPriority.Normal);
 
     private DocumentValidator(ValidationOptions options, ILogger log, List<FamilyRuntime> families, IReadOnlyList<PackageRestoreResult> packages)
     {
@@ -202,10 +203,16 @@ public sealed class DocumentValidator : IDisposable
         OperationOutcome outcome;
         try
         {
-            // A thread of its own: the validator blocks on Task.Run for every terminology and
-            // resolver call (Firely TaskHelper.Await), which would starve the request thread pool.
-            outcome = await System.Threading.Tasks.Task.Factory.StartNew(() => Run(validator, instance, profile),
-                CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+            // A validation thread (one per core, as the gate admits): the validator blocks on Task.Run for the
+            // terminology and resolver calls it makes (Firely TaskHelper.Await), which would starve the request thread pool.
+            var done = new TaskCompletionSource<OperationOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (!_validations.Add(() =>
+                {
+                    try { done.SetResult(Run(validator, instance, profile)); }
+                    catch (Exception e) { done.SetException(e); } // Run answers validator failures as issues; anything else reaches the caller
+                }))
+                throw new ObjectDisposedException(nameof(DocumentValidator));
+            outcome = await done.Task.ConfigureAwait(false);
         }
         finally
         {
@@ -354,6 +361,7 @@ public sealed class DocumentValidator : IDisposable
     {
         _shutdown.Cancel();
         _warmUps.Dispose();
+        _validations.Dispose();
         _shutdown.Dispose();
         _gate.Dispose();
     }

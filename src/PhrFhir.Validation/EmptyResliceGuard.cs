@@ -20,7 +20,8 @@ namespace PhrFhir.Validation;
 /// Each compiled schema is rewritten once, through Firely's own <see cref="IAssertionContainer"/> API: every
 /// <see cref="SliceValidator"/> becomes an <see cref="EmptySafeSliceValidator"/> with the same slices,
 /// discriminators and rules. Compiled schemas are cached here (the compiler underneath is uncached, so each
-/// schema is held once).
+/// schema is held once). The same rewrite makes every binding a <see cref="RememberingBindingValidator"/>, which
+/// answers a coded value it accepted before without Firely's <c>Task.Run</c> round trip to the terminology service.
 /// </remarks>
 internal sealed class EmptyResliceGuard(IElementSchemaResolver compiler) : IElementSchemaResolver
 {
@@ -42,7 +43,8 @@ internal sealed class EmptyResliceGuard(IElementSchemaResolver compiler) : IElem
     /// <summary>The assertion with every slice group below it (itself included) made empty-safe.</summary>
     internal static IAssertion Guard(IAssertion assertion) => assertion switch
     {
-        EmptySafeSliceValidator => assertion,
+        EmptySafeSliceValidator or RememberingBindingValidator => assertion,
+        BindingValidator binding => new RememberingBindingValidator(binding),
         SliceValidator slice => new EmptySafeSliceValidator((SliceValidator)((IAssertionContainer)slice).WithChildren((_, child) => Guard(child))),
         IAssertionContainer container => container.WithChildren((_, child) => Guard(child)),
         _ => assertion,

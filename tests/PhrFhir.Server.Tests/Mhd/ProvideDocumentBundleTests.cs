@@ -132,6 +132,35 @@ public sealed class ProvideDocumentBundleTests(ServerFixture server)
         await AssertNothingStoredAsync(again);
     }
 
+    /// <summary>
+    /// The profile check of an ITI-65 entry still bites after the same metadata was accepted before: bindings remember
+    /// the codes they accepted (RememberingBindingValidator), never the ones they refused. A DocumentReference whose
+    /// attachment.contentType is not a media type (a required binding of the Minimal profile) is refused with 422 at
+    /// that DocumentReference, and nothing of the submission is stored.
+    /// </summary>
+    [SkippableFact]
+    public async System.Threading.Tasks.Task A_DocumentReference_breaking_the_Minimal_profile_is_refused_at_it_even_after_valid_ones_were_accepted()
+    {
+        MhdExamples.SkipIfAbsent();
+        await PrerequisitesAsync();
+        const string Example = "Bundle-ex-minimalProvideDocumentBundleSimple.json";
+        for (var i = 0; i < 2; i++)
+        {
+            var valid = MhdExamples.Load<Bundle>(Example);
+            MhdExamples.MakeUniqueIds(valid);
+            await Fhir.ExpectAsync<Bundle>(await _http.PostAsync("", Fhir.Json(valid)), HttpStatusCode.OK);
+        }
+
+        var broken = MhdExamples.Load<Bundle>(Example);
+        MhdExamples.MakeUniqueIds(broken);
+        var at = broken.Entry.FindIndex(e => e.Resource is DocumentReference);
+        ((DocumentReference)broken.Entry[at].Resource).Content[0].Attachment.ContentType = "pdf";
+        var oo = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("", Fhir.Json(broken)), HttpStatusCode.UnprocessableEntity);
+        Assert.Contains(oo.Issue, i => i.Severity == OperationOutcome.IssueSeverity.Error
+            && i.Expression.Any(x => x.StartsWith($"Bundle.entry[{at}].resource", StringComparison.Ordinal) && x.Contains(".contentType", StringComparison.Ordinal)));
+        await AssertNothingStoredAsync(broken);
+    }
+
     public static TheoryData<string, string, HttpStatusCode> Mutations => new()
     {
         { "unknown patient", "XDSUnknownPatientId", HttpStatusCode.UnprocessableEntity },
