@@ -4,6 +4,10 @@ using Hl7.Fhir.Model;
 
 namespace PhrFhir.Storage.Search;
 
+/// <summary>
+/// R4 search.html#total. Default (no <c>_total</c>): exact up to <see cref="SearchQuery.CountedTotalLimit"/> matches, else left out.
+/// Estimate is answered exactly: an estimate from the planner's statistics would reflect rows the requester may not see.
+/// </summary>
 public enum TotalMode { Default, None, Estimate, Accurate }
 
 public sealed record IncludeSpec(string SourceType, string ParamCode, string? TargetType, bool Iterate);
@@ -27,6 +31,11 @@ public sealed class SearchQuery
 {
     public const int DefaultCount = 20;
     public const int MaxCount = 1000;
+    /// <summary>
+    /// Without <c>_total</c>, matches are counted up to this many, in the page's own statement; beyond it
+    /// Bundle.total is left out and the next link tells there are more (docs/storage.md, "Totals").
+    /// </summary>
+    public const int CountedTotalLimit = 1000;
 
     // Result parameters: interpreted here or by the server, never criteria.
     static readonly HashSet<string> ResultParameters =
