@@ -67,9 +67,8 @@ public sealed class Seeding(HttpClient http, int batch, int senders)
             var results = answer["entry"]!.AsArray();
             for (var i = from; i < to; i++)
             {
-                var location = (string)results[i - from]!["response"]!["location"]!;
-                var parts = location.Split('/');
-                ids[i] = parts[Array.IndexOf(parts, "Patient") + 1];
+                // Created (201) or found by If-None-Exist (200, no location): the entry carries the Patient either way.
+                ids[i] = (string)results[i - from]!["resource"]!["id"]!;
             }
         }, ct);
         Console.WriteLine($"patients: {n:N0} present in {sw.Elapsed.TotalSeconds:F0} s (conditional creates)");
@@ -165,6 +164,13 @@ public sealed class Seeding(HttpClient http, int batch, int senders)
             using var response = await http.SendAsync(request, ct);
             var text = await response.Content.ReadAsStringAsync(ct);
             if (response.IsSuccessStatusCode) return text;
+            // Tokens live for minutes, seeding 1 M documents for hours: take a new one and send again.
+            if ((int)response.StatusCode == 401 && attempt < 5)
+            {
+                var token = await Token.GetAsync(http, ct);
+                lock (http) http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+                continue;
+            }
             // 503: the embedded PostgreSQL restarting under memory pressure; a transaction is all or nothing, so send it again.
             if ((int)response.StatusCode == 503 && attempt < 5) { await Task.Delay(5000, ct); continue; }
             throw new InvalidOperationException($"{method} /{path} failed: {(int)response.StatusCode} {text[..Math.Min(text.Length, 800)]}");
