@@ -4,8 +4,14 @@ using System.Text;
 
 namespace PhrFhir.MhdBench;
 
-/// <summary>One scenario: how to make the next request body and where to send it (<paramref name="Get"/>: a GET of Path, no body).</summary>
-public sealed record Scenario(string Name, string Path, Func<string> Body, string What, bool Get = false);
+/// <summary>
+/// One scenario: how to make the next request body and where to send it (<paramref name="Get"/>: a GET of Path, no body;
+/// <paramref name="NextPath"/>, when given, picks the path of each request instead, e.g. a random patient's search).
+/// </summary>
+public sealed record Scenario(string Name, string Path, Func<string> Body, string What, bool Get = false, Func<string>? NextPath = null)
+{
+    public string PathOfNext() => NextPath?.Invoke() ?? Path;
+}
 
 /// <summary>The figures of one measured window.</summary>
 public sealed record Result(string Scenario, int Clients, int Requests, double Seconds, double[] SortedMs, int Errors,
@@ -46,7 +52,7 @@ public static class Load
     public static async Task<(int Status, string Body, double Ms)> OnceAsync(HttpClient http, Scenario scenario, CancellationToken ct)
     {
         var sw = Stopwatch.StartNew();
-        using var response = scenario.Get ? await http.GetAsync(scenario.Path, ct) : await http.PostAsync(scenario.Path, Content(scenario.Body()), ct);
+        using var response = scenario.Get ? await http.GetAsync(scenario.PathOfNext(), ct) : await http.PostAsync(scenario.PathOfNext(), Content(scenario.Body()), ct);
         var body = await response.Content.ReadAsStringAsync(ct);
         return ((int)response.StatusCode, body, sw.Elapsed.TotalMilliseconds);
     }
@@ -65,11 +71,12 @@ public static class Load
             while (until.Elapsed < duration && !ct.IsCancellationRequested)
             {
                 var body = scenario.Body(); // built before the clock starts: the bench's own work is not the server's latency
+                var path = scenario.PathOfNext();
                 var t = Stopwatch.GetTimestamp();
                 string? error = null;
                 try
                 {
-                    using var response = scenario.Get ? await http.GetAsync(scenario.Path, ct) : await http.PostAsync(scenario.Path, Content(body), ct);
+                    using var response = scenario.Get ? await http.GetAsync(path, ct) : await http.PostAsync(path, Content(body), ct);
                     var answer = await response.Content.ReadAsByteArrayAsync(ct);
                     if (!response.IsSuccessStatusCode)
                         error = $"{(int)response.StatusCode}: {Encoding.UTF8.GetString(answer, 0, Math.Min(answer.Length, 600))}";

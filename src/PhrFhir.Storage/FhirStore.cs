@@ -286,16 +286,25 @@ public sealed partial class FhirStore : IAsyncDisposable
         return (await ReadAll(cmd, ct), total);
     }
 
+    /// <summary>
+    /// A page of matches (<c>_count</c> + 1 rows are read, so the next link is known) and a total as the
+    /// query's <see cref="TotalMode"/> asks (docs/storage.md, "Totals"): by default counted only up to
+    /// <see cref="SearchQuery.CountedTotalLimit"/> matches, in the page's own statement, and left out beyond
+    /// that; exactly with <c>_total=accurate</c> (and <c>estimate</c>, <c>_summary=count</c>); never with
+    /// <c>_total=none</c>. Every count is of what the access filter lets the requester see.
+    /// </summary>
     public async Task<SearchResult> SearchAsync(SearchQuery q, CancellationToken ct)
     {
         var where = $"d.resource_type = $1 and not d.deleted{q.WhereSql}";
         // Index rows exist only for current, undeleted versions and their param names the type, so
         // when every criterion is a key set, the intersection of the sets is the answer: page it on the
-        // index tables and read only the page's documents (docs/storage.md, "Search SQL").
+        // index tables and read only the page's documents (docs/storage.md, "Search SQL"). The intersection
+        // is written as semi-joins (`in`), not INTERSECT, so that PostgreSQL can start from the smallest set
+        // and probe the others by key (Schema/015): DocumentReference?patient=…&status=current then reads
+        // the patient's few rows, not the status rows of every current document.
         var keys = q.OnlyKeySets && q.Sort.Count == 0
-            ? q.KeySets.Count == 1
-                ? $"select distinct k0.rkey from ({q.KeySets[0].Sql}) k0(rkey)" // one resource can match with several rows
-                : string.Join(" intersect ", q.KeySets.Select((k, i) => $"select k{i}.rkey from ({k.Sql}) k{i}(rkey)"))
+            ? $"select distinct k0.rkey from ({q.KeySets[0].Sql}) k0(rkey)" + // one resource can match with several rows
+              string.Concat(q.KeySets.Skip(1).Select((k, i) => $"{(i == 0 ? " where" : " and")} k0.rkey in ({k.Sql})"))
             : null;
         // Unless a key set is already confined by the filter's index-row form (AccessFilter.IndexSql), the
         // matching keys are joined to their documents and tested there, before they are counted and paged.
@@ -303,17 +312,25 @@ public sealed partial class FhirStore : IAsyncDisposable
             ? $"select d.id from ({keys}) k(rkey) join {Docs} d on d.id = k.rkey where d.resource_type = $1 and not d.deleted and {access}"
             : keys;
         var order = q.OrderSql(); // may add arguments: build before binding
+        var exact = q.Total is TotalMode.Accurate or TotalMode.Estimate;
+        // Matches counted at most (null: all of them). The page needs the first offset + count + 1 anyway.
+        int? counting = q.Total switch
+        {
+            TotalMode.None => q.Offset + q.Count + 1,
+            TotalMode.Default => Math.Max(SearchQuery.CountedTotalLimit, q.Offset + q.Count) + 1,
+            _ => null,
+        };
         var page = new List<StoredResource>();
         int? counted = null;
         if (q.Count > 0 && matching is not null)
         {
-            // One statement: the page's keys with the size of the whole set (a window over the keys,
-            // computed on the index tables), joined to the page's documents only.
-            await using var cmd = DataSource.CreateCommand(
-                $"select {DocColumns}, p.total from (select m.id, count(*) over () as total from ({matching}) m(id) order by m.id limit {q.Count + 1} offset {q.Offset}) p " +
-                $"join {Docs} d on d.id = p.id where d.resource_type = $1 order by d.id");
-            Bind(cmd, q);
-            await using var reader = await cmd.ExecuteReaderAsync(ct);
+            // One statement: the page's keys with the number of matches counted (a window over the first
+            // `counting` keys in key order, computed on the index tables), joined to the page's documents only.
+            var counts = counting is { } limit ? $"(select c.id from ({matching}) c(id) order by c.id limit {limit})" : $"({matching})";
+            await using var batch = PlannedForItsValues(
+                $"select {DocColumns}, p.total from (select m.id, count(*) over () as total from {counts} m(id) order by m.id limit {q.Count + 1} offset {q.Offset}) p " +
+                $"join {Docs} d on d.id = p.id where d.resource_type = $1 order by d.id", q);
+            await using var reader = await batch.ExecuteReaderAsync(ct);
             while (await reader.ReadAsync(ct))
             {
                 page.Add(Read(reader));
@@ -330,25 +347,41 @@ public sealed partial class FhirStore : IAsyncDisposable
         if (hasMore) page.RemoveAt(page.Count - 1);
 
         int? total = null;
-        if (q.Total != TotalMode.None)
-        {
-            if (counted is not null) total = counted;
-            else if (q.Count > 0 && !hasMore && (q.Offset == 0 || page.Count > 0)) total = q.Offset + page.Count; // no second query needed
-            else
-            {
-                await using var cmd = DataSource.CreateCommand(matching is null
-                    ? $"select count(*) from {Docs} d where {where}"
-                    : $"select count(*) from ({matching}) c where $1::text is not null"); // $1 (the type) is bound to every search statement
-                Bind(cmd, q);
-                total = Convert.ToInt32(await cmd.ExecuteScalarAsync(ct));
-            }
-        }
+        if (q.Count > 0 && !hasMore && (q.Offset == 0 || page.Count > 0))
+            total = q.Offset + page.Count; // the page shows the end: the total costs nothing
+        else if (counted is { } c && (counting is null || c < counting))
+            total = c; // every match was counted
+        if (q.Total == TotalMode.None || total is not null || (!exact && counted is not null)) // counted up to the limit: more than that, left out
+            return new SearchResult(page, await IncludesOfAsync(q, page, ct), q.Total == TotalMode.None ? null : total, hasMore);
 
-        var included = new List<StoredResource>();
-        if (page.Count > 0 && (q.Includes.Count > 0 || q.RevIncludes.Count > 0))
-            included = await IncludesAsync(q, page, ct);
-        return new SearchResult(page, included, total, hasMore);
+        // The page could not carry the count (no page asked for, a page past the end, a sorted search): count on its own.
+        var countable = matching is null ? $"select 1 from {Docs} d where {where}" : $"select 1 from ({matching}) c where $1::text is not null"; // $1 (the type) is bound to every search statement
+        await using (var batch = PlannedForItsValues(counting is { } bound ? $"select count(*) from ({countable} limit {bound}) n" : $"select count(*) from ({countable}) n", q))
+        {
+            var n = Convert.ToInt32(await batch.ExecuteScalarAsync(ct));
+            if (counting is null || n < counting) total = n;
+        }
+        return new SearchResult(page, await IncludesOfAsync(q, page, ct), total, hasMore);
     }
+
+    /// <summary>
+    /// A search statement planned for its own values each time. Which key set to start from depends on them
+    /// (status=current matches most documents, patient=… a few): the generic plan a prepared statement falls
+    /// back to guesses from averages and may start from the large set. The setting goes with the connection's
+    /// reset when it returns to the pool; the statement stays prepared (parsed once).
+    /// </summary>
+    NpgsqlBatch PlannedForItsValues(string sql, SearchQuery q)
+    {
+        var batch = DataSource.CreateBatch();
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("set plan_cache_mode = force_custom_plan"));
+        var cmd = new NpgsqlBatchCommand(sql);
+        Bind(cmd.Parameters, q);
+        batch.BatchCommands.Add(cmd);
+        return batch;
+    }
+
+    Task<List<StoredResource>> IncludesOfAsync(SearchQuery q, List<StoredResource> page, CancellationToken ct) =>
+        page.Count > 0 && (q.Includes.Count > 0 || q.RevIncludes.Count > 0) ? IncludesAsync(q, page, ct) : Task.FromResult(new List<StoredResource>());
 
     async Task<List<StoredResource>> IncludesAsync(SearchQuery q, List<StoredResource> page, CancellationToken ct)
     {
@@ -381,10 +414,12 @@ public sealed partial class FhirStore : IAsyncDisposable
         return found;
     }
 
-    internal static void Bind(NpgsqlCommand cmd, SearchQuery q)
+    internal static void Bind(NpgsqlCommand cmd, SearchQuery q) => Bind(cmd.Parameters, q);
+
+    static void Bind(NpgsqlParameterCollection parameters, SearchQuery q)
     {
-        cmd.Parameters.Add(new() { Value = q.ResourceType });
-        foreach (var a in q.Arguments) cmd.Parameters.Add(new() { Value = a });
+        parameters.Add(new() { Value = q.ResourceType });
+        foreach (var a in q.Arguments) parameters.Add(new() { Value = a });
     }
 
     internal static async Task<List<StoredResource>> ReadAll(NpgsqlCommand cmd, CancellationToken ct)

@@ -55,6 +55,13 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
         return cs;
     }
 
+    /// <summary>How Bundle.total is given (R4 search.html#total; Storage/FhirStore.SearchAsync, docs/storage.md "Totals").</summary>
+    public static readonly string SearchTotals =
+        $"Search totals: without _total, Bundle.total is exact when a search has at most {SearchQuery.CountedTotalLimit} matches (counted with the page, in one statement) " +
+        "and left out beyond that, where the next link tells there are more; _total=accurate counts every match; _total=estimate is answered " +
+        "exactly (statistics-based estimates would reflect resources the requester may not read); _total=none gives no total; _summary=count " +
+        "is exact. Every total counts only what the requester may read.";
+
     CapabilityStatement Create()
     {
         var rest = new CapabilityStatement.RestComponent
@@ -62,7 +69,8 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
             Mode = CapabilityStatement.RestfulCapabilityMode.Server,
             // docs/consent.md, "Writes": an id the requester cannot see must answer like a free one.
             Documentation = "Update-as-create (PUT to a new id) is offered only to requesters who see every resource of the type: the PHR operator " +
-                            "for administrative types (updateCreate true), and with break-glass for all. Anyone else gets 405 for an id with no resource it can see.",
+                            "for administrative types (updateCreate true), and with break-glass for all. Anyone else gets 405 for an id with no resource it can see. " +
+                            SearchTotals,
             Interaction =
             [
                 new() { Code = CapabilityStatement.SystemRestfulInteraction.Transaction },

@@ -4,6 +4,10 @@ using Hl7.Fhir.Model;
 
 namespace PhrFhir.Storage.Search;
 
+/// <summary>
+/// R4 search.html#total. Default (no <c>_total</c>): exact up to <see cref="SearchQuery.CountedTotalLimit"/> matches, else left out.
+/// Estimate is answered exactly: an estimate from the planner's statistics would reflect rows the requester may not see.
+/// </summary>
 public enum TotalMode { Default, None, Estimate, Accurate }
 
 public sealed record IncludeSpec(string SourceType, string ParamCode, string? TargetType, bool Iterate);
@@ -27,6 +31,11 @@ public sealed class SearchQuery
 {
     public const int DefaultCount = 20;
     public const int MaxCount = 1000;
+    /// <summary>
+    /// Without <c>_total</c>, matches are counted up to this many, in the page's own statement; beyond it
+    /// Bundle.total is left out and the next link tells there are more (docs/storage.md, "Totals").
+    /// </summary>
+    public const int CountedTotalLimit = 1000;
 
     // Result parameters: interpreted here or by the server, never criteria.
     static readonly HashSet<string> ResultParameters =
@@ -239,16 +248,30 @@ public sealed class SearchQuery
             if (inner.Count == 0) return null;
             // The target a chain looks at must be one the requester may see: otherwise
             // DocumentReference?subject.name=… tells the name of a Patient it may not read.
-            var targetVisible = inner.All(m => m.Set?.Visible == true) ? "" : " and " + Visible("x.target");
-            var matched = $"({string.Join(" or ", inner.Select(m => m.Sql))}){targetVisible}";
+            var allVisible = inner.All(m => m.Set?.Visible == true);
             // A Patient the chain finds stands for its person: the Patients linked to it (Schema/010_identity.sql)
             // match too, so ITI-67 patient.identifier finds a person's documents by any of their identifiers.
             // The Patient found must still be one the requester may see.
+            string? linkedKeys = null;
             if (targets.Contains("Patient") && Criterion("Patient", chain, value, lenient, "y.id") is { } linked)
             {
                 var linkedVisible = linked.Set?.Visible == true ? "" : " and " + Visible("y.id");
-                matched = $"({matched} or x.target in (select fhir.same_person_keys(array(select y.id from fhir.mt_doc_resourcedocument y " +
-                          $"where y.resource_type = 'Patient' and not y.deleted and {linked.Sql}{linkedVisible}))))";
+                linkedKeys = "select fhir.same_person_keys(array(select y.id from fhir.mt_doc_resourcedocument y " +
+                             $"where y.resource_type = 'Patient' and not y.deleted and {linked.Sql}{linkedVisible}))";
+            }
+            string matched;
+            if (inner.All(m => m.Set is not null))
+            {
+                // The targets found, as one array the reference index is looked up with (x.target = any(…)):
+                // a few Patients, then their documents' rows. (Written as `x.target in (…) or x.target in (…)`,
+                // PostgreSQL reads every row of the parameter and tests each: all documents' subjects.)
+                var found = inner.Select(m => $"select s.t from ({m.Set!.Sql}) s(t)" + (allVisible ? "" : " where " + Visible("s.t")));
+                matched = $"x.target = any(array({string.Join(" union ", linkedKeys is null ? found : found.Append(linkedKeys))}))";
+            }
+            else
+            {
+                matched = $"({string.Join(" or ", inner.Select(m => m.Sql))}){(allVisible ? "" : " and " + Visible("x.target"))}";
+                if (linkedKeys is not null) matched = $"({matched} or x.target in ({linkedKeys}))";
             }
             return In(keyColumn, IndexKeys("x.rkey from fhir.ix_reference x", $"x.param = ${Arg(key)} and {matched}"));
         }
