@@ -824,9 +824,16 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             "-c max_connections=200",
             "-c shared_buffers=256MB",
             // A committed health record must survive a crash of PostgreSQL itself: synchronous_commit=off
-            // could lose the last ~0.6 s of commits. Concurrent commits still share one fsync.
+            // could lose the last ~0.6 s of commits. Concurrent commits still share one fsync; commit_delay
+            // stays 0 (measured: 2,500 µs halved 8-client commit throughput, docs/storage.md).
             "-c fsync=on",
             "-c synchronous_commit=on",
+            // Fewer checkpoints under a write load: the first change of a page after each one is logged whole.
+            "-c checkpoint_timeout=15min",
+            "-c max_wal_size=2GB",
+            // Short statements never repay compiling their plan to machine code (tens of ms when a large
+            // search's cost estimate crosses jit_above_cost).
+            "-c jit=off",
             statementStatistics ? "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" : "");
 
         logger.LogDebug("Starting PostgreSQL: pg_ctl start -D {DataDirectory} -o {Options}", dataDir, options);
