@@ -43,7 +43,8 @@ public static class PhrFhirApp
         {
             var dir = Path.GetFullPath(builder.Configuration["Storage:DataDirectory"] ?? Path.Combine("data", "postgres"));
             startLog.LogInformation("No connection string configured: starting the embedded PostgreSQL in {Dir}", dir);
-            embedded = await EmbeddedPostgres.StartAsync(dir, builder.Configuration.GetValue("Storage:Port", 0), startLog, ct);
+            embedded = await EmbeddedPostgres.StartAsync(dir, builder.Configuration.GetValue("Storage:Port", 0), startLog, ct,
+                builder.Configuration.GetValue("Storage:StatementStatistics", false));
             connectionString = embedded.ConnectionString;
         }
         // Profile validation: the conformance packages are restored into the package cache first (what is

@@ -17,14 +17,23 @@ public sealed record AuditRow(
 public sealed partial class WriteTransaction
 {
     /// <summary>
-    /// Appends AuditEvents in this transaction (the audit of a write commits or rolls back with it), with
-    /// one COPY however many (AuditWriter's batches). Each row carries its keyed MAC (AuditChain.RowMac).
+    /// Appends AuditEvents in this transaction (the audit of a write commits or rolls back with it). Each row
+    /// carries its keyed MAC (AuditChain.RowMac). The few of one request are queued with the write's own batch
+    /// (no round trip of their own, issue #12); AuditWriter's larger batches go with one COPY.
     /// </summary>
     public async Task AppendAuditsAsync(IReadOnlyList<AuditRow> rows, CancellationToken ct)
     {
         if (rows.Count == 0) return;
-        await FlushAsync(ct); // COPY runs on the connection itself: what is queued goes first
         var chain = _store.AuditChain;
+        if (rows.Count <= QueuedAuditRows)
+        {
+            // One statement of VALUES rows (the array columns rule out unnest): sent by the next FlushAsync.
+            var values = string.Join(", ", rows.Select((_, i) => "(" + string.Join(", ", Enumerable.Range(i * 13 + 1, 13).Select(n => "$" + n)) + ")"));
+            Add("insert into fhir.audit_event (id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac) values " + values,
+                [.. rows.SelectMany(r => new object?[] { r.Key, r.Recorded.UtcDateTime, r.Person, r.TypeSystem, r.TypeCode, r.Subtype, r.Action, r.Outcome, r.Agent, r.AltId, r.Entity, r.Json, chain.RowMac(r) })]);
+            return;
+        }
+        await FlushAsync(ct); // COPY runs on the connection itself: what is queued goes first
         await using var copy = await _conn.BeginBinaryImportAsync(
             "copy fhir.audit_event (id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac) from stdin (format binary)", ct);
         foreach (var r in rows)
@@ -46,6 +55,8 @@ public sealed partial class WriteTransaction
         }
         await copy.CompleteAsync(ct);
     }
+
+    const int QueuedAuditRows = 16;
 
     static async Task WriteNullable(NpgsqlBinaryImporter copy, string? value, CancellationToken ct)
     {

@@ -1,6 +1,3 @@
-using Marten;
-using JasperFx;
-using Marten.Services;
 using Npgsql;
 using NpgsqlTypes;
 using PhrFhir.Storage.Search;
@@ -9,15 +6,15 @@ namespace PhrFhir.Storage;
 
 /// <summary>
 /// The writes of one FHIR request or one transaction Bundle: one connection, one PostgreSQL
-/// transaction. Marten writes the current documents (checking numeric revisions); the history and
-/// index rows go in a batch on the same transaction. Nothing is visible until <see cref="CommitAsync"/>.
+/// transaction. The current documents (in Marten's document table, checking its numeric revisions), the
+/// history and index rows go in one batch on that transaction when something must be read back or at
+/// commit. Nothing is visible until <see cref="CommitAsync"/>.
 /// </summary>
 public sealed partial class WriteTransaction : IAsyncDisposable
 {
     readonly FhirStore _store;
     readonly NpgsqlConnection _conn;
     readonly NpgsqlTransaction _tx;
-    readonly IDocumentSession _session;
     readonly NpgsqlBatch _batch;
 
     WriteTransaction(FhirStore store, NpgsqlConnection conn, NpgsqlTransaction tx)
@@ -25,7 +22,6 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         _store = store;
         _conn = conn;
         _tx = tx;
-        _session = store.Marten.LightweightSession(SessionOptions.ForTransaction(tx, false));
         _batch = new NpgsqlBatch(conn, tx);
     }
 
@@ -137,7 +133,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
 
     /// <summary>
     /// Queues a new version. <paramref name="previousVersion"/> is the version this write replaces
-    /// (0 for a create): Marten refuses the write at commit if another writer got there first.
+    /// (0 for a create): the write is refused at flush if another writer got there first.
     /// </summary>
     public void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows)
     {
@@ -146,19 +142,72 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         if (_store.Watched.Contains(doc.ResourceType) && _notified.Add(doc.ResourceType))
             Add("select pg_notify($1, $2)", FhirStore.ChangeChannel, doc.ResourceType);
         if (_store.Outboxed.Contains(doc.ResourceType)) RecordChange(doc, method); // Subscriptions: in the write's transaction
-        if (previousVersion == 0) _session.Insert(doc);
-        else _session.UpdateRevision(doc, doc.Version);
-
-        Add("insert into fhir.resource_history (rkey, version, resource_type, person, last_updated, deleted, method, json) values ($1,$2,$3,$4,$5,$6,$7,$8)",
-            doc.Id, doc.Version, doc.ResourceType, (object?)doc.Person ?? DBNull.Value, doc.LastUpdated, doc.Deleted, method, doc.Json);
-
-        if (previousVersion != 0)
-            foreach (var table in (string[])["ix_string", "ix_token", "ix_reference", "ix_date", "ix_number", "ix_uri"])
-                Add($"delete from fhir.{table} where rkey = $1", doc.Id);
-        if (rows is null) return; // deletion: no index rows, so searches no longer find it
-
-        IndexRowsOf([(doc.Id, doc.Person, doc.Writer, rows)]);
+        // Nothing is sent yet: FlushAsync writes every version queued since the last flush with one statement
+        // for the documents and their history rows and one per index table, whatever their number (issue #12).
+        _pending.Add(new Pending(doc, previousVersion, method, rows));
     }
+
+    sealed record Pending(ResourceDocument Doc, int PreviousVersion, string Method, IndexRows? Rows);
+
+    readonly List<Pending> _pending = [];
+
+    /// <summary>Index rows queued but not yet sent (identity checks look at them: WriteTransaction.Identity).</summary>
+    IEnumerable<(string Key, IndexRows Rows)> PendingRows => _pending.Where(p => p.Rows is not null).Select(p => (p.Doc.Id, p.Rows!));
+
+    /// <summary>Keys whose rows in the database are about to be replaced (an update or deletion is queued).</summary>
+    string[] PendingReplacedKeys => [.. _pending.Where(p => p.PreviousVersion != 0).Select(p => p.Doc.Id)];
+
+    // The current document (in the table Marten created, with the JSON shape Marten gave a ResourceDocument and
+    // its numeric revision = version) and the history row, from one set of arrays: the JSON is sent once.
+    const string Versions =
+        "with u as (select * from unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::bool[], $8::text[], $9::text[]) " +
+        "as u(id, version, resource_type, person, writer, last_updated, deleted, method, json)), " +
+        "h as (insert into fhir.resource_history (rkey, version, resource_type, person, last_updated, deleted, method, json) " +
+        "select id, version, resource_type, person, last_updated, deleted, method, json from u) ";
+    const string DocumentData =
+        "jsonb_build_object('id', u.id, 'json', u.json, 'person', u.person, 'writer', u.writer, 'deleted', u.deleted, 'version', u.version, " +
+        "'lastUpdated', u.last_updated, 'resourceType', u.resource_type)";
+    const string InsertDocuments = Versions +
+        "insert into fhir.mt_doc_resourcedocument (id, data, mt_version, mt_dotnet_type, mt_last_modified, resource_type, person, writer, last_updated, deleted) " +
+        "select u.id, " + DocumentData + ", u.version, 'PhrFhir.Storage.ResourceDocument', transaction_timestamp(), u.resource_type, u.person, u.writer, u.last_updated, u.deleted from u";
+    // The revision check: only the version this write replaces is updated; a row another writer changed
+    // meanwhile is not (PostgreSQL re-checks the condition after waiting for its lock), and the count tells.
+    const string UpdateDocuments = Versions +
+        "update fhir.mt_doc_resourcedocument d set data = " + DocumentData + ", mt_version = u.version, mt_last_modified = transaction_timestamp(), " +
+        "person = u.person, writer = u.writer, last_updated = u.last_updated, deleted = u.deleted from u where d.id = u.id and d.mt_version = u.version - 1";
+    const string DeleteIndexRows =
+        "with s as (delete from fhir.ix_string where rkey = any($1)), t as (delete from fhir.ix_token where rkey = any($1)), " +
+        "r as (delete from fhir.ix_reference where rkey = any($1)), d as (delete from fhir.ix_date where rkey = any($1)), " +
+        "n as (delete from fhir.ix_number where rkey = any($1)) delete from fhir.ix_uri where rkey = any($1)";
+
+    /// <summary>Sends the queued versions first, then what else was queued (outbox, notifications, audit rows), in one batch.</summary>
+    NpgsqlBatchCommand? QueuePending()
+    {
+        if (_pending.Count == 0) return null;
+        var queued = Enumerable.ToList<NpgsqlBatchCommand>(_batch.BatchCommands);
+        _batch.BatchCommands.Clear();
+        void Versions(string sql, List<Pending> docs) =>
+            Add(sql, docs.Select(p => p.Doc.Id).ToArray(), docs.Select(p => p.Doc.Version).ToArray(), docs.Select(p => p.Doc.ResourceType).ToArray(),
+                docs.Select(p => p.Doc.Person).ToArray(), docs.Select(p => p.Doc.Writer).ToArray(), docs.Select(p => p.Doc.LastUpdated.UtcDateTime).ToArray(),
+                docs.Select(p => p.Doc.Deleted).ToArray(), docs.Select(p => p.Method).ToArray(), docs.Select(p => p.Doc.Json).ToArray());
+        var creates = _pending.Where(p => p.PreviousVersion == 0).ToList();
+        var updates = _pending.Where(p => p.PreviousVersion != 0).ToList();
+        if (creates.Count > 0) Versions(InsertDocuments, creates);
+        NpgsqlBatchCommand? update = null;
+        if (updates.Count > 0)
+        {
+            Versions(UpdateDocuments, updates);
+            update = _batch.BatchCommands[^1];
+            Add(DeleteIndexRows, (object)updates.Select(p => p.Doc.Id).ToArray()); // one argument, not params
+        }
+        IndexRowsOf([.. _pending.Where(p => p.Rows is not null).Select(p => (p.Doc.Id, p.Doc.Person, p.Doc.Writer, p.Rows!))]);
+        _updatesExpected = updates.Count;
+        _pending.Clear();
+        foreach (var cmd in queued) _batch.BatchCommands.Add(cmd);
+        return update;
+    }
+
+    int _updatesExpected;
 
     /// <summary>
     /// The index rows of several resources, one statement per index table whatever their number.
@@ -228,29 +277,28 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     }
 
     /// <summary>
-    /// Writes everything queued so far (so later reads in this transaction see it) without committing.
-    /// A lost revision race or a duplicate key becomes 412: another writer changed the resource first.
+    /// Writes everything queued so far (so later reads in this transaction see it) without committing, in one
+    /// round trip. A lost revision race or a duplicate key becomes 412: another writer changed the resource first.
     /// </summary>
     public async Task FlushAsync(CancellationToken ct)
     {
-        if (!_session.PendingChanges.Operations().Any() && _batch.BatchCommands.Count == 0) return;
+        var update = QueuePending();
+        if (_batch.BatchCommands.Count == 0) return;
         try
         {
-            await _session.SaveChangesAsync(ct);
-            if (_batch.BatchCommands.Count > 0)
-            {
-                await _batch.ExecuteNonQueryAsync(ct);
-                _batch.BatchCommands.Clear();
-            }
-        }
-        catch (ConcurrencyException)
-        {
-            throw FhirError.PreconditionFailed("The resource was changed by another request at the same time; read it again and retry. (他の更新と競合しました)");
+            await _batch.ExecuteNonQueryAsync(ct);
         }
         catch (Exception e) when (IsUniqueViolation(e))
         {
+            // Two creates of one id, or two updates of one version (their history rows share a key).
             throw FhirError.PreconditionFailed("The resource was created by another request at the same time; read it again and retry. (他の更新と競合しました)");
         }
+        finally
+        {
+            _batch.BatchCommands.Clear();
+        }
+        if (update is not null && update.RecordsAffected != _updatesExpected)
+            throw FhirError.PreconditionFailed("The resource was changed by another request at the same time; read it again and retry. (他の更新と競合しました)");
     }
 
     static bool IsUniqueViolation(Exception e) =>
@@ -278,7 +326,6 @@ public sealed partial class WriteTransaction : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await _session.DisposeAsync();
         await _batch.DisposeAsync();
         await _tx.DisposeAsync(); // rolls back unless committed
         await _conn.DisposeAsync();

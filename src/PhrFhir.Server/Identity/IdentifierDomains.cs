@@ -40,33 +40,36 @@ public sealed partial class IdentifierDomains(IHttpContextAccessor http)
         var user = http.HttpContext?.User;
         var role = user?.FindFirst(Security.AuthorizationServer.RoleClaim)?.Value;
         var held = (before?.Identifier ?? []).Select(Key).ToHashSet(StringComparer.Ordinal);
-        foreach (var (identifier, i) in patient.Identifier.Select((x, i) => (x, i)))
-        {
-            if (string.IsNullOrEmpty(identifier.System) || string.IsNullOrEmpty(identifier.Value) || held.Contains(Key(identifier))) continue;
-            var expression = $"Patient.identifier[{i}]";
-            if (role == "person")
-            {
-                if (user!.FindFirst(Security.AuthorizationServer.ActorClaim)?.Value != Key(identifier))
+        var added = patient.Identifier.Select((x, i) => (System: x.System ?? "", Value: x.Value ?? "", Expression: $"Patient.identifier[{i}]"))
+            .Where(a => a.System != "" && a.Value != "" && !held.Contains(a.System + "|" + a.Value))
+            .ToList();
+        if (added.Count == 0) return;
+        if (role == "person")
+            foreach (var (system, value, expression) in added)
+                if (user!.FindFirst(Security.AuthorizationServer.ActorClaim)?.Value != system + "|" + value)
                     throw new FhirError(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden,
                         "A person adds no identifier to their record but their own: an institution's number is linked with Patient/$link. " +
                         "(医療機関の番号は Patient/$link で連携してください)", expression);
-            }
-            else if (role != "operator")
-                await AssignerAsync(tx, identifier.System, tx.Writer ?? "", expression, ct);
 
-            // One value names one person: concurrent writers of the same value run one after another.
-            await tx.LockAsync("identifier:" + Key(identifier), ct);
-            if (await tx.IdentifierHeldElsewhereAsync(identifier.System, identifier.Value, ResourceDocument.Key("Patient", patient.Id!), ct))
+        // One round trip for all of them (issue #12): the domains, a lock per value, the values held elsewhere.
+        var checkAssigners = role is not ("person" or "operator");
+        var (assigners, heldElsewhere) = await tx.IdentifierChecksAsync(ResourceDocument.Key("Patient", patient.Id!),
+            [.. added.Select(a => (a.System, a.Value))], checkAssigners, ct);
+        foreach (var (system, value, expression) in added)
+        {
+            if (checkAssigners)
+                await AssignerAsync(tx, assigners.GetValueOrDefault(system), system, tx.Writer ?? "", expression, ct);
+            // One value names one person.
+            if (heldElsewhere.Contains((system, value)))
                 throw new FhirError(HttpStatusCode.Conflict, OperationOutcome.IssueType.Duplicate,
-                    $"The identifier value is already assigned to another person in the identifier domain {identifier.System}: one value names one person. " +
+                    $"The identifier value is already assigned to another person in the identifier domain {system}: one value names one person. " +
                     "(この識別子は同じ発番元で別の人に割り当て済みです)", expression);
         }
     }
 
     /// <summary>Refuses an identifier in a domain the writer does not assign in; records the first assigner of an unregistered system.</summary>
-    static async Task AssignerAsync(WriteTransaction tx, string system, string writer, string expression, CancellationToken ct)
+    static async Task AssignerAsync(WriteTransaction tx, string[]? assigners, string system, string writer, string expression, CancellationToken ct)
     {
-        var assigners = await tx.DomainAssignersAsync(system, ct);
         if (assigners is null && InstitutionNumberOf(system) is { } number)
         {
             if (IsInstitution(writer, number)) return;

@@ -69,6 +69,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
     private readonly string _dataDirectory;
     private readonly string _logFile;
     private readonly int _port;
+    private readonly bool _statementStatistics;
     private readonly ILogger _logger;
     private volatile int _postmasterPid;
     private bool _restartPending; // only the supervisor's loop reads and writes it
@@ -76,8 +77,9 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
     private readonly CancellationTokenSource _stopSupervising = new();
     private readonly Task _supervisor;
 
-    private EmbeddedPostgres(Runner runner, string dataDirectory, string logFile, int port, string password, int postmasterPid, ILogger logger)
+    private EmbeddedPostgres(Runner runner, string dataDirectory, string logFile, int port, string password, int postmasterPid, ILogger logger, bool statementStatistics)
     {
+        _statementStatistics = statementStatistics;
         _runner = runner;
         _dataDirectory = dataDirectory;
         _logFile = logFile;
@@ -104,9 +106,11 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
     /// <summary>
     /// Starts (initialising if needed) a PostgreSQL server for <paramref name="dataDirectory"/> on
     /// 127.0.0.1:<paramref name="port"/> (0 = pick a free port) and makes sure the <c>phrfhir</c>
-    /// database exists.
+    /// database exists. <paramref name="statementStatistics"/> (configuration Storage:StatementStatistics) loads
+    /// pg_stat_statements and creates its view in that database: statements and round trips per request
+    /// (docs/performance.md); off by default, since it costs a little on every statement.
     /// </summary>
-    public static async Task<EmbeddedPostgres> StartAsync(string dataDirectory, int port, ILogger logger, CancellationToken ct)
+    public static async Task<EmbeddedPostgres> StartAsync(string dataDirectory, int port, ILogger logger, CancellationToken ct, bool statementStatistics = false)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(dataDirectory);
         ArgumentNullException.ThrowIfNull(logger);
@@ -169,7 +173,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             actualPort = port == 0 ? PickFreeLoopbackPort() : port;
             try
             {
-                await StartServerAsync(runner, dataDir, logFile, actualPort, logger, ct).ConfigureAwait(false);
+                await StartServerAsync(runner, dataDir, logFile, actualPort, statementStatistics, logger, ct).ConfigureAwait(false);
                 break;
             }
             catch (InvalidOperationException ex) when (attempt < attempts && !ct.IsCancellationRequested)
@@ -178,10 +182,10 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             }
         }
 
-        var server = new EmbeddedPostgres(runner, dataDir, logFile, actualPort, password, ReadPostmasterPid(dataDir), logger);
+        var server = new EmbeddedPostgres(runner, dataDir, logFile, actualPort, password, ReadPostmasterPid(dataDir), logger, statementStatistics);
         try
         {
-            await EnsureDatabaseAsync(actualPort, password, ct).ConfigureAwait(false);
+            await EnsureDatabaseAsync(actualPort, password, statementStatistics, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -352,7 +356,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
         try
         {
             await HandleLeftoverServerAsync(_runner, _dataDirectory, _logger, ct).ConfigureAwait(false);
-            await StartServerAsync(_runner, _dataDirectory, _logFile, _port, _logger, ct).ConfigureAwait(false);
+            await StartServerAsync(_runner, _dataDirectory, _logFile, _port, _statementStatistics, _logger, ct).ConfigureAwait(false);
             _postmasterPid = ReadPostmasterPid(_dataDirectory);
             _restartPending = false;
             SafeLog(() => _logger.LogWarning("PostgreSQL restarted on port {Port} (pid {Pid})", _port, _postmasterPid));
@@ -808,7 +812,7 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
         return target?.FullName ?? info.FullName;
     }
 
-    private static async Task StartServerAsync(Runner runner, string dataDir, string logFile, int port, ILogger logger, CancellationToken ct)
+    private static async Task StartServerAsync(Runner runner, string dataDir, string logFile, int port, bool statementStatistics, ILogger logger, CancellationToken ct)
     {
         // Unix socket paths are limited to 107 bytes; without room for ".s.PGSQL.<port>" we run
         // TCP-only (the application never uses the socket).
@@ -820,9 +824,17 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             "-c max_connections=200",
             "-c shared_buffers=256MB",
             // A committed health record must survive a crash of PostgreSQL itself: synchronous_commit=off
-            // could lose the last ~0.6 s of commits. Concurrent commits still share one fsync.
+            // could lose the last ~0.6 s of commits. Concurrent commits still share one fsync; commit_delay
+            // stays 0 (measured: 2,500 µs halved 8-client commit throughput, docs/storage.md).
             "-c fsync=on",
-            "-c synchronous_commit=on");
+            "-c synchronous_commit=on",
+            // Fewer checkpoints under a write load: the first change of a page after each one is logged whole.
+            "-c checkpoint_timeout=15min",
+            "-c max_wal_size=2GB",
+            // Short statements never repay compiling their plan to machine code (tens of ms when a large
+            // search's cost estimate crosses jit_above_cost).
+            "-c jit=off",
+            statementStatistics ? "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" : "");
 
         logger.LogDebug("Starting PostgreSQL: pg_ctl start -D {DataDirectory} -o {Options}", dataDir, options);
         var result = await runner.RunAsync(
@@ -862,7 +874,20 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
         immediate.ThrowIfFailed("pg_ctl stop -m immediate");
     }
 
-    private static async Task EnsureDatabaseAsync(int port, string password, CancellationToken ct)
+    private static async Task EnsureDatabaseAsync(int port, string password, bool statementStatistics, CancellationToken ct)
+    {
+        await CreateDatabaseAsync(port, password, ct).ConfigureAwait(false);
+        if (!statementStatistics)
+        {
+            return;
+        }
+        await using var conn = new NpgsqlConnection(BuildConnectionString(port, password, DatabaseName, pooling: false));
+        await conn.OpenAsync(ct).ConfigureAwait(false);
+        await using var create = new NpgsqlCommand("create extension if not exists pg_stat_statements", conn);
+        await create.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+    }
+
+    private static async Task CreateDatabaseAsync(int port, string password, CancellationToken ct)
     {
         await using var conn = new NpgsqlConnection(BuildConnectionString(port, password, "postgres", pooling: false));
         await conn.OpenAsync(ct).ConfigureAwait(false);
