@@ -112,6 +112,7 @@ public static class PhrFhirApp
         Workflows.DetailedExamWorklist.Map(app);
         Identity.PatientLinks.Map(app);
         Identity.PixQuery.Map(app);
+        Identity.PatientMatch.Map(app);
         Audit.AuditEndpoints.Map(app);
         Subscriptions.SubscriptionEndpoints.Map(app);
         Sharing.ShareEndpoints.Map(app);
