@@ -113,6 +113,7 @@ public static class PhrFhirApp
         Identity.PatientLinks.Map(app);
         Identity.PixQuery.Map(app);
         Identity.PatientMatch.Map(app);
+        Identity.PatientMerge.Map(app);
         Audit.AuditEndpoints.Map(app);
         Subscriptions.SubscriptionEndpoints.Map(app);
         Sharing.ShareEndpoints.Map(app);

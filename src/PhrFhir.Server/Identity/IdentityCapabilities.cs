@@ -33,6 +33,12 @@ public static class IdentityCapabilities
         },
         new()
         {
+            Name = "merge", Definition = Own + "Patient-merge",
+            Documentation = "The operator merges two Patients of one person (R5 Patient $merge shapes: source-patient, target-patient or their " +
+                            "-identifier): the source becomes inactive and replaced-by the target, its records, Consents and links follow the target.",
+        },
+        new()
+        {
             Name = "unlink", Definition = Own + "Patient-unlink",
             Documentation = "Removes a link made by $link (patient): the operator, or the person for their own links.",
         },
