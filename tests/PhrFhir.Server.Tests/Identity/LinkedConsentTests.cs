@@ -17,7 +17,8 @@ public sealed class LinkedConsentTests(ServerFixture server)
         var run = Fhir.Unique();
         var person = await Fhir.ExpectAsync<Patient>(await server.Operator.PostAsync("Patient", Fhir.Json(new Patient
         {
-            Identifier = [new Identifier($"urn:test:phr-person:{run}", "P")], BirthDate = BirthDate,
+            Identifier = [new Identifier($"urn:test:phr-person:{run}", "P")],
+            BirthDate = BirthDate,
         })), HttpStatusCode.Created);
         var (institutional, observation) = await InstitutionRecordAsync(server.Http, $"urn:test:kenshin-consent:{run}", "C1");
         var (unlinked, elsewhere) = await InstitutionRecordAsync(server.Http, $"urn:test:kenshin-consent:{run}", "C2");

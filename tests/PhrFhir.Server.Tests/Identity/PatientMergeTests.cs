@@ -18,7 +18,9 @@ public sealed class PatientMergeTests(ServerFixture server)
     async Task<Patient> RegisterAsync(Identifier identifier) =>
         await Fhir.ExpectAsync<Patient>(await server.Operator.PostAsync("Patient", Fhir.Json(new Patient
         {
-            Identifier = [identifier], BirthDate = "1975-05-05", Name = [new HumanName { Family = "統合", Given = ["次郎"] }],
+            Identifier = [identifier],
+            BirthDate = "1975-05-05",
+            Name = [new HumanName { Family = "統合", Given = ["次郎"] }],
         })), HttpStatusCode.Created);
 
     static async Task<DocumentReference> DocumentAsync(HttpClient writer, Patient subject) =>
