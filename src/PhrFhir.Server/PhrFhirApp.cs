@@ -113,6 +113,8 @@ public static class PhrFhirApp
         Workflows.DetailedExamWorklist.Map(app);
         Identity.PatientLinks.Map(app);
         Identity.PixQuery.Map(app);
+        Identity.PatientMatch.Map(app);
+        Identity.PatientMerge.Map(app);
         Audit.AuditEndpoints.Map(app);
         Subscriptions.SubscriptionEndpoints.Map(app);
         Sharing.ShareEndpoints.Map(app);

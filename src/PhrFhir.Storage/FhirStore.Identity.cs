@@ -5,13 +5,16 @@ public sealed partial class FhirStore
 {
     /// <summary>
     /// The Patient ids of a person: their own Patient and every Patient linked to it (an institution's
-    /// Patient by $link, a Patient merged into theirs). A person's token covers all of them.
+    /// Patient by $link, a Patient merged into theirs). A person's token covers all of them. When their own
+    /// Patient was merged into another (Patient/$merge), the survivor's: their token keeps working.
     /// </summary>
     public async Task<string[]> PersonPatientsAsync(string personId, CancellationToken ct)
     {
-        await using var cmd = DataSource.CreateCommand("select substr(patient_key, 9) from fhir.person_link where person_key = $1");
-        cmd.Parameters.Add(new() { Value = "Patient/" + personId });
-        var ids = new List<string> { personId };
+        await using var cmd = DataSource.CreateCommand(
+            "with me(id) as (select coalesce((select substr(person_key, 9) from fhir.person_link where patient_key = 'Patient/' || $1 and kind = 'replaced-by'), $1)) " +
+            "select id from me union all select substr(l.patient_key, 9) from fhir.person_link l join me on l.person_key = 'Patient/' || me.id");
+        cmd.Parameters.Add(new() { Value = personId });
+        var ids = new List<string>();
         await using var reader = await cmd.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct)) ids.Add(reader.GetString(0));
         return [.. ids];

@@ -21,9 +21,21 @@ public static class IdentityCapabilities
         },
         new()
         {
+            Name = "match", Definition = PatientMatch.OperationUrl,
+            Documentation = "IHE PDQm ITI-119: scored candidates (search.score, match-grade) for a Patient's demographics — kanji and kana names, " +
+                            "birth date, sex, identifiers, phone, postal code; onlyCertainMatches, count. Only Patients the requester may read are candidates.",
+        },
+        new()
+        {
             Name = "link", Definition = Own + "Patient-link",
             Documentation = "Links an institution's Patient to the person's own Patient (Patient.link refer/seealso): by the operator " +
                             "(person + patient or identifier), or by the person proving the institution's number (identifier; birth date must agree).",
+        },
+        new()
+        {
+            Name = "merge", Definition = Own + "Patient-merge",
+            Documentation = "The operator merges two Patients of one person (R5 Patient $merge shapes: source-patient, target-patient or their " +
+                            "-identifier): the source becomes inactive and replaced-by the target, its records, Consents and links follow the target.",
         },
         new()
         {

@@ -137,6 +137,7 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
         if (Local(reference, tx.BaseUrl) is not { Type: "Patient" } target)
             throw Error("XDSUnknownPatientId", $"The subject '{reference}' is not a Patient reference. (患者への参照ではありません)", at);
         if (tx.Planned.Contains("Patient/" + target.Id)) return; // written by this transaction
+        if (tx.ResolvedPatients.Contains("Patient/" + target.Id)) return; // named by identifier, under its own rule (Identity/IdentifierDomains.Subjects)
         var patient = await tx.ReadAsync("Patient", target.Id, ct);
         // A Patient the submitter cannot see is unknown to it, exactly like one that does not exist.
         if (patient is null || patient.Deleted || !await tx.VisibleAsync(patient.Key, ct))

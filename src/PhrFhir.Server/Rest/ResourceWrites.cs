@@ -183,6 +183,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
             throw new FhirError(System.Net.HttpStatusCode.MethodNotAllowed, OperationOutcome.IssueType.NotSupported,
                 "AuditEvents are recorded with POST /AuditEvent only, not in a Bundle or by a conditional write. (監査ログは POST /AuditEvent で記録します)");
         var version = (current?.Version ?? 0) + 1;
+        await domains.ResolveSubjectAsync(tx, resource, ct); // a subject named by identifier (Patient?identifier=) becomes the person's Patient
         await enforcement.CheckAsync(resource, resource.TypeName, ct);
         var now = Now();
         resource.Meta ??= new Meta();

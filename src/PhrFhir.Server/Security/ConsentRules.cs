@@ -65,7 +65,10 @@ public sealed class ConsentRules : BackgroundService
             if (consent.Provision is not { } root || !InForce(consent, root, now)) continue;
             var (permit, deny) = Decide(root, who, alias, args, now);
             if (permit == "false" && deny == "false") continue;
-            var own = $"{alias}.person = @{Arg(args, patient)}";
+            // The person's Consent governs their linked Patients' records too (docs/identity.md): an institution's
+            // Patient linked to theirs, a Patient merged into theirs — read from fhir.person_link as the links stand now.
+            var own = $"({alias}.person = @{Arg(args, patient)} or {alias}.person in " +
+                      $"(select substr(l.patient_key, 9) from fhir.person_link l where l.person_key = @{Arg(args, "Patient/" + patient)}))";
             if (permit != "false") permits.Add($"({own} and {permit})");
             if (deny != "false") denies.Add($"({own} and {deny})");
         }
@@ -230,6 +233,17 @@ public sealed class ConsentRules : BackgroundService
 
     /// <summary>The current, undeleted Consents whatever their status (InForce decides), of one patient when given.</summary>
     public async Task<List<(string Patient, Consent Consent)>> ActiveAsync(string? person, CancellationToken ct)
+    {
+        if (person is null) return await ActiveOfAsync(null, ct);
+        // A linked Patient's records are governed by the person's Consents too (Condition): read those of every Patient of the person.
+        var owners = await store.SamePersonKeysAsync(["Patient/" + person], ct);
+        if (owners.Count <= 1) return await ActiveOfAsync(person, ct);
+        var all = new List<(string Patient, Consent Consent)>();
+        foreach (var owner in owners) all.AddRange(await ActiveOfAsync(owner["Patient/".Length..], ct));
+        return all;
+    }
+
+    async Task<List<(string Patient, Consent Consent)>> ActiveOfAsync(string? person, CancellationToken ct)
     {
         var snapshot = _snapshot;
         if (snapshot is null)
