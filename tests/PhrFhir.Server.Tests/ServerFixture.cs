@@ -210,6 +210,9 @@ public class ServerFixture : IAsyncLifetime
         return [];
     }
 
+    /// <summary>The server's command line (database, keys, clients file, test settings): a separate server process takes the same.</summary>
+    public IReadOnlyList<string> Arguments => _args;
+
     static Uri Address(WebApplication app, string scheme) => new(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses
         .First(a => a.StartsWith(scheme, StringComparison.Ordinal)).TrimEnd('/') + "/");
 

@@ -147,6 +147,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         };
         tx.Guard?.Invoke(current, doc, "DELETE");
         tx.Write(doc, current.Version, "DELETE", rows: null);
+        if (type == "Subscription") tx.EndSubscription(id); // as status off: no more events or notifications
         return new StoredResource(type, id, doc.Version, doc.LastUpdated, true, "");
     }
 

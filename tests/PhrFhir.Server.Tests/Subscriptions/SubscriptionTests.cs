@@ -247,33 +247,151 @@ public sealed class SubscriptionTests(ServerFixture server)
         Assert.Equal(docs.Order(), Foci(events).Order());
     }
 
+    /// <summary>
+    /// The server as a separate OS process on the fixture's database (the fixture's command line, a port of its
+    /// own), its connections named <paramref name="name"/> in PostgreSQL; a client for it carrying the fixture
+    /// institution's token (the same keys, and the same public address in Host).
+    /// </summary>
+    async Task<(System.Diagnostics.Process Process, HttpClient Client)> StartServerProcessAsync(string name)
+    {
+        var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = AppContext.BaseDirectory };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "PhrFhir.Server.dll"));
+        foreach (var a in server.Arguments) start.ArgumentList.Add(a);
+        // No profile compiling in the background (a shared 2-core machine): what it validates compiles on first use.
+        foreach (var a in new[] { "--urls", $"http://127.0.0.1:{port}", "--ConnectionStrings:Fhir", server.Postgres.ConnectionString + ";Application Name=" + name, "--Validation:WarmUp", "false" })
+            start.ArgumentList.Add(a);
+        var process = System.Diagnostics.Process.Start(start)!;
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}/") };
+        client.DefaultRequestHeaders.Host = server.BaseUrl.Authority;
+        client.DefaultRequestHeaders.Authorization = _http.DefaultRequestHeaders.Authorization;
+        foreach (var accept in _http.DefaultRequestHeaders.Accept) client.DefaultRequestHeaders.Accept.Add(accept);
+        var until = DateTime.UtcNow.AddMinutes(3);
+        while (true)
+        {
+            Assert.False(process.HasExited, $"the server process {name} exited with {(process.HasExited ? process.ExitCode : 0)}");
+            try
+            {
+                if ((await client.GetAsync("metadata")).IsSuccessStatusCode) return (process, client);
+            }
+            catch (HttpRequestException) { }
+            Assert.True(DateTime.UtcNow < until, $"the server process {name} did not answer /metadata within 3 minutes");
+            await System.Threading.Tasks.Task.Delay(250);
+        }
+    }
+
+    /// <summary>Ends the deliverer's database session (its advisory lock with it) until a process whose connections are named <paramref name="name"/> holds the lock.</summary>
+    async System.Threading.Tasks.Task MakeDelivererAsync(string name)
+    {
+        await using var db = new NpgsqlConnection(server.Postgres.ConnectionString + ";Pooling=false");
+        await db.OpenAsync();
+        var until = DateTime.UtcNow.AddMinutes(1);
+        while (true)
+        {
+            await using var holder = new NpgsqlCommand(
+                "select a.pid, a.application_name from pg_locks l join pg_stat_activity a on a.pid = l.pid where l.locktype = 'advisory' and l.objid = 7262113 and l.granted", db);
+            var (pid, application) = (0, "");
+            await using (var r = await holder.ExecuteReaderAsync())
+                if (await r.ReadAsync()) (pid, application) = (r.GetInt32(0), r.GetString(1));
+            if (application == name) return;
+            if (pid != 0) await new NpgsqlCommand($"select pg_terminate_backend({pid})", db).ExecuteNonQueryAsync();
+            Assert.True(DateTime.UtcNow < until, $"{name} never became the deliverer");
+            await System.Threading.Tasks.Task.Delay(300);
+        }
+    }
+
     [Fact]
-    public async System.Threading.Tasks.Task Events_committed_while_the_delivering_process_is_gone_are_delivered_when_a_server_takes_over()
+    public async System.Threading.Tasks.Task A_notification_pending_when_its_server_process_is_killed_is_delivered_by_the_server_that_takes_over()
     {
         await using var receiver = await NotificationReceiver.StartAsync();
         var x = await PatientAsync();
-        var sub = await SubscribeAsync(_http, Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{x}", receiver.Endpoint + "crash"));
+        var sub = await SubscribeAsync(_http, Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{x}", receiver.Endpoint + "kill9"));
+        receiver.Answer = 503; // the receiver is down: the notifications stay pending
 
-        // What PostgreSQL sees of a kill -9: the deliverer's session ends (its advisory lock with it). This test
-        // then holds the deliverer's lock itself, so no server delivers while the documents are committed.
-        await using var holder = new NpgsqlConnection(server.Postgres.ConnectionString + ";Pooling=false");
-        await holder.OpenAsync();
-        var taking = new NpgsqlCommand("select pg_advisory_lock(7262113)", holder).ExecuteNonQueryAsync();
-        await using (var killer = new NpgsqlConnection(server.Postgres.ConnectionString))
+        var (killed, client) = await StartServerProcessAsync("phrfhir-killed");
+        try
         {
-            await killer.OpenAsync();
-            await new NpgsqlCommand("select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and objid = 7262113 and granted and pid <> pg_backend_pid()", killer).ExecuteNonQueryAsync();
-        }
-        await taking;
-        var docs = new List<string>();
-        for (var i = 0; i < 3; i++) docs.Add(await PublishAsync(_http, x));
-        Assert.False(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Count > 0, 2), "no server should be delivering");
+            await MakeDelivererAsync("phrfhir-killed");
+            // The second process commits the documents, numbers their events and fails to deliver them…
+            var docs = new List<string>();
+            for (var i = 0; i < 3; i++) docs.Add(await PublishAsync(client, x));
+            Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Refused >= 1), "the killed process should have tried to notify");
+            // …and dies without a word: SIGKILL, no shutdown, its sessions (and the deliverer's lock) dropped by PostgreSQL.
+            killed.Kill();
+            await killed.WaitForExitAsync();
+            Assert.Empty(receiver.Events(sub.Id));
 
-        await using var restarted = await server.StartInstanceAsync(); // a restarted process; whichever takes the lock delivers
-        await new NpgsqlCommand("select pg_advisory_unlock(7262113)", holder).ExecuteNonQueryAsync();
-        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Count >= 3), "delivered after the takeover");
-        Assert.Equal([1L, 2L, 3L], receiver.Events(sub.Id).Select(e => e.Number));
-        Assert.Equal(docs, Foci(receiver.Events(sub.Id)));
+            // The fixture's server process (what a restarted one is: the same database, nothing in memory) takes the lock and delivers.
+            receiver.Answer = 200;
+            Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Select(e => e.Number).Distinct().Count() >= 3, 60), "delivered after the takeover");
+            var events = receiver.Events(sub.Id);
+            // At least once, in order: each event number with its document, none skipped.
+            Assert.Equal([1L, 2L, 3L], events.Select(e => e.Number).Distinct());
+            Assert.Equal(docs, Foci(events).Distinct());
+            Assert.Equal(3, EventsSinceStart(await StatusAsync(_http, sub.Id)));
+        }
+        finally
+        {
+            if (!killed.HasExited)
+            {
+                killed.Kill();
+                await killed.WaitForExitAsync();
+            }
+            client.Dispose();
+        }
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task With_no_live_subscription_a_submission_writes_nothing_to_the_outbox_and_a_subscription_then_created_hears_the_next()
+    {
+        await using var db = new NpgsqlConnection(server.Postgres.ConnectionString);
+        await db.OpenAsync();
+        // The tests of this collection run one at a time: subscriptions earlier tests left live are ended here.
+        await new NpgsqlCommand("update fhir.subscription_state set status = 'off' where status <> 'off'", db).ExecuteNonQueryAsync();
+        async Task<long> OutboxRowsEver() => (long)(await new NpgsqlCommand(
+            "select coalesce(pg_sequence_last_value(pg_get_serial_sequence('fhir.subscription_outbox', 'id')), 0)", db).ExecuteScalarAsync())!;
+
+        await using var receiver = await NotificationReceiver.StartAsync();
+        var x = await PatientAsync();
+        var before = await OutboxRowsEver();
+        await ProvideAsync(x, 2); // ITI-65: a SubmissionSet, two DocumentReferences, both watched types
+        Assert.Equal(before, await OutboxRowsEver());
+
+        var sub = await SubscribeAsync(_http, Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{x}", receiver.Endpoint + "first"));
+        var docs = await ProvideAsync(x, 1);
+        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Count >= 1), "the next submission is an event");
+        Assert.Equal([(1L, docs[0])], receiver.Events(sub.Id).Select(e => (e.Number, Foci([e])[0]!)));
+        Assert.True(await OutboxRowsEver() > before);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_subscription_becomes_active_only_after_the_writes_in_progress_when_it_was_created_have_ended()
+    {
+        await using var receiver = await NotificationReceiver.StartAsync();
+        var x = await PatientAsync();
+        // A write in progress (it has a transaction id): its outbox check may have run before the Subscription existed.
+        await using var writer = new NpgsqlConnection(server.Postgres.ConnectionString + ";Pooling=false");
+        await writer.OpenAsync();
+        await using var tx = await writer.BeginTransactionAsync();
+        await new NpgsqlCommand("select pg_current_xact_id()", writer, tx).ExecuteNonQueryAsync();
+
+        var created = await Fhir.ExpectAsync<Subscription>(await _http.PostAsync("Subscription",
+            Fhir.Json(Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{x}", receiver.Endpoint + "barrier"))), HttpStatusCode.Created);
+        await System.Threading.Tasks.Task.Delay(2000);
+        Assert.Empty(receiver.Of(created.Id)); // no handshake yet
+        Assert.Equal(Hl7.Fhir.Model.Subscription.SubscriptionStatus.Requested, (await Fhir.ReadAsync<Subscription>(await _http.GetAsync("Subscription/" + created.Id))).Status);
+
+        await tx.CommitAsync();
+        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Of(created.Id).Count >= 1), "handshaken once the write ended");
+        Assert.True(await NotificationReceiver.WaitAsync(() =>
+            Fhir.ReadAsync<Subscription>(_http.GetAsync("Subscription/" + created.Id).Result).Result.Status == Hl7.Fhir.Model.Subscription.SubscriptionStatus.Active));
     }
 
     [Fact]
