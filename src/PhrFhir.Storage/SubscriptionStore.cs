@@ -67,12 +67,14 @@ public sealed class SubscriptionStore(FhirStore store)
         await using var tx = await conn.BeginTransactionAsync(ct);
         var changes = new List<OutboxChange>();
         await using (var select = new NpgsqlCommand(
-            "select o.id, o.rkey, o.version, o.resource_type, o.method, o.person, o.recorded, h.json, p.json, " +
+            "select o.id, o.rkey, o.version, o.resource_type, o.method, o.person, o.recorded, coalesce(h.json, a.json, ''), p.json, " +
             // The Subscriptions the write's check saw live (Schema/017); rows written before 017 have no snapshot.
             "       array(select s.id from fhir.subscription_state s where s.status <> 'off' and case when o.seen is null or s.live_xid is null " +
             "             then s.created <= o.recorded else pg_visible_in_snapshot(s.live_xid, o.seen) end) " +
             "from (select * from fhir.subscription_outbox order by id limit $1 for update) o " +
-            "join fhir.resource_history h on h.rkey = o.rkey and h.version = o.version " +
+            // An AuditEvent's JSON is in the audit table (Schema/009): it has one version.
+            "left join fhir.resource_history h on h.rkey = o.rkey and h.version = o.version " +
+            "left join fhir.audit_event a on o.resource_type = 'AuditEvent' and a.id = o.rkey " +
             "left join fhir.resource_history p on p.rkey = o.rkey and p.version = o.version - 1 order by o.id", conn, tx))
         {
             select.Parameters.Add(new() { Value = limit });
@@ -125,8 +127,9 @@ public sealed class SubscriptionStore(FhirStore store)
     public async Task<List<SubscriptionEvent>> EventsAsync(string id, long from, long through, int limit, CancellationToken ct)
     {
         await using var cmd = store.DataSource.CreateCommand(
-            "select e.number, e.rkey, e.version, e.method, e.recorded, h.json from fhir.subscription_event e " +
-            "join fhir.resource_history h on h.rkey = e.rkey and h.version = e.version " +
+            "select e.number, e.rkey, e.version, e.method, e.recorded, coalesce(h.json, a.json, '') from fhir.subscription_event e " +
+            "left join fhir.resource_history h on h.rkey = e.rkey and h.version = e.version " +
+            "left join fhir.audit_event a on e.rkey like 'AuditEvent/%' and a.id = e.rkey " +
             "where e.subscription_id = $1 and e.number between $2 and $3 order by e.number limit $4");
         cmd.Parameters.Add(new() { Value = id });
         cmd.Parameters.Add(new() { Value = from });
@@ -195,6 +198,16 @@ public sealed partial class WriteTransaction
     public void EndSubscription(string id) => Add("update fhir.subscription_state set status = 'off' where id = $1", id);
 
     readonly List<(string Key, int Version, string Type, string Method, string? Person)> _changes = [];
+
+    /// <summary>
+    /// AuditEvents that a topic may be about (a share link opened: Sharing/LinkAudit), kept for
+    /// <see cref="RecordChanges"/> like a resource's version. Only where the code recording them says so:
+    /// the trail of every request is not checked for listeners.
+    /// </summary>
+    public void RecordAuditChange(AuditRow row)
+    {
+        if (_store.Outboxed.ContainsKey("AuditEvent")) _changes.Add((row.Key, 1, "AuditEvent", "POST", row.Person));
+    }
 
     /// <summary>A version of a type some topic watches (FhirStore.Outboxed): kept for <see cref="RecordChanges"/>.</summary>
     void RecordChange(ResourceDocument doc, string method) => _changes.Add((doc.Id, doc.Version, doc.ResourceType, method, doc.Person));

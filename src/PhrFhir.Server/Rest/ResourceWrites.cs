@@ -194,7 +194,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         {
             Id = ResourceDocument.Key(resource.TypeName, resource.Id!),
             ResourceType = resource.TypeName,
-            Person = SearchIndexer.PersonOf(resource, rows),
+            Person = SearchIndexer.PersonOf(resource, rows) ?? subscriptions.PersonOf(resource, current), // a person's Subscription is in their compartment
             Writer = current is { Deleted: false } ? current.Writer : tx.Writer,
             LastUpdated = now,
             Version = version,

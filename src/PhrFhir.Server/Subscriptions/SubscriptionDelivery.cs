@@ -221,15 +221,26 @@ public sealed class SubscriptionDelivery : BackgroundService
         {
             if (!_topics.Fires(topic!, interaction, current, previous)) continue;
             if (!await MatchesAsync(definition.Filters, rows, type, ct)) continue;
-            stored ??= await _store.ReadAsync(type, id, ct);
-            if (stored is null || !await VisibleAsync(definition.Subscriber, stored)) continue;
+            if (type == "AuditEvent")
+            {
+                if (!await VisibleAsync(definition.Subscriber, type, async policy => await _store.ReadAuditAsync(id, await policy.FilterAsync(), ct) is not null)) continue;
+            }
+            else
+            {
+                stored ??= await _store.ReadAsync(type, id, ct);
+                if (stored is not { } read || !await VisibleAsync(definition.Subscriber, type, async policy => { await policy.CheckReadAsync(read); return true; })) continue;
+            }
             ids.Add(row.Id);
         }
         return ids;
     }
 
-    /// <summary>The access rules of the subscriber's token (Security/AccessPolicy), applied as if it read the resource now.</summary>
-    async Task<bool> VisibleAsync(Subscriber subscriber, StoredResource stored)
+    /// <summary>
+    /// The access rules of the subscriber's token (Security/AccessPolicy), applied as if it read the resource
+    /// now: its scopes on the type, then <paramref name="reads"/> under its policy (a document's, or an
+    /// AuditEvent's in the person's access log).
+    /// </summary>
+    async Task<bool> VisibleAsync(Subscriber subscriber, string type, Func<AccessPolicy, Task<bool>> reads)
     {
         var claims = new List<System.Security.Claims.Claim>();
         void Add(string type, string? value) { if (value is not null) claims.Add(new System.Security.Claims.Claim(type, value)); }
@@ -242,9 +253,8 @@ public sealed class SubscriptionDelivery : BackgroundService
         var ctx = new DefaultHttpContext { RequestServices = _services, User = user };
         try
         {
-            AccessControl.Demand(user, Interaction.Read, stored.Type);
-            await (await AccessPolicy.OfAsync(ctx, _store)).CheckReadAsync(stored);
-            return true;
+            AccessControl.Demand(user, Interaction.Read, type);
+            return await reads(await AccessPolicy.OfAsync(ctx, _store));
         }
         catch (FhirError) { return false; }
     }

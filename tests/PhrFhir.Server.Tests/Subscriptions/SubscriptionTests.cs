@@ -435,6 +435,94 @@ public sealed class SubscriptionTests(ServerFixture server)
         Assert.Single(replay.Entry); // the status alone
     }
 
+    /// <summary>The subscribing person's Patient (registered by the institution, the only one with their identifier) and their client.</summary>
+    async Task<(string Patient, HttpClient Person)> SubscribingPersonAsync()
+    {
+        var register = new HttpRequestMessage(HttpMethod.Post, "Patient")
+        {
+            Content = Fhir.Json(new Patient { Identifier = [new Identifier("urn:oid:1.2.392.100495.20.3.51.11312345678", ServerFixture.SubscribingPersonIdentifier)], Name = [new HumanName { Family = "購読", Given = ["本人"] }] }),
+        };
+        register.Headers.TryAddWithoutValidation("If-None-Exist", $"identifier=urn:oid:1.2.392.100495.20.3.51.11312345678|{ServerFixture.SubscribingPersonIdentifier}");
+        var me = (await Fhir.ReadAsync<Patient>(await _http.SendAsync(register))).Id!;
+        return (me, await server.ClientAsync(ServerFixture.SubscribingPersonClient));
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_person_is_notified_when_their_share_link_is_opened_and_not_when_it_is_refused()
+    {
+        await using var receiver = await NotificationReceiver.StartAsync();
+        var (me, person) = await SubscribingPersonAsync();
+        using var _ = person;
+        var sub = await SubscribeAsync(person, Subscription("http://phrfhir.example/fhir/SubscriptionTopic/share-link-opened", $"AuditEvent?patient=Patient/{me}", receiver.Endpoint + "opened", "full-resource"));
+        var document = await PublishAsync(person, me); // ITI-105 by the person's app
+        var share = new Parameters();
+        share.Parameter.Add(new() { Name = "documentReference", Value = new ResourceReference(document) });
+        share.Parameter.Add(new() { Name = "passcode", Value = new FhirString("2468") });
+        share.Parameter.Add(new() { Name = "expires", Value = new Instant(DateTimeOffset.UtcNow.AddDays(1)) });
+        var issued = await Fhir.ExpectAsync<Parameters>(await person.PostAsync($"Patient/{me}/$share", Fhir.Json(share)), HttpStatusCode.Created);
+        var shlink = ((FhirString)issued.GetSingle("shlink").Value).Value;
+        var url = System.Text.Json.JsonDocument.Parse(System.Buffers.Text.Base64Url.DecodeFromChars(shlink.AsSpan("shlink:/".Length))).RootElement.GetProperty("url").GetString()!;
+
+        using var recipient = new HttpClient();
+        var wrong = await recipient.PostAsync(url, new StringContent("""{"recipient": "Dr. 佐藤", "passcode": "0000"}""", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Unauthorized, wrong.StatusCode); // refused: audited, not an opening
+        var opened = await recipient.PostAsync(url, new StringContent("""{"recipient": "Dr. 佐藤", "passcode": "2468"}""", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, opened.StatusCode);
+
+        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Count >= 1), "the opening is an event");
+        await System.Threading.Tasks.Task.Delay(1000);
+        var events = receiver.Events(sub.Id);
+        Assert.Single(events);
+        Assert.StartsWith("AuditEvent/", Foci(events)[0]);
+        var audit = (AuditEvent)receiver.Of(sub.Id).Last(b => NotificationReceiver.Type(NotificationReceiver.Status(b)) == "event-notification").Entry[1].Resource;
+        Assert.Equal("shl-manifest", audit.Subtype.Single().Code);
+        Assert.Contains(audit.Entity, e => e.What?.Reference == "Patient/" + me);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_person_subscribes_to_their_own_records_only_and_hears_only_what_they_may_read()
+    {
+        await using var receiver = await NotificationReceiver.StartAsync();
+        var (me, person) = await SubscribingPersonAsync();
+        using var _ = person;
+        var other = await PatientAsync();
+
+        // Someone else's records, or a patient that does not exist: the same refusal, revealing nothing.
+        foreach (var filter in new[] { $"DocumentReference?patient=Patient/{other}", "DocumentReference?patient=Patient/no-such-patient",
+                                       $"DocumentReference?patient.identifier=urn:oid:1.2.392.100495.20.3.51.11312345678|{Fhir.Unique("n")}" })
+        {
+            var refused = await person.PostAsync("Subscription", Fhir.Json(Subscription(DocumentsOfOnePatient, filter, receiver.Endpoint + "theirs")));
+            var outcome = await Fhir.ExpectAsync<OperationOutcome>(refused, HttpStatusCode.Forbidden);
+            Assert.Equal("Subscription.criteria.extension", outcome.Issue[0].Expression.Single());
+        }
+
+        var documents = await SubscribeAsync(person, Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{me}", receiver.Endpoint + "mine", "full-resource"));
+        // No patient filter (optional on this topic): their compartment is implied.
+        var tasks = await SubscribeAsync(person, Subscription("http://phrfhir.example/fhir/SubscriptionTopic/task-opened", "Task?status=requested", receiver.Endpoint + "tasks"));
+        async Task<string> TaskAsync(string patient) => "Task/" + (await Fhir.ExpectAsync<Hl7.Fhir.Model.Task>(await _http.PostAsync("Task", Fhir.Json(new Hl7.Fhir.Model.Task
+        {
+            Status = Hl7.Fhir.Model.Task.TaskStatus.Requested,
+            Intent = Hl7.Fhir.Model.Task.TaskIntent.Order,
+            Description = "要精密検査",
+            For = new ResourceReference("Patient/" + patient),
+        })), HttpStatusCode.Created)).Id;
+        await TaskAsync(other);
+        var myTask = await TaskAsync(me);
+        await PublishAsync(_http, other);
+        var myDocument = await PublishAsync(_http, me);
+
+        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(documents.Id).Count >= 1 && receiver.Events(tasks.Id).Count >= 1));
+        await System.Threading.Tasks.Task.Delay(1000);
+        Assert.Equal([(1L, myDocument)], receiver.Events(documents.Id).Select(e => (e.Number, Foci([e])[0]!)));
+        Assert.Equal([(1L, myTask)], receiver.Events(tasks.Id).Select(e => (e.Number, Foci([e])[0]!)));
+        var notified = receiver.Of(documents.Id).Last(b => NotificationReceiver.Type(NotificationReceiver.Status(b)) == "event-notification");
+        Assert.Equal(myDocument.Split('/')[1], notified.Entry[1].Resource.Id); // full-resource: they may read it
+
+        // The Subscription is theirs: they read its status; the institution whose documents it reports does not see it.
+        Assert.Equal(1, EventsSinceStart(await StatusAsync(person, documents.Id)));
+        await Fhir.ExpectAsync<OperationOutcome>(await _http.GetAsync($"Subscription/{documents.Id}"), HttpStatusCode.NotFound);
+    }
+
     [Theory]
     [InlineData("https://127.0.0.1/hook", "loopback")]
     [InlineData("https://169.254.169.254/latest/meta-data", "link-local")]
