@@ -14,7 +14,7 @@ public sealed record SubscriptionRow(
 public sealed record OutboxChange(long Id, string Key, int Version, string Type, string Method, string? Person, DateTimeOffset Recorded, string Json, string? PreviousJson, string[] Counted);
 
 /// <summary>A numbered event of one Subscription, with the JSON of the version it is about ("" for a deletion).</summary>
-public sealed record SubscriptionEvent(long Number, string Key, int Version, string Method, DateTimeOffset Recorded, string Json);
+public sealed record SubscriptionEvent(long Number, string Key, int Version, string Method, DateTimeOffset Recorded, string Json, string? Person = null);
 
 /// <summary>
 /// The SQL of topic-based Subscriptions (docs/subscriptions.md): the outbox written with each change,
@@ -127,7 +127,7 @@ public sealed class SubscriptionStore(FhirStore store)
     public async Task<List<SubscriptionEvent>> EventsAsync(string id, long from, long through, int limit, CancellationToken ct)
     {
         await using var cmd = store.DataSource.CreateCommand(
-            "select e.number, e.rkey, e.version, e.method, e.recorded, coalesce(h.json, a.json, '') from fhir.subscription_event e " +
+            "select e.number, e.rkey, e.version, e.method, e.recorded, coalesce(h.json, a.json, ''), e.person from fhir.subscription_event e " +
             "left join fhir.resource_history h on h.rkey = e.rkey and h.version = e.version " +
             "left join fhir.audit_event a on e.rkey like 'AuditEvent/%' and a.id = e.rkey " +
             "where e.subscription_id = $1 and e.number between $2 and $3 order by e.number limit $4");
@@ -138,7 +138,7 @@ public sealed class SubscriptionStore(FhirStore store)
         var events = new List<SubscriptionEvent>();
         await using var r = await cmd.ExecuteReaderAsync(ct);
         while (await r.ReadAsync(ct))
-            events.Add(new SubscriptionEvent(r.GetInt64(0), r.GetString(1), r.GetInt32(2), r.GetString(3), r.GetFieldValue<DateTimeOffset>(4), r.GetString(5)));
+            events.Add(new SubscriptionEvent(r.GetInt64(0), r.GetString(1), r.GetInt32(2), r.GetString(3), r.GetFieldValue<DateTimeOffset>(4), r.GetString(5), r.IsDBNull(6) ? null : r.GetString(6)));
         return events;
     }
 

@@ -312,6 +312,7 @@ public sealed class SubscriptionDelivery : BackgroundService
         if (events.Count == 0) return;
         var notification = Notifications.Build(s.Id, s.Topic, "active", "event-notification", s.EventsSinceStart, definition, definition.Payload, events);
         var failure = await SendAsync(s, definition, notification, ct);
+        await NotificationAudit.RecordAsync(_store, s.Id, definition, notification, events, failure, ct); // DSUBm ITI-112, Broker side
         if (failure is null)
         {
             await _subscriptions.DeliveredAsync(s.Id, events[^1].Number, ct);

@@ -180,6 +180,16 @@ public sealed class SubscriptionTests(ServerFixture server)
         Assert.IsType<Parameters>(last.Entry[0].Resource);
         Assert.All(last.Entry.Skip(1), e => Assert.Equal(x, ((DocumentReference)e.Resource).Subject.Reference.Split('/')[^1]));
         Assert.Equal(3, EventsSinceStart(await StatusAsync(_http, sub.Id)));
+
+        // DSUBm ITI-112, audited by the Broker in X's access log: the notifications sent, their documents, the recipient; nothing in Y's.
+        var audits = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync($"AuditEvent?subtype=urn:ihe:event-type-code|ITI-112&patient=Patient/{x}"), HttpStatusCode.OK);
+        var sent = audits.Entry.Select(e => (AuditEvent)e.Resource).ToList();
+        Assert.NotEmpty(sent);
+        Assert.All(sent, a => Assert.Equal(AuditEvent.AuditEventOutcome.N0, a.Outcome));
+        Assert.Equal(docsOfX.Order(), sent.SelectMany(a => a.Entity).Where(e => e.What?.Reference?.StartsWith("DocumentReference/", StringComparison.Ordinal) == true).Select(e => e.What.Reference).Order());
+        Assert.All(sent, a => Assert.Contains(a.Agent, g => g.Type.Coding[0].Code == "110153" && g.Network.Address == new Uri(receiver.Endpoint).GetLeftPart(UriPartial.Authority)));
+        var ofY = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync($"AuditEvent?subtype=urn:ihe:event-type-code|ITI-112&patient=Patient/{y}"), HttpStatusCode.OK);
+        Assert.Empty(ofY.Entry);
     }
 
     [Fact]
