@@ -132,7 +132,8 @@ if [ "${#collections[@]}" -gt 0 ]; then
 
     echo "test.sh: starting the server on ${base_url} (data ${data_dir}, log ${server_log})"
     # Run from the output directory so that the server finds its appsettings.json.
-    (cd "${server_dir}" && PHRFHIR_CLIENTS="${repo_root}/examples/auth/clients.dev.json" \
+    # Subscriptions.postman_collection.json subscribes an endpoint there (nothing listens: the handshake fails, status error).
+    (cd "${server_dir}" && PHRFHIR_CLIENTS="${repo_root}/examples/auth/clients.dev.json" PHRFHIR_SUBSCRIPTION_ENDPOINTS="http://127.0.0.1:9/" \
         exec dotnet PhrFhir.Server.dll --urls "${base_url}" "--Storage:DataDirectory=${data_dir}" "--Auth:SigningKeyFile=${work_dir}/signing-key.pem" \
             "--Packages:Cache=${work_dir}/fhir-packages") \
         >"${server_log}" 2>&1 </dev/null &

@@ -113,8 +113,12 @@ public sealed partial class FhirStore : IAsyncDisposable
     /// <summary>Resource types whose writes are announced: at commit to this process, and by NOTIFY to every process.</summary>
     public HashSet<string> Watched { get; } = [];
 
-    /// <summary>Resource types whose every version written goes to the Subscriptions outbox (SubscriptionStore), in the same transaction.</summary>
-    public HashSet<string> Outboxed { get; } = [];
+    /// <summary>
+    /// Resource types some SubscriptionTopic watches, each with the topics' canonical URLs: a version written
+    /// goes to the Subscriptions outbox, in the same transaction, when a Subscription to one of them is live
+    /// (SubscriptionStore, WriteTransaction.RecordChanges).
+    /// </summary>
+    public Dictionary<string, string[]> Outboxed { get; } = [];
 
     /// <summary>A watched type was written and committed (here, or by another process sharing the database).</summary>
     public event Action<string>? Changed;

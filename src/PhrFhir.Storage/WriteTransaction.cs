@@ -141,7 +141,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         // Other server processes learn at commit that a watched type changed (FhirStore.ListenAsync).
         if (_store.Watched.Contains(doc.ResourceType) && _notified.Add(doc.ResourceType))
             Add("select pg_notify($1, $2)", FhirStore.ChangeChannel, doc.ResourceType);
-        if (_store.Outboxed.Contains(doc.ResourceType)) RecordChange(doc, method); // Subscriptions: in the write's transaction
+        if (_store.Outboxed.ContainsKey(doc.ResourceType)) RecordChange(doc, method); // Subscriptions: in the write's transaction
         // Nothing is sent yet: FlushAsync writes every version queued since the last flush with one statement
         // for the documents and their history rows and one per index table, whatever their number (issue #12).
         _pending.Add(new Pending(doc, previousVersion, method, rows));
@@ -269,11 +269,12 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     static DateTime Clamp(DateTimeOffset v) =>
         v == DateTimeOffset.MinValue ? DateTime.MinValue : v == DateTimeOffset.MaxValue ? DateTime.MaxValue : v.UtcDateTime;
 
-    void Add(string sql, params object?[] args)
+    NpgsqlBatchCommand Add(string sql, params object?[] args)
     {
         var cmd = new NpgsqlBatchCommand(sql);
         foreach (var a in args) cmd.Parameters.Add(new NpgsqlParameter { Value = a ?? DBNull.Value });
         _batch.BatchCommands.Add(cmd);
+        return cmd;
     }
 
     /// <summary>
@@ -316,12 +317,14 @@ public sealed partial class WriteTransaction : IAsyncDisposable
             BeforeCommit = null;
             await hook(this, ct);
         }
+        var outbox = RecordChanges(); // Subscriptions: last, once everything is written
         await FlushAsync(ct);
         await _tx.CommitAsync(ct);
         Committed = true;
         // This process learns synchronously, before the request is answered: a revoked Consent is
         // never served from a cache by the next request.
         foreach (var type in _notified) _store.RaiseChanged(type);
+        if (outbox is { RecordsAffected: > 0 }) _store.RaiseChanged(SubscriptionStore.OutboxSignal);
     }
 
     public async ValueTask DisposeAsync()

@@ -73,6 +73,8 @@ public class ServerFixture : IAsyncLifetime
     /// <summary>The server's https address (mutual TLS optional), beside the http one.</summary>
     public Uri HttpsUrl { get; private set; } = null!;
     public const string MtlsClient = "test-mtls";
+    public const string SubscribingPersonClient = "test-person-subscriber";
+    public const string SubscribingPersonIdentifier = "00066601";
 
     public async System.Threading.Tasks.Task InitializeAsync()
     {
@@ -137,6 +139,9 @@ public class ServerFixture : IAsyncLifetime
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.2", value = "9900000001" } },
                 new { clientId = "test-worker", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00088001" } },
+                // A person who subscribes to their own records (Subscriptions/); only those tests register their Patient.
+                new { clientId = SubscribingPersonClient, clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = SubscribingPersonIdentifier } },
             },
             persons = ThrottledPersons.Prepend(PersonUsername).Select(username => new
             {
@@ -212,6 +217,9 @@ public class ServerFixture : IAsyncLifetime
         Environment.SetEnvironmentVariable("PHRFHIR_PACKAGE_SOURCES", reference);
         return [];
     }
+
+    /// <summary>The server's command line (database, keys, clients file, test settings): a separate server process takes the same.</summary>
+    public IReadOnlyList<string> Arguments => _args;
 
     static Uri Address(WebApplication app, string scheme) => new(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses
         .First(a => a.StartsWith(scheme, StringComparison.Ordinal)).TrimEnd('/') + "/");

@@ -147,6 +147,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         };
         tx.Guard?.Invoke(current, doc, "DELETE");
         tx.Write(doc, current.Version, "DELETE", rows: null);
+        if (type == "Subscription") tx.EndSubscription(id); // as status off: no more events or notifications
         return new StoredResource(type, id, doc.Version, doc.LastUpdated, true, "");
     }
 
@@ -194,7 +195,7 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
         {
             Id = ResourceDocument.Key(resource.TypeName, resource.Id!),
             ResourceType = resource.TypeName,
-            Person = SearchIndexer.PersonOf(resource, rows),
+            Person = SearchIndexer.PersonOf(resource, rows) ?? subscriptions.PersonOf(resource, current), // a person's Subscription is in their compartment
             Writer = current is { Deleted: false } ? current.Writer : tx.Writer,
             LastUpdated = now,
             Version = version,

@@ -92,7 +92,9 @@ public static class LinkAudit
                 Role = new Coding("http://terminology.hl7.org/CodeSystem/object-role", "3", "Report"),
             });
         await using var tx = await store.BeginWriteAsync(CancellationToken.None);
-        await tx.AppendAuditsAsync([AuditTrail.Row(audit)], CancellationToken.None);
+        var row = AuditTrail.Row(audit);
+        await tx.AppendAuditsAsync([row], CancellationToken.None);
+        tx.RecordAuditChange(row); // Subscriptions: topic share-link-opened, in this transaction
         await tx.CommitAsync(CancellationToken.None);
     }
 }

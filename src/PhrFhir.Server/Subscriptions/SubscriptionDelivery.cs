@@ -43,11 +43,12 @@ public sealed class SubscriptionDelivery : BackgroundService
     {
         (_store, _subscriptions, _topics, _options, _clients, _services, _writes) = (store, subscriptions, topics, options.Value, clients, services, writes);
         _log = logs.CreateLogger("PhrFhir.Subscriptions");
-        // Writes of watched types go to the outbox in their transaction; their commit (here, or NOTIFY from
-        // another process: ConsentRules listens) wakes the deliverer at once instead of at its next poll.
-        foreach (var type in topics.WatchedTypes) { store.Outboxed.Add(type); store.Watched.Add(type); }
+        // Writes of watched types go to the outbox in their transaction while a Subscription to one of the
+        // topics is live (WriteTransaction.RecordChanges); a commit that put rows there (here, or NOTIFY from
+        // another process: FhirStore.ListenAsync), and any Subscription written, wake the deliverer at once.
+        foreach (var type in topics.WatchedTypes) store.Outboxed[type] = [.. topics.All.Where(t => t.Resource == type).Select(t => t.Url)];
         store.Watched.Add("Subscription");
-        store.Changed += type => { if (type == "Subscription" || store.Outboxed.Contains(type)) Wake(); };
+        store.Changed += type => { if (type is "Subscription" or SubscriptionStore.OutboxSignal) Wake(); };
     }
 
     void Wake() { if (_wake.CurrentCount == 0) _wake.Release(); }
@@ -117,14 +118,16 @@ public sealed class SubscriptionDelivery : BackgroundService
                         lead = await _subscriptions.TryLeadAsync(ct);
                         if (lead is null)
                         {
-                            await WaitAsync(ct); // another process delivers; take over if it goes away
+                            await WaitAsync(ct, _options.PollMilliseconds); // another process delivers; take over if it goes away
                             continue;
                         }
                     }
                     // Still the leader? The lock lives as long as this connection's session.
                     await using (var ping = new NpgsqlCommand("select 1", lead)) await ping.ExecuteScalarAsync(ct);
-                    await RoundAsync(ct);
-                    await WaitAsync(ct);
+                    // Nothing live and nothing committed to number: nothing can be due until a write wakes it
+                    // (the poll is then only a safety net: a NOTIFY lost while the listener reconnected).
+                    var busy = await RoundAsync(ct);
+                    await WaitAsync(ct, busy ? _options.PollMilliseconds : IdlePollMilliseconds);
                 }
                 catch (OperationCanceledException) when (ct.IsCancellationRequested) { return; }
                 catch (Exception e)
@@ -147,21 +150,43 @@ public sealed class SubscriptionDelivery : BackgroundService
         }
     }
 
-    async Task WaitAsync(CancellationToken ct) => await _wake.WaitAsync(TimeSpan.FromMilliseconds(_options.PollMilliseconds), ct);
+    const int IdlePollMilliseconds = 30_000;
 
-    /// <summary>One round: number what was committed, then serve each Subscription (several at once: a slow endpoint delays only its own).</summary>
-    async Task RoundAsync(CancellationToken ct)
+    async Task WaitAsync(CancellationToken ct, int milliseconds) => await _wake.WaitAsync(TimeSpan.FromMilliseconds(milliseconds), ct);
+
+    /// <summary>
+    /// Per requested Subscription (id, live since): the transactions in progress after it became live. It is
+    /// handshaken — and so made active — only once they have all ended: a write whose outbox check ran
+    /// before the Subscription was committed (so it recorded nothing for it) has then committed or rolled
+    /// back, and every write committed after activation was checked with the Subscription live
+    /// (Schema/017). In memory: a new leader takes a new, later snapshot, which only waits longer.
+    /// </summary>
+    readonly Dictionary<string, string> _barriers = [];
+
+    /// <summary>
+    /// One round: number what was committed, then serve each Subscription (several at once: a slow endpoint
+    /// delays only its own). False when nothing is live and nothing was numbered.
+    /// </summary>
+    async Task<bool> RoundAsync(CancellationToken ct)
     {
         var live = await _subscriptions.LiveAsync(ct);
         var watching = live.Select(s => (Row: s, Definition: JsonSerializer.Deserialize<SubscriptionDefinition>(s.Definition, SubscriptionRules.Json)!, Topic: _topics.ByUrl(s.Topic))).ToList();
-        while (await _subscriptions.DispatchAsync(200, change => SubscribersOfAsync(change, watching, ct), ct) > 0) { }
-        if (live.Count == 0) return;
+        var numbered = 0;
+        for (int n; (n = await _subscriptions.DispatchAsync(200, change => SubscribersOfAsync(change, watching, ct), ct)) > 0;) numbered += n;
+        if (live.Count == 0) return numbered > 0;
         live = await _subscriptions.LiveAsync(ct);
+        foreach (var gone in _barriers.Keys.Where(k => !live.Any(s => s.Status == "requested" && s.Id == k)).ToList()) _barriers.Remove(gone);
+        var ready = new HashSet<string>();
+        foreach (var s in live.Where(s => s.Status == "requested"))
+        {
+            if (!_barriers.TryGetValue(s.Id, out var barrier)) _barriers[s.Id] = barrier = await _subscriptions.SnapshotAsync(ct);
+            if (await _subscriptions.EndedAsync(barrier, ct)) ready.Add(s.Id);
+        }
         await Parallel.ForEachAsync(live, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (s, c) =>
         {
             var definition = JsonSerializer.Deserialize<SubscriptionDefinition>(s.Definition, SubscriptionRules.Json)!;
             var now = DateTimeOffset.UtcNow;
-            if (s.Status == "requested") await HandshakeAsync(s, definition, c);
+            if (s.Status == "requested") { if (ready.Contains(s.Id)) await HandshakeAsync(s, definition, c); }
             else if (s.Status != "active" || s.NextAttempt > now) return;
             else if (s.EventsSinceStart > s.DeliveredThrough) await DeliverAsync(s, definition, c);
             else if (definition.HeartbeatSeconds > 0 && now - (s.LastSent ?? s.Created) >= TimeSpan.FromSeconds(definition.HeartbeatSeconds))
@@ -170,17 +195,18 @@ public sealed class SubscriptionDelivery : BackgroundService
                 if (await SendAsync(s, definition, heartbeat, c) is null) await _subscriptions.SentAsync(s.Id, c);
             }
         });
+        return true;
     }
 
     /// <summary>
     /// The Subscriptions a committed change is an event for: the topic fires for it, the filters match
-    /// the version written (the previous one for a deletion), the Subscription existed when the write
-    /// began, and the subscriber may read the resource now under the access rules (scopes, role,
+    /// the version written (the previous one for a deletion), the Subscription was live when the write
+    /// checked for listeners (<see cref="OutboxChange.Counted"/>), and the subscriber may read the resource now under the access rules (scopes, role,
     /// Consents) — a subscriber never learns of what it could not read.
     /// </summary>
     async Task<IReadOnlyList<string>> SubscribersOfAsync(OutboxChange change, List<(SubscriptionRow Row, SubscriptionDefinition Definition, TopicDefinition? Topic)> watching, CancellationToken ct)
     {
-        var candidates = watching.Where(w => w.Topic?.Resource == change.Type && w.Row.Created <= change.Recorded).ToList();
+        var candidates = watching.Where(w => w.Topic?.Resource == change.Type && change.Counted.Contains(w.Row.Id)).ToList();
         if (candidates.Count == 0) return [];
         var current = change.Json.Length > 0 ? FhirFormat.ParseStored(change.Json) : null;
         var previous = change.PreviousJson is { Length: > 0 } p ? FhirFormat.ParseStored(p) : null;
@@ -195,15 +221,26 @@ public sealed class SubscriptionDelivery : BackgroundService
         {
             if (!_topics.Fires(topic!, interaction, current, previous)) continue;
             if (!await MatchesAsync(definition.Filters, rows, type, ct)) continue;
-            stored ??= await _store.ReadAsync(type, id, ct);
-            if (stored is null || !await VisibleAsync(definition.Subscriber, stored)) continue;
+            if (type == "AuditEvent")
+            {
+                if (!await VisibleAsync(definition.Subscriber, type, async policy => await _store.ReadAuditAsync(id, await policy.FilterAsync(), ct) is not null)) continue;
+            }
+            else
+            {
+                stored ??= await _store.ReadAsync(type, id, ct);
+                if (stored is not { } read || !await VisibleAsync(definition.Subscriber, type, async policy => { await policy.CheckReadAsync(read); return true; })) continue;
+            }
             ids.Add(row.Id);
         }
         return ids;
     }
 
-    /// <summary>The access rules of the subscriber's token (Security/AccessPolicy), applied as if it read the resource now.</summary>
-    async Task<bool> VisibleAsync(Subscriber subscriber, StoredResource stored)
+    /// <summary>
+    /// The access rules of the subscriber's token (Security/AccessPolicy), applied as if it read the resource
+    /// now: its scopes on the type, then <paramref name="reads"/> under its policy (a document's, or an
+    /// AuditEvent's in the person's access log).
+    /// </summary>
+    async Task<bool> VisibleAsync(Subscriber subscriber, string type, Func<AccessPolicy, Task<bool>> reads)
     {
         var claims = new List<System.Security.Claims.Claim>();
         void Add(string type, string? value) { if (value is not null) claims.Add(new System.Security.Claims.Claim(type, value)); }
@@ -216,9 +253,8 @@ public sealed class SubscriptionDelivery : BackgroundService
         var ctx = new DefaultHttpContext { RequestServices = _services, User = user };
         try
         {
-            AccessControl.Demand(user, Interaction.Read, stored.Type);
-            await (await AccessPolicy.OfAsync(ctx, _store)).CheckReadAsync(stored);
-            return true;
+            AccessControl.Demand(user, Interaction.Read, type);
+            return await reads(await AccessPolicy.OfAsync(ctx, _store));
         }
         catch (FhirError) { return false; }
     }
@@ -276,6 +312,7 @@ public sealed class SubscriptionDelivery : BackgroundService
         if (events.Count == 0) return;
         var notification = Notifications.Build(s.Id, s.Topic, "active", "event-notification", s.EventsSinceStart, definition, definition.Payload, events);
         var failure = await SendAsync(s, definition, notification, ct);
+        await NotificationAudit.RecordAsync(_store, s.Id, definition, notification, events, failure, ct); // DSUBm ITI-112, Broker side
         if (failure is null)
         {
             await _subscriptions.DeliveredAsync(s.Id, events[^1].Number, ct);

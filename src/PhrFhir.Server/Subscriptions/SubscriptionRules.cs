@@ -84,6 +84,7 @@ public sealed class SubscriptionRules(FhirStore store, SubscriptionTopics topics
             throw Unprocessable("backport-max-count is between 1 and 1000.", "Subscription.channel.extension");
 
         var filters = Filters(s, topic, store);
+        if (http.HttpContext is { } ctx && PersonCompartment.Of(ctx) is { } person) await CheckPersonsOwnAsync(filters, person, ct);
         var status = s.Status switch
         {
             Subscription.SubscriptionStatus.Off => "off",
@@ -99,6 +100,38 @@ public sealed class SubscriptionRules(FhirStore store, SubscriptionTopics topics
                 user.FindFirst("client_id")?.Value ?? user.FindFirst("sub")?.Value, user.FindFirst(PersonCompartment.PatientClaim)?.Value, user.FindFirst("scope")?.Value),
             tx.BaseUrl ?? "", allowListed);
         tx.SaveSubscription(s.Id!, topic.Url, status, JsonSerializer.Serialize(definition, Json));
+    }
+
+    /// <summary>
+    /// The compartment a Subscription belongs to: the person's own Patient when a person subscribes (they
+    /// read and change it as any record of theirs; nobody else's token reaches it), kept across versions
+    /// (the deliverer's status changes included); none for other subscribers.
+    /// </summary>
+    public string? PersonOf(Resource resource, StoredResource? current) =>
+        resource is not Subscription ? null
+        : current is { Deleted: false } ? current.Person
+        : http.HttpContext is { } ctx ? PersonCompartment.Of(ctx) : null;
+
+    /// <summary>
+    /// A person subscribes to their own records only: every patient a filter names (patient, subject,
+    /// patient.identifier) must be theirs (their Patient or one linked to it). Another person's — or a
+    /// patient that does not exist — is the same 403, so the answer reveals nothing. Without a patient
+    /// filter (topics where it is optional) their compartment is implied: each event is checked as a read
+    /// of theirs (SubscriptionDelivery), so nothing of anyone else reaches them.
+    /// </summary>
+    async System.Threading.Tasks.Task CheckPersonsOwnAsync(SubscriptionFilter[] filters, string person, CancellationToken ct)
+    {
+        var own = await store.PersonPatientsAsync(person, ct);
+        foreach (var f in filters.Where(f => f.Code is "patient" or "subject" or "patient.identifier"))
+            foreach (var value in f.Value.Split(','))
+            {
+                var patient = f.Code == "patient.identifier" ? await PersonCompartment.PatientWithIdentifierAsync(store, value, ct)
+                    : value.StartsWith("Patient/", StringComparison.Ordinal) ? value["Patient/".Length..]
+                    : value.Contains('/', StringComparison.Ordinal) ? null : value;
+                if (patient is null || !own.Contains(patient))
+                    throw new FhirError(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden,
+                        $"A person subscribes to their own records only: the filter {f.Code}={value} does not name Patient/{person}. (本人の記録のみ購読できます)", "Subscription.criteria.extension");
+            }
     }
 
     static bool Allows(System.Security.Claims.ClaimsPrincipal user, Interaction interaction, string type)

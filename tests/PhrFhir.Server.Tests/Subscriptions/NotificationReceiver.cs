@@ -44,6 +44,7 @@ public sealed class NotificationReceiver : IAsyncDisposable
             var status = Status(bundle);
             var answer = Type(status) == "handshake" ? receiver.HandshakeAnswer : receiver.Answer;
             if (answer is >= 200 and < 300) receiver._received.Enqueue((DateTimeOffset.UtcNow, bundle));
+            else Interlocked.Increment(ref receiver._refused);
             return Results.StatusCode(answer);
         });
         await app.StartAsync();
@@ -52,6 +53,10 @@ public sealed class NotificationReceiver : IAsyncDisposable
     }
 
     public IReadOnlyList<(DateTimeOffset At, Bundle Bundle)> Received => [.. _received];
+
+    int _refused;
+    /// <summary>How many notifications were answered with a non-2xx status (an outage's attempts).</summary>
+    public int Refused => Volatile.Read(ref _refused);
 
     /// <summary>The accepted notifications of one Subscription (its id), in arrival order.</summary>
     public List<Bundle> Of(string subscriptionId) =>

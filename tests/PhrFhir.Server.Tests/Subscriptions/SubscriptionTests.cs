@@ -180,6 +180,16 @@ public sealed class SubscriptionTests(ServerFixture server)
         Assert.IsType<Parameters>(last.Entry[0].Resource);
         Assert.All(last.Entry.Skip(1), e => Assert.Equal(x, ((DocumentReference)e.Resource).Subject.Reference.Split('/')[^1]));
         Assert.Equal(3, EventsSinceStart(await StatusAsync(_http, sub.Id)));
+
+        // DSUBm ITI-112, audited by the Broker in X's access log: the notifications sent, their documents, the recipient; nothing in Y's.
+        var audits = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync($"AuditEvent?subtype=urn:ihe:event-type-code|ITI-112&patient=Patient/{x}"), HttpStatusCode.OK);
+        var sent = audits.Entry.Select(e => (AuditEvent)e.Resource).ToList();
+        Assert.NotEmpty(sent);
+        Assert.All(sent, a => Assert.Equal(AuditEvent.AuditEventOutcome.N0, a.Outcome));
+        Assert.Equal(docsOfX.Order(), sent.SelectMany(a => a.Entity).Where(e => e.What?.Reference?.StartsWith("DocumentReference/", StringComparison.Ordinal) == true).Select(e => e.What.Reference).Order());
+        Assert.All(sent, a => Assert.Contains(a.Agent, g => g.Type.Coding[0].Code == "110153" && g.Network.Address == new Uri(receiver.Endpoint).GetLeftPart(UriPartial.Authority)));
+        var ofY = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync($"AuditEvent?subtype=urn:ihe:event-type-code|ITI-112&patient=Patient/{y}"), HttpStatusCode.OK);
+        Assert.Empty(ofY.Entry);
     }
 
     [Fact]
@@ -247,33 +257,151 @@ public sealed class SubscriptionTests(ServerFixture server)
         Assert.Equal(docs.Order(), Foci(events).Order());
     }
 
+    /// <summary>
+    /// The server as a separate OS process on the fixture's database (the fixture's command line, a port of its
+    /// own), its connections named <paramref name="name"/> in PostgreSQL; a client for it carrying the fixture
+    /// institution's token (the same keys, and the same public address in Host).
+    /// </summary>
+    async Task<(System.Diagnostics.Process Process, HttpClient Client)> StartServerProcessAsync(string name)
+    {
+        var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = AppContext.BaseDirectory };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "PhrFhir.Server.dll"));
+        foreach (var a in server.Arguments) start.ArgumentList.Add(a);
+        // No profile compiling in the background (a shared 2-core machine): what it validates compiles on first use.
+        foreach (var a in new[] { "--urls", $"http://127.0.0.1:{port}", "--ConnectionStrings:Fhir", server.Postgres.ConnectionString + ";Application Name=" + name, "--Validation:WarmUp", "false" })
+            start.ArgumentList.Add(a);
+        var process = System.Diagnostics.Process.Start(start)!;
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}/") };
+        client.DefaultRequestHeaders.Host = server.BaseUrl.Authority;
+        client.DefaultRequestHeaders.Authorization = _http.DefaultRequestHeaders.Authorization;
+        foreach (var accept in _http.DefaultRequestHeaders.Accept) client.DefaultRequestHeaders.Accept.Add(accept);
+        var until = DateTime.UtcNow.AddMinutes(3);
+        while (true)
+        {
+            Assert.False(process.HasExited, $"the server process {name} exited with {(process.HasExited ? process.ExitCode : 0)}");
+            try
+            {
+                if ((await client.GetAsync("metadata")).IsSuccessStatusCode) return (process, client);
+            }
+            catch (HttpRequestException) { }
+            Assert.True(DateTime.UtcNow < until, $"the server process {name} did not answer /metadata within 3 minutes");
+            await System.Threading.Tasks.Task.Delay(250);
+        }
+    }
+
+    /// <summary>Ends the deliverer's database session (its advisory lock with it) until a process whose connections are named <paramref name="name"/> holds the lock.</summary>
+    async System.Threading.Tasks.Task MakeDelivererAsync(string name)
+    {
+        await using var db = new NpgsqlConnection(server.Postgres.ConnectionString + ";Pooling=false");
+        await db.OpenAsync();
+        var until = DateTime.UtcNow.AddMinutes(1);
+        while (true)
+        {
+            await using var holder = new NpgsqlCommand(
+                "select a.pid, a.application_name from pg_locks l join pg_stat_activity a on a.pid = l.pid where l.locktype = 'advisory' and l.objid = 7262113 and l.granted", db);
+            var (pid, application) = (0, "");
+            await using (var r = await holder.ExecuteReaderAsync())
+                if (await r.ReadAsync()) (pid, application) = (r.GetInt32(0), r.GetString(1));
+            if (application == name) return;
+            if (pid != 0) await new NpgsqlCommand($"select pg_terminate_backend({pid})", db).ExecuteNonQueryAsync();
+            Assert.True(DateTime.UtcNow < until, $"{name} never became the deliverer");
+            await System.Threading.Tasks.Task.Delay(300);
+        }
+    }
+
     [Fact]
-    public async System.Threading.Tasks.Task Events_committed_while_the_delivering_process_is_gone_are_delivered_when_a_server_takes_over()
+    public async System.Threading.Tasks.Task A_notification_pending_when_its_server_process_is_killed_is_delivered_by_the_server_that_takes_over()
     {
         await using var receiver = await NotificationReceiver.StartAsync();
         var x = await PatientAsync();
-        var sub = await SubscribeAsync(_http, Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{x}", receiver.Endpoint + "crash"));
+        var sub = await SubscribeAsync(_http, Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{x}", receiver.Endpoint + "kill9"));
+        receiver.Answer = 503; // the receiver is down: the notifications stay pending
 
-        // What PostgreSQL sees of a kill -9: the deliverer's session ends (its advisory lock with it). This test
-        // then holds the deliverer's lock itself, so no server delivers while the documents are committed.
-        await using var holder = new NpgsqlConnection(server.Postgres.ConnectionString + ";Pooling=false");
-        await holder.OpenAsync();
-        var taking = new NpgsqlCommand("select pg_advisory_lock(7262113)", holder).ExecuteNonQueryAsync();
-        await using (var killer = new NpgsqlConnection(server.Postgres.ConnectionString))
+        var (killed, client) = await StartServerProcessAsync("phrfhir-killed");
+        try
         {
-            await killer.OpenAsync();
-            await new NpgsqlCommand("select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and objid = 7262113 and granted and pid <> pg_backend_pid()", killer).ExecuteNonQueryAsync();
-        }
-        await taking;
-        var docs = new List<string>();
-        for (var i = 0; i < 3; i++) docs.Add(await PublishAsync(_http, x));
-        Assert.False(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Count > 0, 2), "no server should be delivering");
+            await MakeDelivererAsync("phrfhir-killed");
+            // The second process commits the documents, numbers their events and fails to deliver them…
+            var docs = new List<string>();
+            for (var i = 0; i < 3; i++) docs.Add(await PublishAsync(client, x));
+            Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Refused >= 1), "the killed process should have tried to notify");
+            // …and dies without a word: SIGKILL, no shutdown, its sessions (and the deliverer's lock) dropped by PostgreSQL.
+            killed.Kill();
+            await killed.WaitForExitAsync();
+            Assert.Empty(receiver.Events(sub.Id));
 
-        await using var restarted = await server.StartInstanceAsync(); // a restarted process; whichever takes the lock delivers
-        await new NpgsqlCommand("select pg_advisory_unlock(7262113)", holder).ExecuteNonQueryAsync();
-        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Count >= 3), "delivered after the takeover");
-        Assert.Equal([1L, 2L, 3L], receiver.Events(sub.Id).Select(e => e.Number));
-        Assert.Equal(docs, Foci(receiver.Events(sub.Id)));
+            // The fixture's server process (what a restarted one is: the same database, nothing in memory) takes the lock and delivers.
+            receiver.Answer = 200;
+            Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Select(e => e.Number).Distinct().Count() >= 3, 60), "delivered after the takeover");
+            var events = receiver.Events(sub.Id);
+            // At least once, in order: each event number with its document, none skipped.
+            Assert.Equal([1L, 2L, 3L], events.Select(e => e.Number).Distinct());
+            Assert.Equal(docs, Foci(events).Distinct());
+            Assert.Equal(3, EventsSinceStart(await StatusAsync(_http, sub.Id)));
+        }
+        finally
+        {
+            if (!killed.HasExited)
+            {
+                killed.Kill();
+                await killed.WaitForExitAsync();
+            }
+            client.Dispose();
+        }
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task With_no_live_subscription_a_submission_writes_nothing_to_the_outbox_and_a_subscription_then_created_hears_the_next()
+    {
+        await using var db = new NpgsqlConnection(server.Postgres.ConnectionString);
+        await db.OpenAsync();
+        // The tests of this collection run one at a time: subscriptions earlier tests left live are ended here.
+        await new NpgsqlCommand("update fhir.subscription_state set status = 'off' where status <> 'off'", db).ExecuteNonQueryAsync();
+        async Task<long> OutboxRowsEver() => (long)(await new NpgsqlCommand(
+            "select coalesce(pg_sequence_last_value(pg_get_serial_sequence('fhir.subscription_outbox', 'id')), 0)", db).ExecuteScalarAsync())!;
+
+        await using var receiver = await NotificationReceiver.StartAsync();
+        var x = await PatientAsync();
+        var before = await OutboxRowsEver();
+        await ProvideAsync(x, 2); // ITI-65: a SubmissionSet, two DocumentReferences, both watched types
+        Assert.Equal(before, await OutboxRowsEver());
+
+        var sub = await SubscribeAsync(_http, Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{x}", receiver.Endpoint + "first"));
+        var docs = await ProvideAsync(x, 1);
+        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Count >= 1), "the next submission is an event");
+        Assert.Equal([(1L, docs[0])], receiver.Events(sub.Id).Select(e => (e.Number, Foci([e])[0]!)));
+        Assert.True(await OutboxRowsEver() > before);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_subscription_becomes_active_only_after_the_writes_in_progress_when_it_was_created_have_ended()
+    {
+        await using var receiver = await NotificationReceiver.StartAsync();
+        var x = await PatientAsync();
+        // A write in progress (it has a transaction id): its outbox check may have run before the Subscription existed.
+        await using var writer = new NpgsqlConnection(server.Postgres.ConnectionString + ";Pooling=false");
+        await writer.OpenAsync();
+        await using var tx = await writer.BeginTransactionAsync();
+        await new NpgsqlCommand("select pg_current_xact_id()", writer, tx).ExecuteNonQueryAsync();
+
+        var created = await Fhir.ExpectAsync<Subscription>(await _http.PostAsync("Subscription",
+            Fhir.Json(Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{x}", receiver.Endpoint + "barrier"))), HttpStatusCode.Created);
+        await System.Threading.Tasks.Task.Delay(2000);
+        Assert.Empty(receiver.Of(created.Id)); // no handshake yet
+        Assert.Equal(Hl7.Fhir.Model.Subscription.SubscriptionStatus.Requested, (await Fhir.ReadAsync<Subscription>(await _http.GetAsync("Subscription/" + created.Id))).Status);
+
+        await tx.CommitAsync();
+        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Of(created.Id).Count >= 1), "handshaken once the write ended");
+        Assert.True(await NotificationReceiver.WaitAsync(() =>
+            Fhir.ReadAsync<Subscription>(_http.GetAsync("Subscription/" + created.Id).Result).Result.Status == Hl7.Fhir.Model.Subscription.SubscriptionStatus.Active));
     }
 
     [Fact]
@@ -315,6 +443,94 @@ public sealed class SubscriptionTests(ServerFixture server)
         Assert.Equal(0, EventsSinceStart(await StatusAsync(other, sub.Id)));
         var replay = await Fhir.ExpectAsync<Bundle>(await other.GetAsync($"Subscription/{sub.Id}/$events"), HttpStatusCode.OK);
         Assert.Single(replay.Entry); // the status alone
+    }
+
+    /// <summary>The subscribing person's Patient (registered by the institution, the only one with their identifier) and their client.</summary>
+    async Task<(string Patient, HttpClient Person)> SubscribingPersonAsync()
+    {
+        var register = new HttpRequestMessage(HttpMethod.Post, "Patient")
+        {
+            Content = Fhir.Json(new Patient { Identifier = [new Identifier("urn:oid:1.2.392.100495.20.3.51.11312345678", ServerFixture.SubscribingPersonIdentifier)], Name = [new HumanName { Family = "購読", Given = ["本人"] }] }),
+        };
+        register.Headers.TryAddWithoutValidation("If-None-Exist", $"identifier=urn:oid:1.2.392.100495.20.3.51.11312345678|{ServerFixture.SubscribingPersonIdentifier}");
+        var me = (await Fhir.ReadAsync<Patient>(await _http.SendAsync(register))).Id!;
+        return (me, await server.ClientAsync(ServerFixture.SubscribingPersonClient));
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_person_is_notified_when_their_share_link_is_opened_and_not_when_it_is_refused()
+    {
+        await using var receiver = await NotificationReceiver.StartAsync();
+        var (me, person) = await SubscribingPersonAsync();
+        using var _ = person;
+        var sub = await SubscribeAsync(person, Subscription("http://phrfhir.example/fhir/SubscriptionTopic/share-link-opened", $"AuditEvent?patient=Patient/{me}", receiver.Endpoint + "opened", "full-resource"));
+        var document = await PublishAsync(person, me); // ITI-105 by the person's app
+        var share = new Parameters();
+        share.Parameter.Add(new() { Name = "documentReference", Value = new ResourceReference(document) });
+        share.Parameter.Add(new() { Name = "passcode", Value = new FhirString("2468") });
+        share.Parameter.Add(new() { Name = "expires", Value = new Instant(DateTimeOffset.UtcNow.AddDays(1)) });
+        var issued = await Fhir.ExpectAsync<Parameters>(await person.PostAsync($"Patient/{me}/$share", Fhir.Json(share)), HttpStatusCode.Created);
+        var shlink = ((FhirString)issued.GetSingle("shlink").Value).Value;
+        var url = System.Text.Json.JsonDocument.Parse(System.Buffers.Text.Base64Url.DecodeFromChars(shlink.AsSpan("shlink:/".Length))).RootElement.GetProperty("url").GetString()!;
+
+        using var recipient = new HttpClient();
+        var wrong = await recipient.PostAsync(url, new StringContent("""{"recipient": "Dr. 佐藤", "passcode": "0000"}""", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.Unauthorized, wrong.StatusCode); // refused: audited, not an opening
+        var opened = await recipient.PostAsync(url, new StringContent("""{"recipient": "Dr. 佐藤", "passcode": "2468"}""", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, opened.StatusCode);
+
+        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(sub.Id).Count >= 1), "the opening is an event");
+        await System.Threading.Tasks.Task.Delay(1000);
+        var events = receiver.Events(sub.Id);
+        Assert.Single(events);
+        Assert.StartsWith("AuditEvent/", Foci(events)[0]);
+        var audit = (AuditEvent)receiver.Of(sub.Id).Last(b => NotificationReceiver.Type(NotificationReceiver.Status(b)) == "event-notification").Entry[1].Resource;
+        Assert.Equal("shl-manifest", audit.Subtype.Single().Code);
+        Assert.Contains(audit.Entity, e => e.What?.Reference == "Patient/" + me);
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_person_subscribes_to_their_own_records_only_and_hears_only_what_they_may_read()
+    {
+        await using var receiver = await NotificationReceiver.StartAsync();
+        var (me, person) = await SubscribingPersonAsync();
+        using var _ = person;
+        var other = await PatientAsync();
+
+        // Someone else's records, or a patient that does not exist: the same refusal, revealing nothing.
+        foreach (var filter in new[] { $"DocumentReference?patient=Patient/{other}", "DocumentReference?patient=Patient/no-such-patient",
+                                       $"DocumentReference?patient.identifier=urn:oid:1.2.392.100495.20.3.51.11312345678|{Fhir.Unique("n")}" })
+        {
+            var refused = await person.PostAsync("Subscription", Fhir.Json(Subscription(DocumentsOfOnePatient, filter, receiver.Endpoint + "theirs")));
+            var outcome = await Fhir.ExpectAsync<OperationOutcome>(refused, HttpStatusCode.Forbidden);
+            Assert.Equal("Subscription.criteria.extension", outcome.Issue[0].Expression.Single());
+        }
+
+        var documents = await SubscribeAsync(person, Subscription(DocumentsOfOnePatient, $"DocumentReference?patient=Patient/{me}", receiver.Endpoint + "mine", "full-resource"));
+        // No patient filter (optional on this topic): their compartment is implied.
+        var tasks = await SubscribeAsync(person, Subscription("http://phrfhir.example/fhir/SubscriptionTopic/task-opened", "Task?status=requested", receiver.Endpoint + "tasks"));
+        async Task<string> TaskAsync(string patient) => "Task/" + (await Fhir.ExpectAsync<Hl7.Fhir.Model.Task>(await _http.PostAsync("Task", Fhir.Json(new Hl7.Fhir.Model.Task
+        {
+            Status = Hl7.Fhir.Model.Task.TaskStatus.Requested,
+            Intent = Hl7.Fhir.Model.Task.TaskIntent.Order,
+            Description = "要精密検査",
+            For = new ResourceReference("Patient/" + patient),
+        })), HttpStatusCode.Created)).Id;
+        await TaskAsync(other);
+        var myTask = await TaskAsync(me);
+        await PublishAsync(_http, other);
+        var myDocument = await PublishAsync(_http, me);
+
+        Assert.True(await NotificationReceiver.WaitAsync(() => receiver.Events(documents.Id).Count >= 1 && receiver.Events(tasks.Id).Count >= 1));
+        await System.Threading.Tasks.Task.Delay(1000);
+        Assert.Equal([(1L, myDocument)], receiver.Events(documents.Id).Select(e => (e.Number, Foci([e])[0]!)));
+        Assert.Equal([(1L, myTask)], receiver.Events(tasks.Id).Select(e => (e.Number, Foci([e])[0]!)));
+        var notified = receiver.Of(documents.Id).Last(b => NotificationReceiver.Type(NotificationReceiver.Status(b)) == "event-notification");
+        Assert.Equal(myDocument.Split('/')[1], notified.Entry[1].Resource.Id); // full-resource: they may read it
+
+        // The Subscription is theirs: they read its status; the institution whose documents it reports does not see it.
+        Assert.Equal(1, EventsSinceStart(await StatusAsync(person, documents.Id)));
+        await Fhir.ExpectAsync<OperationOutcome>(await _http.GetAsync($"Subscription/{documents.Id}"), HttpStatusCode.NotFound);
     }
 
     [Theory]
