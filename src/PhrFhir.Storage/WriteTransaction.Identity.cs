@@ -12,7 +12,7 @@ public sealed partial class WriteTransaction
     public bool MaintainsLinks { get; set; }
 
     /// <summary>Who may assign identifiers in <paramref name="system"/>, or null when no one has registered it.</summary>
-    async Task<string[]?> DomainAssignersAsync(string system, CancellationToken ct)
+    public async Task<string[]?> DomainAssignersAsync(string system, CancellationToken ct)
     {
         await using var cmd = Command("select assigners from fhir.identifier_domain where system = $1", system);
         return await cmd.ExecuteScalarAsync(ct) as string[];
