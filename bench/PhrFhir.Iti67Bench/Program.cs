@@ -16,7 +16,7 @@ using System.Text.Json.Nodes;
 using PhrFhir.Iti67Bench;
 using PhrFhir.MhdBench;
 
-var repoRoot = RepoRoot();
+var repoRoot = Repository.Root();
 var documents = int.Parse(Arg("--documents", "1000000"), CultureInfo.InvariantCulture);
 var perPatient = int.Parse(Arg("--per-patient", "50"), CultureInfo.InvariantCulture);
 var batch = int.Parse(Arg("--batch", "500"), CultureInfo.InvariantCulture);
@@ -34,7 +34,7 @@ var patients = (documents + perPatient - 1) / perPatient;
 using var cts = new CancellationTokenSource();
 Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); }; // stop the server cleanly, then exit
 
-Console.WriteLine($"commit {Git("rev-parse --short HEAD")}{(Git("status --porcelain --untracked-files=no").Length > 0 ? " (working tree has changes)" : "")}, {DateTimeOffset.Now:yyyy-MM-dd HH:mm:ss zzz}");
+Console.WriteLine(Repository.CommitLine());
 Console.WriteLine($"machine: {Environment.ProcessorCount} cores, load average {Proc.LoadAverage()} (before)");
 var existed = Directory.Exists(Path.Combine(dataDirectory, "pg"));
 var server = ServerProcess.Start(repoRoot, serverDll, int.Parse(Arg("--port", "0"), CultureInfo.InvariantCulture), [], dataDirectory);
@@ -107,24 +107,3 @@ return exit;
 
 string Arg(string name, string fallback) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
 
-static string RepoRoot()
-{
-    for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
-        if (File.Exists(Path.Combine(dir.FullName, "PhrFhir.sln"))) return dir.FullName;
-    for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        if (File.Exists(Path.Combine(dir.FullName, "PhrFhir.sln"))) return dir.FullName;
-    throw new InvalidOperationException("run from inside the repository (PhrFhir.sln not found)");
-}
-
-static string Git(string arguments)
-{
-    try
-    {
-        var psi = new ProcessStartInfo("git", arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        var output = p.StandardOutput.ReadToEnd().Trim();
-        p.WaitForExit();
-        return output;
-    }
-    catch (System.ComponentModel.Win32Exception) { return "?"; }
-}

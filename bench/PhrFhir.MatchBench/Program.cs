@@ -15,7 +15,7 @@ using System.Text.Json.Nodes;
 using PhrFhir.MatchBench;
 using PhrFhir.MhdBench;
 
-var repoRoot = RepoRoot();
+var repoRoot = Repository.Root();
 var persons = int.Parse(Arg("--persons", "100000"), CultureInfo.InvariantCulture);
 var seconds = double.Parse(Arg("--seconds", "15"), CultureInfo.InvariantCulture);
 var warmup = double.Parse(Arg("--warmup", "3"), CultureInfo.InvariantCulture);
@@ -29,7 +29,7 @@ if (args.Contains("--fresh") && Directory.Exists(dataDirectory)) Directory.Delet
 using var cts = new CancellationTokenSource();
 Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); }; // stop the server cleanly, then exit
 
-Console.WriteLine($"commit {Git("rev-parse --short HEAD")}{(Git("status --porcelain --untracked-files=no").Length > 0 ? " (working tree has changes)" : "")}, {DateTimeOffset.Now:yyyy-MM-dd HH:mm:ss zzz}");
+Console.WriteLine(Repository.CommitLine());
 Console.WriteLine($"machine: {Environment.ProcessorCount} cores, load average {Proc.LoadAverage()} (before)");
 var server = ServerProcess.Start(repoRoot, serverDll, int.Parse(Arg("--port", "0"), CultureInfo.InvariantCulture), [], dataDirectory);
 Console.WriteLine($"server: pid {server.Pid}, http://127.0.0.1:{server.Port}, data {Path.GetRelativePath(repoRoot, dataDirectory)} (kept)");
@@ -162,22 +162,3 @@ static StringContent Json(string json) => new(json, Encoding.UTF8, "application/
 
 string Arg(string name, string fallback) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
 
-static string RepoRoot()
-{
-    for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
-        if (File.Exists(Path.Combine(dir.FullName, "PhrFhir.sln"))) return dir.FullName;
-    throw new InvalidOperationException("run from inside the repository (PhrFhir.sln not found)");
-}
-
-static string Git(string arguments)
-{
-    try
-    {
-        var psi = new ProcessStartInfo("git", arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        var output = p.StandardOutput.ReadToEnd().Trim();
-        p.WaitForExit();
-        return output;
-    }
-    catch (System.ComponentModel.Win32Exception) { return "?"; }
-}

@@ -18,7 +18,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using PhrFhir.MhdBench;
 
-var repoRoot = RepoRoot();
+var repoRoot = Repository.Root();
 var seconds = double.Parse(Arg("--seconds", "20"), CultureInfo.InvariantCulture);
 var warmup = double.Parse(Arg("--warmup", "5"), CultureInfo.InvariantCulture);
 var clientCounts = Arg("--clients", "1,2").Split(',').Select(int.Parse).ToArray();
@@ -32,7 +32,7 @@ var document = new Hs037Document(documentPath);
 using var cts = new CancellationTokenSource();
 Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); }; // stop the server cleanly, then exit
 
-Console.WriteLine($"commit {Git("rev-parse --short HEAD")}{(Git("status --porcelain --untracked-files=no").Length > 0 ? " (working tree has changes)" : "")}, {DateTimeOffset.Now:yyyy-MM-dd HH:mm:ss zzz}");
+Console.WriteLine(Repository.CommitLine());
 Console.WriteLine($"machine: {Environment.ProcessorCount} cores, load average {Proc.LoadAverage()} (before)");
 Console.WriteLine($"document: {Path.GetRelativePath(repoRoot, documentPath)}, {document.Bytes(document.BaseIdentifier).Length} bytes as compact JSON");
 
@@ -156,24 +156,3 @@ static string Describe(string body)
 
 string Arg(string name, string fallback) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
 
-static string RepoRoot()
-{
-    for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
-        if (File.Exists(Path.Combine(dir.FullName, "PhrFhir.sln"))) return dir.FullName;
-    for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        if (File.Exists(Path.Combine(dir.FullName, "PhrFhir.sln"))) return dir.FullName;
-    throw new InvalidOperationException("run from inside the repository (PhrFhir.sln not found)");
-}
-
-static string Git(string arguments)
-{
-    try
-    {
-        var psi = new System.Diagnostics.ProcessStartInfo("git", arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var p = System.Diagnostics.Process.Start(psi)!;
-        var output = p.StandardOutput.ReadToEnd().Trim();
-        p.WaitForExit();
-        return output;
-    }
-    catch (System.ComponentModel.Win32Exception) { return "?"; }
-}
