@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Statements, round trips and CPU per write request (issue #12, docs/performance.md "Creates and transactions").
+"""Statements, round trips, WAL and CPU per write or read request (issue #12, docs/performance.md "Creates and
+transactions" and "Audit").
 
 Starts nothing: point it at a server started with the embedded PostgreSQL's statement statistics on, e.g.
 
@@ -11,9 +12,13 @@ Starts nothing: point it at a server started with the embedded PostgreSQL's stat
 the bench's small Japanese Patient) and `transaction` (the bench's 10 entries: 2 Patients + 8 Observations) it sends
 --warmup requests, resets pg_stat_statements, sends --count requests one after another and prints every
 statement with its calls per request, then the totals: statements per request, server and PostgreSQL CPU ms per
-request (/proc utime+stime of the server process and of every process of the cluster).
+request (/proc utime+stime of the server process and of every process of the cluster), WAL bytes per request and per
+AuditEvent stored, and the audit table's row updates. `read` (GET /Patient/{id} of one Patient, --clients at a
+time) measures the audit of reads: its AuditEvents are stored in the background, so --settle (default 2.5 s for
+`read`) keeps the window open until the audit writer's batches and the sealer's round are in it.
 """
 import argparse, base64, json, os, random, subprocess, time, urllib.request, uuid
+from concurrent.futures import ThreadPoolExecutor
 
 MRN_SYSTEM = "urn:oid:1.2.392.100495.20.3.51.11312345678"  # kenshin-a's own domain (docs/identity.md)
 REP = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
@@ -73,7 +78,9 @@ def main():
     a.add_argument("--server-pid", type=int, required=True)
     a.add_argument("--count", type=int, default=200)
     a.add_argument("--warmup", type=int, default=50)
-    a.add_argument("--scenarios", default="create,transaction")
+    a.add_argument("--scenarios", default="create,transaction", help="create, transaction, read")
+    a.add_argument("--clients", type=int, default=1, help="requests in flight at once")
+    a.add_argument("--settle", type=float, help="seconds the window stays open after the last request (default: 2.5 for read, else 0)")
     a.add_argument("--cpu-only", action="store_true", help="a server without Storage:StatementStatistics: CPU per request only")
     o = a.parse_args()
     base = o.base.rstrip("/") + "/"
@@ -98,24 +105,49 @@ def main():
         r.add_header("Authorization", "Bearer " + token)
         r.add_header("Content-Type", "application/fhir+json")
         with urllib.request.urlopen(r) as resp:
-            resp.read()
+            body = resp.read()
             assert resp.status in (200, 201), resp.status
+            return body
 
+    def get(path):
+        r = urllib.request.Request(base + path)
+        r.add_header("Authorization", "Bearer " + token)
+        with urllib.request.urlopen(r) as resp:
+            resp.read()
+            assert resp.status == 200, resp.status
+
+    def audit_state():
+        """WAL position, AuditEvents stored so far, the audit table's row updates (statistics: may lag ~1 s)."""
+        line = sql("select pg_current_wal_lsn() - '0/0'::pg_lsn, (select coalesce(max(seq), 0) from fhir.audit_event), "
+                   "(select n_tup_upd from pg_stat_user_tables where schemaname = 'fhir' and relname = 'audit_event')").strip()
+        return [int(float(v)) for v in line.split("\t")]
+
+    read_id = None
     for scenario in o.scenarios.split(","):
-        send = (lambda: post("Patient", patient(next_mrn()))) if scenario == "create" else (lambda: post("", transaction(next_mrn)))
+        if scenario == "read":
+            read_id = read_id or json.loads(post("Patient", patient(next_mrn())))["id"]
+            send = lambda: get(f"Patient/{read_id}")
+        else:
+            send = (lambda: post("Patient", patient(next_mrn()))) if scenario == "create" else (lambda: post("", transaction(next_mrn)))
+        settle = o.settle if o.settle is not None else (2.5 if scenario == "read" else 0)
         for _ in range(o.warmup):
             send()
-        time.sleep(1.5)  # the audit sealer's round (every second) out of the window as far as possible
+        time.sleep(2.5)  # the warm-up's audit batches and the sealer's round out of the window
         if not o.cpu_only:
             sql("select pg_stat_statements_reset()")
         pg = cluster_pids(o.data)
+        w0 = audit_state()
         s0, p0, t0 = cpu_ms([o.server_pid]), cpu_ms(pg), time.monotonic()
-        for _ in range(o.count):
-            send()
-        s1, p1, t1 = cpu_ms([o.server_pid]), cpu_ms(pg), time.monotonic()
+        with ThreadPoolExecutor(o.clients) as pool:
+            for f in [pool.submit(send) for _ in range(o.count)]:
+                f.result()
+        t1 = time.monotonic()
+        time.sleep(settle)
+        s1, p1 = cpu_ms([o.server_pid]), cpu_ms(pg)
+        w1 = audit_state()
         rows = "" if o.cpu_only else sql("select calls, round(total_exec_time::numeric, 1), regexp_replace(left(query, 150), '\\s+', ' ', 'g') "
-                   "from pg_stat_statements where query not like '%pg_stat_statements%' order by calls desc, query")
-        print(f"\n== {scenario}: {o.count} requests, one client, {(t1 - t0) * 1000 / o.count:.1f} ms each")
+                   "from pg_stat_statements where query not like '%pg_stat_statements%' and query not like '%pg_current_wal_lsn%' order by calls desc, query")
+        print(f"\n== {scenario}: {o.count} requests, {o.clients} client(s), {(t1 - t0) * 1000 / o.count:.1f} ms each (wall / requests), window +{settle} s")
         print(f"{'calls/req':>9}  {'exec ms/req':>11}  statement")
         total = 0.0
         for line in rows.strip().splitlines():
@@ -123,8 +155,11 @@ def main():
             per = int(calls) / o.count
             total += per
             print(f"{per:9.2f}  {float(ms) / o.count:11.3f}  {query}")
+        audits = w1[1] - w0[1]
         print(f"statements/request {total:.1f}; server CPU {(s1 - s0) / o.count:.2f} ms/request; "
               f"PostgreSQL CPU {(p1 - p0) / o.count:.2f} ms/request; loadavg {open('/proc/loadavg').read().strip()}")
+        print(f"WAL {(w1[0] - w0[0]) / o.count:.0f} bytes/request; {audits} AuditEvents stored, "
+              f"{(w1[0] - w0[0]) / max(audits, 1):.0f} bytes of WAL per AuditEvent; audit rows updated: {w1[2] - w0[2]}")
 
 
 if __name__ == "__main__":

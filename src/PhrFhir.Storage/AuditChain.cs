@@ -167,8 +167,11 @@ public sealed partial class FhirStore
     AuditChain? _auditChain;
 
     /// <summary>
-    /// Links unsealed audit rows onto the end of the chain, in insertion order, then writes the new head to
-    /// the checkpoint file. One sealer at a time (an advisory lock), so several server processes may run it.
+    /// Links the audit rows awaiting their seal onto the end of the chain, then writes the new head to the
+    /// checkpoint file. The audit rows themselves are never updated (Schema/020): the sealer takes their seqs off
+    /// fhir.audit_seal_queue (filled by a trigger on every insert) and appends one narrow row per link to
+    /// fhir.audit_chain_link, in one statement. One sealer at a time (an advisory lock), so several server
+    /// processes may run it.
     /// </summary>
     public async Task<int> SealAuditChainAsync(CancellationToken ct)
     {
@@ -178,17 +181,31 @@ public sealed partial class FhirStore
         await using (var l = new NpgsqlCommand($"select pg_try_advisory_xact_lock({SealLock})", conn, tx))
             if (await l.ExecuteScalarAsync(ct) is not true) return 0;
 
+        // The head and the next rows in one round trip. A queued row whose audit row is gone (removed before it
+        // was sealed: the threat model's "last second") leaves the queue unlinked.
+        await using var batch = new NpgsqlBatch(conn, tx)
+        {
+            BatchCommands =
+            {
+                new("select chain_pos, chain_mac from fhir.audit_chain_link order by chain_pos desc limit 1"),
+                new("with q as (delete from fhir.audit_seal_queue where ctid = any(array(select ctid from fhir.audit_seal_queue limit 1000)) returning seq) " +
+                    "select q.seq, a.row_mac from q join fhir.audit_event a on a.seq = q.seq order by q.seq"),
+            },
+        };
         long pos = 0;
         byte[] previous = new byte[32];
-        await using (var last = new NpgsqlCommand("select chain_pos, chain_mac from fhir.audit_event where chain_pos is not null order by chain_pos desc limit 1", conn, tx))
-        await using (var r = await last.ExecuteReaderAsync(ct))
-            if (await r.ReadAsync(ct)) { pos = r.GetInt64(0); previous = r.GetFieldValue<byte[]>(1); }
-
         var pending = new List<(long Seq, byte[] RowMac)>();
-        await using (var sel = new NpgsqlCommand("select seq, row_mac from fhir.audit_event where chain_pos is null order by seq limit 1000", conn, tx))
-        await using (var r = await sel.ExecuteReaderAsync(ct))
+        await using (var r = await batch.ExecuteReaderAsync(ct))
+        {
+            if (await r.ReadAsync(ct)) { pos = r.GetInt64(0); previous = r.GetFieldValue<byte[]>(1); }
+            await r.NextResultAsync(ct);
             while (await r.ReadAsync(ct)) pending.Add((r.GetInt64(0), r.GetFieldValue<byte[]>(1)));
-        if (pending.Count == 0) return 0;
+        }
+        if (pending.Count == 0)
+        {
+            await tx.CommitAsync(ct); // queue entries of removed rows, if any, are gone
+            return 0;
+        }
 
         var positions = new long[pending.Count];
         var links = new byte[pending.Count][];
@@ -198,14 +215,13 @@ public sealed partial class FhirStore
             positions[i] = pos;
             links[i] = previous;
         }
-        // One statement for the whole batch (an UPDATE per row was most of the sealing time).
-        await using (var update = new NpgsqlCommand(
-            "update fhir.audit_event a set chain_pos = u.pos, chain_mac = u.link from unnest($1::bigint[], $2::bigint[], $3::bytea[]) as u(seq, pos, link) where a.seq = u.seq", conn, tx))
+        await using (var insert = new NpgsqlCommand(
+            "insert into fhir.audit_chain_link (chain_pos, seq, chain_mac) select * from unnest($1::bigint[], $2::bigint[], $3::bytea[])", conn, tx))
         {
-            update.Parameters.Add(new() { Value = pending.Select(p => p.Seq).ToArray() });
-            update.Parameters.Add(new() { Value = positions });
-            update.Parameters.Add(new() { Value = links });
-            await update.ExecuteNonQueryAsync(ct);
+            insert.Parameters.Add(new() { Value = positions });
+            insert.Parameters.Add(new() { Value = pending.Select(p => p.Seq).ToArray() });
+            insert.Parameters.Add(new() { Value = links });
+            await insert.ExecuteNonQueryAsync(ct);
         }
         await tx.CommitAsync(ct);
         // After the commit: the file is never ahead of what the database holds, unless rows were removed.
@@ -213,11 +229,26 @@ public sealed partial class FhirStore
         return pending.Count;
     }
 
+    const string AuditColumns = "a.id, a.recorded, a.person, a.type_system, a.type_code, a.subtype, a.action, a.outcome, a.agent, a.altid, a.entity, a.json, a.row_mac";
+
+    /// <summary>The row read from <see cref="AuditColumns"/> starting at column <paramref name="at"/>, with its stored MAC.</summary>
+    static (AuditRow Row, byte[] RowMac) AuditRowAt(NpgsqlDataReader r, int at)
+    {
+        var key = r.GetString(at);
+        var row = new AuditRow(key["AuditEvent/".Length..], r.GetFieldValue<DateTimeOffset>(at + 1), Text(r, at + 2), Text(r, at + 3), Text(r, at + 4),
+            r.GetFieldValue<string[]>(at + 5), Text(r, at + 6), Text(r, at + 7), r.GetFieldValue<string[]>(at + 8), r.GetFieldValue<string[]>(at + 9),
+            r.GetFieldValue<string[]>(at + 10), r.GetString(at + 11));
+        return (row, r.GetFieldValue<byte[]>(at + 12));
+    }
+
+    const string MacMismatch = "the AuditEvent's columns no longer match its MAC (changed, or written without the key)";
+
     /// <summary>
-    /// Verifies the trail: every row's MAC against its columns, every link of the chain, the positions without
-    /// gaps, and the chain reaching the head the checkpoint file recorded. Incremental by default: from the
-    /// last verified point (itself checked against its row), recording the new one when intact; <paramref name="full"/>
-    /// rechecks every row from the start.
+    /// Verifies the trail: every row's MAC against its columns, every link of the chain and the row it links,
+    /// the positions without gaps, and the chain reaching the head the checkpoint file recorded; then the rows
+    /// awaiting their seal. Incremental by default: from the last verified point (itself checked against its
+    /// row), recording the new one when intact; <paramref name="full"/> rechecks every row from the start and
+    /// also looks for rows that are neither in the chain nor awaiting their seal (slipped in past the queue).
     /// </summary>
     public async Task<AuditChainReport> VerifyAuditChainAsync(bool full, CancellationToken ct)
     {
@@ -227,48 +258,67 @@ public sealed partial class FhirStore
         catch (InvalidDataException e) { return new(0, 0, 0, new(0, "", e.Message)); }
         var from = full ? new AuditChain.Point(0, new byte[32]) : checkpoint.Verified;
 
-        await using var cmd = DataSource.CreateCommand(
-            "select chain_pos, id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac, chain_mac " +
-            "from fhir.audit_event where chain_pos >= $1 or chain_pos is null order by chain_pos nulls last, seq");
-        cmd.Parameters.Add(new() { Value = Math.Max(from.Position, 1) });
-        await using var r = await cmd.ExecuteReaderAsync(ct);
+        // One snapshot for the chain and the rows outside it: a seal in between cannot make a row look lost.
+        await using var conn = await DataSource.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(System.Data.IsolationLevel.RepeatableRead, ct);
         var previous = from.Link;
         long checkedRows = 0, pending = 0, expected = from.Position + 1, last = from.Position;
         var anchorSeen = from.Position == 0;
         AuditChainReport Broken(long pos, string key, string reason) => new(checkedRows, pending, from.Position, new(pos, key, reason));
-        while (await r.ReadAsync(ct))
+
+        await using (var links = new NpgsqlCommand(
+            $"select c.chain_pos, c.chain_mac, {AuditColumns} from fhir.audit_chain_link c left join fhir.audit_event a on a.seq = c.seq " +
+            "where c.chain_pos >= $1 order by c.chain_pos", conn, tx))
         {
-            long? pos = r.IsDBNull(0) ? null : r.GetInt64(0);
-            var key = r.GetString(1);
-            var row = new AuditRow(key["AuditEvent/".Length..], r.GetFieldValue<DateTimeOffset>(2), Text(r, 3), Text(r, 4), Text(r, 5),
-                r.GetFieldValue<string[]>(6), Text(r, 7), Text(r, 8), r.GetFieldValue<string[]>(9), r.GetFieldValue<string[]>(10), r.GetFieldValue<string[]>(11), r.GetString(12));
-            var rowMac = r.GetFieldValue<byte[]>(13);
-            if (!CryptographicOperations.FixedTimeEquals(chain.RowMac(row), rowMac))
-                return Broken(pos ?? 0, key, "the AuditEvent's columns no longer match its MAC (changed, or written without the key)");
-            if (pos is null) { pending++; continue; }
-            if (pos == from.Position && from.Position > 0)
+            links.Parameters.Add(new() { Value = Math.Max(from.Position, 1) });
+            await using var r = await links.ExecuteReaderAsync(ct);
+            while (await r.ReadAsync(ct))
             {
-                // The verified point itself: still the row it was (its link unchanged).
-                if (!CryptographicOperations.FixedTimeEquals(r.GetFieldValue<byte[]>(14), from.Link))
-                    return Broken(pos.Value, key, "the last verified chain position no longer holds the row it held");
-                anchorSeen = true;
-                continue;
+                var pos = r.GetInt64(0);
+                var link = r.GetFieldValue<byte[]>(1);
+                if (r.IsDBNull(2)) return Broken(pos, "", $"the AuditEvent linked at chain position {pos} is missing (removed)");
+                var (row, rowMac) = AuditRowAt(r, 2);
+                if (!CryptographicOperations.FixedTimeEquals(chain.RowMac(row), rowMac)) return Broken(pos, row.Key, MacMismatch);
+                if (pos == from.Position && from.Position > 0)
+                {
+                    // The verified point itself: still the row it was (its link unchanged).
+                    if (!CryptographicOperations.FixedTimeEquals(link, from.Link))
+                        return Broken(pos, row.Key, "the last verified chain position no longer holds the row it held");
+                    anchorSeen = true;
+                    continue;
+                }
+                if (!anchorSeen) return Broken(from.Position, row.Key, $"chain position {from.Position}, verified before, is missing");
+                if (pos != expected) return Broken(pos, row.Key, $"chain position {expected} is missing");
+                previous = chain.Link(previous, rowMac, pos);
+                if (!CryptographicOperations.FixedTimeEquals(previous, link))
+                    return Broken(pos, row.Key, "the chain link does not follow from the previous row");
+                // The head the checkpoint file recorded must still be this very link (not rows sealed anew after a removal).
+                if (pos == checkpoint.Head.Position && !CryptographicOperations.FixedTimeEquals(previous, checkpoint.Head.Link))
+                    return Broken(pos, row.Key, "the chain no longer passes through the head recorded when it was last sealed: AuditEvents were removed and others sealed in their place");
+                last = pos;
+                expected++;
+                checkedRows++;
             }
-            if (!anchorSeen) return Broken(from.Position, key, $"chain position {from.Position}, verified before, is missing");
-            if (pos != expected) return Broken(pos.Value, key, $"chain position {expected} is missing");
-            previous = chain.Link(previous, rowMac, pos.Value);
-            if (r.IsDBNull(14) || !CryptographicOperations.FixedTimeEquals(previous, r.GetFieldValue<byte[]>(14)))
-                return Broken(pos.Value, key, "the chain link does not follow from the previous row");
-            // The head the checkpoint file recorded must still be this very link (not rows sealed anew after a removal).
-            if (pos == checkpoint.Head.Position && !CryptographicOperations.FixedTimeEquals(previous, checkpoint.Head.Link))
-                return Broken(pos.Value, key, "the chain no longer passes through the head recorded when it was last sealed: AuditEvents were removed and others sealed in their place");
-            last = pos.Value;
-            expected++;
-            checkedRows++;
         }
         if (!anchorSeen) return Broken(from.Position, "", $"chain position {from.Position}, verified before, is missing");
         if (last < checkpoint.Head.Position)
             return Broken(last + 1, "", $"the chain ends at position {last} but reached position {checkpoint.Head.Position} when last sealed: the newest AuditEvents were removed");
+
+        // The rows not in the chain: those awaiting their seal (the queue), and in a full check every row without a
+        // link (an anti-join over the whole table), which must then be one of them.
+        await using (var outside = new NpgsqlCommand(full
+            ? $"select {AuditColumns}, exists(select 1 from fhir.audit_seal_queue q where q.seq = a.seq) from fhir.audit_event a " +
+              "where not exists(select 1 from fhir.audit_chain_link c where c.seq = a.seq)"
+            : $"select {AuditColumns}, true from fhir.audit_seal_queue q join fhir.audit_event a on a.seq = q.seq", conn, tx))
+        await using (var r = await outside.ExecuteReaderAsync(ct))
+            while (await r.ReadAsync(ct))
+            {
+                var (row, rowMac) = AuditRowAt(r, 0);
+                if (!CryptographicOperations.FixedTimeEquals(chain.RowMac(row), rowMac)) return Broken(0, row.Key, MacMismatch);
+                if (!r.GetBoolean(13)) return Broken(0, row.Key, "the AuditEvent is neither in the chain nor awaiting its seal (inserted past the queue, or its place in the queue removed)");
+                pending++;
+            }
+        await tx.CommitAsync(ct);
         chain.WriteCheckpoint(verified: new AuditChain.Point(last, previous));
         return new(checkedRows, pending, from.Position, null);
     }

@@ -18,7 +18,8 @@ public sealed partial class WriteTransaction
 {
     /// <summary>
     /// Appends AuditEvents in this transaction (the audit of a write commits or rolls back with it). Each row
-    /// carries its keyed MAC (AuditChain.RowMac). The few of one request are queued with the write's own batch
+    /// carries its keyed MAC (AuditChain.RowMac), computed here, so the row is complete as inserted and never updated:
+    /// a trigger queues it for its chain link (Schema/020). The few of one request are queued with the write's own batch
     /// (no round trip of their own, issue #12); AuditWriter's larger batches go with one COPY.
     /// </summary>
     public async Task AppendAuditsAsync(IReadOnlyList<AuditRow> rows, CancellationToken ct)

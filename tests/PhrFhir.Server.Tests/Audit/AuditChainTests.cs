@@ -73,16 +73,20 @@ public sealed class AuditChainTests(ServerFixture server)
         Assert.Equal(OperationOutcome.IssueSeverity.Information, (await VerifyAsync()).Issue[0].Severity);
     }
 
-    [Fact]
-    public async System.Threading.Tasks.Task Removing_a_row_from_the_middle_of_the_chain_is_found()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async System.Threading.Tasks.Task Removing_a_row_from_the_middle_of_the_chain_is_found(bool withItsLink)
     {
         var key = await SealedAuditAsync();
         await SealedAuditAsync(); // key is no longer the newest
         await using var sealing = await HoldSealAsync();
         var saved = await SaveAsync("id = $1", key);
+        var links = withItsLink ? await SaveLinksAsync("seq = (select seq from fhir.audit_event where id = $1)", key) : [];
+        if (withItsLink) Assert.Equal(1, await SqlAsync("delete from fhir.audit_chain_link where seq = (select seq from fhir.audit_event where id = $1)", key));
         Assert.Equal(1, await SqlAsync("delete from fhir.audit_event where id = $1", key));
-        try { await AssertBrokenAsync("", "a row removed"); }
-        finally { foreach (var row in saved) await ReinsertAsync(row); }
+        try { await AssertBrokenAsync("", withItsLink ? "a row and its link removed" : "a row removed"); }
+        finally { await RestoreAsync(saved, links); }
         Assert.Equal(OperationOutcome.IssueSeverity.Information, (await VerifyAsync()).Issue[0].Severity);
     }
 
@@ -91,23 +95,42 @@ public sealed class AuditChainTests(ServerFixture server)
     {
         var key = await SealedAuditAsync();
         await using var sealing = await HoldSealAsync();
-        // The end of the chain from that row on: what is left is a shorter chain, valid link by link.
-        const string tail = "chain_pos >= (select chain_pos from fhir.audit_event where id = $1)";
-        var saved = await SaveAsync(tail, key);
-        Assert.Equal(saved.Count, await SqlAsync("delete from fhir.audit_event where " + tail, key));
+        // The end of the chain from that row on, rows and links: what is left is a shorter chain, valid link by link.
+        const string tail = "chain_pos >= (select c.chain_pos from fhir.audit_chain_link c join fhir.audit_event a on a.seq = c.seq where a.id = $1)";
+        var links = await SaveLinksAsync(tail, key);
+        var saved = await SaveAsync($"seq in (select seq from fhir.audit_chain_link where {tail})", key);
+        var first = links.Min(l => (long)l[0]);
+        Assert.Equal(saved.Count, await SqlAsync($"delete from fhir.audit_event where seq in (select seq from fhir.audit_chain_link where {tail})", key));
+        Assert.Equal(links.Count, await SqlAsync("delete from fhir.audit_chain_link where chain_pos >= $1", first));
         try { await AssertBrokenAsync("", "the newest rows removed"); }
-        finally { foreach (var row in saved) await ReinsertAsync(row); }
+        finally { await RestoreAsync(saved, links); }
+        Assert.Equal(OperationOutcome.IssueSeverity.Information, (await VerifyAsync()).Issue[0].Severity);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async System.Threading.Tasks.Task An_AuditEvent_inserted_with_SQL_is_found(bool queuedForItsSeal)
+    {
+        var key = await SealedAuditAsync();
+        await using var sealing = await HoldSealAsync(); // an inserted row must not be linked into the shared chain for good
+        var forged = "AuditEvent/" + Guid.CreateVersion7();
+        // A copy of a genuine row under a new id (its MAC is the genuine row's: a forger has no key to make one).
+        Assert.Equal(1, await SqlAsync(
+            "insert into fhir.audit_event (id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac) " +
+            "select $2, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac from fhir.audit_event where id = $1", key, forged));
+        if (!queuedForItsSeal) await SqlAsync("delete from fhir.audit_seal_queue where seq = (select seq from fhir.audit_event where id = $1)", forged);
+        try { await AssertBrokenAsync(forged, queuedForItsSeal ? "an inserted row awaiting its seal" : "an inserted row kept out of the seal queue"); }
+        finally
+        {
+            await SqlAsync("delete from fhir.audit_seal_queue where seq = (select seq from fhir.audit_event where id = $1)", forged);
+            await SqlAsync("delete from fhir.audit_event where id = $1", forged);
+        }
         Assert.Equal(OperationOutcome.IssueSeverity.Information, (await VerifyAsync()).Issue[0].Severity);
     }
 
     /// <summary>Keeps the sealer away while rows are out (it would otherwise seal new events in their places).</summary>
-    async Task<Npgsql.NpgsqlConnection> HoldSealAsync()
-    {
-        var conn = await Store.DataSource.OpenConnectionAsync();
-        await using var cmd = new Npgsql.NpgsqlCommand($"select pg_advisory_lock({FhirStore.SealLock})", conn);
-        await cmd.ExecuteNonQueryAsync();
-        return conn; // closing the session releases the lock
-    }
+    Task<Npgsql.NpgsqlConnection> HoldSealAsync() => AuditInsertOnlyTests.HoldSealAsync(Store);
 
     [Fact]
     public async System.Threading.Tasks.Task Verification_goes_on_from_the_last_verified_point_unless_asked_for_a_full_check()
@@ -133,10 +156,15 @@ public sealed class AuditChainTests(ServerFixture server)
     }
 
     // Rows as stored, every column, to put back exactly.
-    async Task<List<object[]>> SaveAsync(string where, string key)
+    async Task<List<object[]>> SaveAsync(string where, string key) =>
+        await RowsAsync("select seq, id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac from fhir.audit_event where " + where, key);
+
+    async Task<List<object[]>> SaveLinksAsync(string where, string key) =>
+        await RowsAsync("select chain_pos, seq, chain_mac from fhir.audit_chain_link where " + where, key);
+
+    async Task<List<object[]>> RowsAsync(string sql, string key)
     {
-        await using var cmd = Store.DataSource.CreateCommand(
-            "select seq, id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac, chain_pos, chain_mac from fhir.audit_event where " + where);
+        await using var cmd = Store.DataSource.CreateCommand(sql);
         cmd.Parameters.Add(new() { Value = key });
         await using var r = await cmd.ExecuteReaderAsync();
         var rows = new List<object[]>();
@@ -150,7 +178,29 @@ public sealed class AuditChainTests(ServerFixture server)
         return rows;
     }
 
-    System.Threading.Tasks.Task<int> ReinsertAsync(object[] saved) => SqlAsync(
-        "insert into fhir.audit_event (seq, id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac, chain_pos, chain_mac) " +
-        "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)", saved);
+    System.Threading.Tasks.Task ReinsertAsync(object[] saved) => RestoreAsync([saved], []);
+
+    /// <summary>
+    /// Puts rows (and links) back as they were, in one transaction that also takes the rows off the seal queue
+    /// the insert put them on (Schema/020): they are in the chain already.
+    /// </summary>
+    async System.Threading.Tasks.Task RestoreAsync(List<object[]> rows, List<object[]> links)
+    {
+        await using var conn = await Store.DataSource.OpenConnectionAsync();
+        await using var tx = await conn.BeginTransactionAsync();
+        async System.Threading.Tasks.Task Exec(string sql, object[] args)
+        {
+            await using var cmd = new Npgsql.NpgsqlCommand(sql, conn, tx);
+            foreach (var a in args) cmd.Parameters.Add(new() { Value = a });
+            Assert.Equal(1, await cmd.ExecuteNonQueryAsync());
+        }
+        foreach (var row in rows)
+        {
+            await Exec("insert into fhir.audit_event (seq, id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac) " +
+                "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)", row);
+            await Exec("delete from fhir.audit_seal_queue where seq = $1", [row[0]]);
+        }
+        foreach (var link in links) await Exec("insert into fhir.audit_chain_link (chain_pos, seq, chain_mac) values ($1, $2, $3)", link);
+        await tx.CommitAsync();
+    }
 }
