@@ -63,11 +63,16 @@ def cpu_ms(pids):
     return total * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def cluster_pids(data):
+def cluster_cpu_ms(data):
+    """CPU of the whole cluster so far: its live processes, and (the postmaster's cutime/cstime) every backend
+    that has exited — pooled connections come and go during a window."""
     with open(os.path.join(data, "postmaster.pid")) as f:
         postmaster = f.readline().strip()
     children = subprocess.run(["pgrep", "-P", postmaster], capture_output=True, text=True).stdout.split()
-    return [postmaster] + children
+    with open(f"/proc/{postmaster}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    exited = (int(fields[13]) + int(fields[14])) * 1000 / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+    return cpu_ms([postmaster] + children) + exited
 
 
 def main():
@@ -135,15 +140,14 @@ def main():
         time.sleep(2.5)  # the warm-up's audit batches and the sealer's round out of the window
         if not o.cpu_only:
             sql("select pg_stat_statements_reset()")
-        pg = cluster_pids(o.data)
         w0 = audit_state()
-        s0, p0, t0 = cpu_ms([o.server_pid]), cpu_ms(pg), time.monotonic()
+        s0, p0, t0 = cpu_ms([o.server_pid]), cluster_cpu_ms(o.data), time.monotonic()
         with ThreadPoolExecutor(o.clients) as pool:
             for f in [pool.submit(send) for _ in range(o.count)]:
                 f.result()
         t1 = time.monotonic()
         time.sleep(settle)
-        s1, p1 = cpu_ms([o.server_pid]), cpu_ms(pg)
+        s1, p1 = cpu_ms([o.server_pid]), cluster_cpu_ms(o.data)
         w1 = audit_state()
         rows = "" if o.cpu_only else sql("select calls, round(total_exec_time::numeric, 1), regexp_replace(left(query, 150), '\\s+', ' ', 'g') "
                    "from pg_stat_statements where query not like '%pg_stat_statements%' and query not like '%pg_current_wal_lsn%' order by calls desc, query")
