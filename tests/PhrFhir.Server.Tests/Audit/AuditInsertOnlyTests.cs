@@ -130,8 +130,7 @@ public sealed class AuditInsertOnlyTests(ServerFixture server)
         }
         finally
         {
-            NpgsqlConnection.ClearAllPools();
-            await AdminAsync($"drop database if exists {database} with (force)");
+            await AdminAsync($"drop database if exists {database} with (force)"); // the stores closed their connections
             Directory.Delete(directory, recursive: true);
         }
     }
