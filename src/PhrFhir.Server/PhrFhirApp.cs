@@ -115,6 +115,7 @@ public static class PhrFhirApp
         Identity.PixQuery.Map(app);
         Identity.PatientMatch.Map(app);
         Identity.PatientMerge.Map(app);
+        Identity.DomainNamingSystems.Map(app);
         Audit.AuditEndpoints.Map(app);
         Subscriptions.SubscriptionEndpoints.Map(app);
         Sharing.ShareEndpoints.Map(app);
