@@ -25,6 +25,7 @@ public static class PhrFhirApp
         builder.Services.Configure<ServerLimits>(builder.Configuration.GetSection("Limits"));
         builder.Services.Configure<Mhd.MhdOptions>(builder.Configuration.GetSection("Mhd"));
         builder.Services.Configure<Sharing.SharingOptions>(builder.Configuration.GetSection("Sharing"));
+        builder.Services.Configure<Identity.LinkAttemptLimits>(builder.Configuration.GetSection("Identity:LinkAttempts"));
         // Kestrel lets the larger of the two through; FHIR bodies are held to MaxBodyBytes by FhirFormat.
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(limits.MaxBodyBytes, limits.MaxBinaryBytes) + 1);
 
@@ -115,6 +116,7 @@ public static class PhrFhirApp
         Identity.PixQuery.Map(app);
         Identity.PatientMatch.Map(app);
         Identity.PatientMerge.Map(app);
+        Identity.DomainNamingSystems.Map(app);
         Audit.AuditEndpoints.Map(app);
         Subscriptions.SubscriptionEndpoints.Map(app);
         Sharing.ShareEndpoints.Map(app);

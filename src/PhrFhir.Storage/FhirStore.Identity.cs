@@ -54,6 +54,20 @@ public sealed partial class FhirStore
         return domains;
     }
 
+    /// <summary>
+    /// Every domain as recorded (Server/Identity/DomainNamingSystems serves each as a NamingSystem): who
+    /// assigns in it, whether the operator registered it or its first assigner claimed it, and when.
+    /// </summary>
+    public async Task<List<IdentifierDomainRecord>> IdentifierDomainRecordsAsync(CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand("select system, assigners, origin, recorded from fhir.identifier_domain order by system");
+        var domains = new List<IdentifierDomainRecord>();
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
+            domains.Add(new(reader.GetString(0), reader.GetFieldValue<string[]>(1), reader.GetString(2), reader.GetFieldValue<DateTimeOffset>(3)));
+        return domains;
+    }
+
     /// <summary>The operator's registration of a domain (configuration Identity:Domains): replaces whatever was recorded.</summary>
     public async Task RegisterDomainAsync(string system, string[] assigners, CancellationToken ct)
     {
@@ -65,3 +79,6 @@ public sealed partial class FhirStore
         await cmd.ExecuteNonQueryAsync(ct);
     }
 }
+
+/// <summary>A row of fhir.identifier_domain: Origin is "registered" (the operator) or "first-assigner".</summary>
+public sealed record IdentifierDomainRecord(string System, string[] Assigners, string Origin, DateTimeOffset Recorded);

@@ -106,6 +106,9 @@ public class ServerFixture : IAsyncLifetime
                 // The person whose records Identity/ tests link across institutions.
                 new { clientId = "test-person-linked", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00099999" } },
+                // The person whose $link guesses Identity/LinkThrottleTests exhausts.
+                new { clientId = "test-person-throttled", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
+                      actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00099980" } },
                 // The person whose two registrations Identity/PatientMergeTests merges.
                 new { clientId = "test-person-merged", clientSecret = Secret, role = "person", scopes = "patient/*.cruds",
                       actor = new { system = "urn:oid:1.2.392.100495.20.3.51.11312345678", value = "00099990" } },

@@ -43,4 +43,25 @@ public static class IdentityCapabilities
             Documentation = "Removes a link made by $link (patient): the operator, or the person for their own links.",
         },
     ];
+
+    /// <summary>The identifier domains as NamingSystems (DomainNamingSystems): read, search, and the operator's create/update.</summary>
+    public static CapabilityStatement.ResourceComponent NamingSystemResource() => new()
+    {
+        Type = "NamingSystem",
+        Documentation = "Identifier domains (docs/identity.md): one NamingSystem (kind identifier) per assigning authority, with the institutions allowed " +
+                        "to assign in it (extension " + DomainNamingSystems.AssignerExtension + "), and the conformance packages' NamingSystems. The operator " +
+                        "sees every domain, an institution the domains it assigns in; only the operator registers or corrects one (PUT).",
+        Interaction = [.. ((CapabilityStatement.TypeRestfulInteraction[])[
+            CapabilityStatement.TypeRestfulInteraction.Read, CapabilityStatement.TypeRestfulInteraction.SearchType,
+            CapabilityStatement.TypeRestfulInteraction.Create, CapabilityStatement.TypeRestfulInteraction.Update])
+            .Select(i => new CapabilityStatement.ResourceInteractionComponent { Code = i })],
+        Versioning = CapabilityStatement.ResourceVersionPolicy.NoVersion,
+        ReadHistory = false,
+        UpdateCreate = true,
+        SearchParam = [.. DomainNamingSystems.SearchParameters.Select(p => new CapabilityStatement.SearchParamComponent
+        {
+            Name = p.Name, Type = p.Type, Documentation = p.Documentation,
+            Definition = p.Name == "_id" ? null : "http://hl7.org/fhir/SearchParameter/NamingSystem-" + p.Name,
+        })],
+    };
 }

@@ -36,7 +36,8 @@ public static class PatientLinks
     static FhirError NoMatch() => FhirError.NotFound(
         "No record with this identifier matches your registration (identifier and birth date). (番号と生年月日が一致する記録がありません)");
 
-    static async Task LinkAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, AuditTrail trail, IOptions<ServerLimits> limits)
+    static async Task LinkAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, AuditTrail trail, IOptions<ServerLimits> limits,
+        IOptions<LinkAttemptLimits> attempts)
     {
         var policy = await AccessPolicy.OfAsync(ctx, store);
         var input = await ParametersAsync(ctx, limits.Value);
@@ -44,12 +45,14 @@ public static class PatientLinks
         var ct = ctx.RequestAborted;
 
         Patient person, patient;
+        long? attempt = null;
         if (policy.Role == "person")
         {
-            person = await CurrentAsync(tx, policy.Person!, ct) ?? throw NoMatch();
             var identifier = input.Parameter.FirstOrDefault(p => p.Name == "identifier")?.Value as Identifier;
             if (identifier is not { System.Length: > 0, Value.Length: > 0 })
                 throw FhirError.BadRequest("$link needs 'identifier' (valueIdentifier with system and value): the number the institution gave you. (identifier パラメータが必要です)", "Parameters.parameter");
+            attempt = await ReserveAttemptAsync(store, Key(policy.Person), attempts.Value, ct);
+            person = await CurrentAsync(tx, policy.Person!, ct) ?? throw NoMatch();
             var candidates = (await store.PatientsWithIdentifierAsync(identifier.System, identifier.Value, ct)).Where(id => id != person.Id).ToList();
             if (candidates.Count != 1) throw NoMatch();
             patient = await CurrentAsync(tx, candidates[0], ct) ?? throw NoMatch();
@@ -85,7 +88,22 @@ public static class PatientLinks
             await tx.SetLinkAsync(Key(patient.Id), Key(person.Id), "refer", ct);
         }
         await tx.CommitAsync(ct);
+        if (attempt is { } succeeded) await store.ReleaseLinkAttemptAsync(succeeded, ct);
         await FhirResponse.ResourceAsync(ctx, Answer(person.Id, patient.Id), 200);
+    }
+
+    /// <summary>
+    /// Bounds the person's guessing of institutions' numbers (docs/identity.md, "Links"): every attempt counts
+    /// until it succeeds; past the limit in the window, 429 with Retry-After — whatever the number, so a
+    /// throttled answer tells nothing about it either. Failures and refusals are audited as every request is.
+    /// </summary>
+    static async Task<long> ReserveAttemptAsync(FhirStore store, string personKey, LinkAttemptLimits limits, CancellationToken ct)
+    {
+        var (attempt, retryAfter) = await store.ReserveLinkAttemptAsync(personKey, limits.Limit, limits.Window, ct);
+        return attempt ?? throw new FhirError(HttpStatusCode.TooManyRequests, OperationOutcome.IssueType.Throttled,
+            $"Too many attempts to link a record by its number: at most {limits.Limit} failed attempts in {limits.Window.TotalMinutes:0.#} minutes. " +
+            $"Try again in {Math.Ceiling(retryAfter.TotalMinutes):0} minutes. (番号の入力回数が上限に達しました。しばらくしてから再度お試しください)")
+        { RetryAfterSeconds = (int)Math.Ceiling(retryAfter.TotalSeconds) };
     }
 
     static async Task UnlinkAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, AuditTrail trail, IOptions<ServerLimits> limits)
@@ -178,4 +196,14 @@ public static class PatientLinks
             new() { Name = "patient", Value = new ResourceReference(Key(patient)) },
         ],
     };
+}
+
+/// <summary>
+/// Configuration Identity:LinkAttempts (docs/identity.md): how many $link attempts by number a person may make
+/// without success within the window (Limit, default 5; Window, default 00:15:00).
+/// </summary>
+public sealed class LinkAttemptLimits
+{
+    public int Limit { get; set; } = 5;
+    public TimeSpan Window { get; set; } = TimeSpan.FromMinutes(15);
 }

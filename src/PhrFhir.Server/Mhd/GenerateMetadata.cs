@@ -65,7 +65,7 @@ public static class GenerateMetadata
             Type = Bundle.BundleType.Transaction,
             Entry =
             [
-                new() { FullUrl = "urn:uuid:" + Guid.NewGuid(), Resource = ProvideDocumentBundle.NewSubmissionSet(doc.Subject, [docUrl], options.Value, baseUrl), Request = new() { Method = Bundle.HTTPVerb.POST, Url = "List" } },
+                new() { FullUrl = "urn:uuid:" + Guid.NewGuid(), Resource = ProvideDocumentBundle.NewSubmissionSet(subject.DeepCopy(), [docUrl], options.Value, baseUrl), Request = new() { Method = Bundle.HTTPVerb.POST, Url = "List" } },
                 new() { FullUrl = docUrl, Resource = doc, Request = new() { Method = Bundle.HTTPVerb.POST, Url = "DocumentReference" } },
                 new() { FullUrl = binaryUrl, Resource = new Binary { ContentType = FhirFormat.JsonMime, Data = bytes }, Request = new() { Method = Bundle.HTTPVerb.POST, Url = "Binary" } },
             ],
@@ -104,7 +104,10 @@ public static class GenerateMetadata
         reference is null ? null : document.Entry.FirstOrDefault(e => e.FullUrl == reference
             || e.Resource is { } r && reference.EndsWith(r.TypeName + "/" + r.Id, StringComparison.Ordinal));
 
-    /// <summary>The registered Patient the document's Patient is, by any of its identifiers (PHR: register first).</summary>
+    /// <summary>
+    /// The identifier of the document's Patient that names one registered Patient the requester may see (PHR:
+    /// register first), as a logical reference: the write files the document under that Patient's person.
+    /// </summary>
     static async Task<ResourceReference> FindPatientAsync(FhirStore store, AccessFilter access, Patient patient, CancellationToken ct)
     {
         foreach (var id in patient.Identifier.Where(i => i.System is not null && i.Value is not null))
@@ -112,7 +115,9 @@ public static class GenerateMetadata
             var query = new Storage.Search.SearchQuery(store.SearchParameters, "Patient",
                 [new("identifier", Escape(id.System) + "|" + Escape(id.Value)), new("_count", "2")], lenient: false, access);
             var found = await store.SearchAsync(query, ct);
-            if (found.Matches.Count == 1) return new ResourceReference($"Patient/{found.Matches[0].Id}");
+            // Named by this identifier, the write resolves it onwards to the person the Patient is linked to, as
+            // ITI-65/105 subjects are (Identity/IdentifierDomains.Subjects.cs: who may name whom, the same 422 otherwise).
+            if (found.Matches.Count == 1) return new ResourceReference { Identifier = new Identifier(id.System, id.Value) };
             if (found.Matches.Count > 1)
                 throw Unprocessable("XDSUnknownPatientId", $"The identifier {id.System}|{id.Value} matches several registered Patients. (識別子が複数の患者に一致します)", "Bundle.entry.resource.identifier");
         }

@@ -111,6 +111,7 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
                 }).ToList(),
             });
         }
+        rest.Resource.Add(Identity.IdentityCapabilities.NamingSystemResource()); // identifier domains
         Subscriptions.SubscriptionCapabilities.Declare(rest.Resource.Single(r => r.Type == "Subscription"), topics); // backport IG, DSUBm
         // Every other operation the server serves (OpenApiDescription finds each one's routes and verbs).
         rest.Resource.Single(r => r.Type == "Patient").Operation.Add(Sharing.ShareEndpoints.Operation);

@@ -22,7 +22,8 @@ public static class ConformanceEndpoints
 
     public static void Map(IEndpointRouteBuilder app)
     {
-        foreach (var type in Types)
+        // NamingSystem: Identity/DomainNamingSystems serves the packages' beside the identifier domains.
+        foreach (var type in Types.Where(t => t != "NamingSystem"))
         {
             // Published conformance material, like /metadata: readable without a token.
             app.MapGet("/" + type, (HttpContext ctx, DocumentValidator v) => SearchAsync(ctx, v, type)).AllowAnonymous();
@@ -46,6 +47,13 @@ public static class ConformanceEndpoints
     static IEnumerable<Resource> OfType(DocumentValidator validator, string type)
     {
         return Served.GetValue(validator, v => Distinct(v.ConformanceResources)).Where(r => r.TypeName == type);
+    }
+
+    /// <summary>The loaded conformance resources of a type, once the packages are loaded.</summary>
+    internal static async Task<IEnumerable<Resource>> LoadedAsync(DocumentValidator validator, string type, CancellationToken ct)
+    {
+        await validator.WhenReadyAsync(ct);
+        return OfType(validator, type);
     }
 
     static List<Resource> Distinct(IEnumerable<Resource> loaded)

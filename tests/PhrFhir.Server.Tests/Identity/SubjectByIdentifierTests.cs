@@ -91,6 +91,28 @@ public sealed class SubjectByIdentifierTests(ServerFixture server)
         Assert.Superset(new HashSet<string> { published.Id, documentId }, found.Entry.Select(e => e.Resource.Id).ToHashSet());
     }
 
+    [SkippableFact]
+    public async System.Threading.Tasks.Task A_generated_DocumentReference_is_filed_under_the_person_linked_to_the_documents_patient()
+    {
+        // ITI-106: the HS037 report names the patient by the institution's number (a copy with a new number).
+        var document = PhrFhir.Server.Tests.Mhd.PublishTests.Hs037(out var patientId, out _);
+        var person = await ThePersonAsync(server);
+        var (own, _) = await InstitutionRecordAsync(server.Http, patientId.System, patientId.Value);
+        await Fhir.ExpectAsync<Parameters>(await server.Operator.PostAsync("Patient/$link", Link(("person", Ref(person)), ("patient", Ref(own)))), HttpStatusCode.OK);
+
+        var output = await Fhir.ExpectAsync<Parameters>(await server.Http.PostAsync("DocumentReference/$generate-metadata", PhrFhir.Server.Tests.Mhd.PublishTests.Parameters(document)), HttpStatusCode.OK);
+        var reference = ((ResourceReference)output.Parameter.Single(p => p.Name == "DocumentReference").Value).Reference;
+        using var me = await server.ClientAsync("test-person-linked");
+        var stored = await Fhir.ExpectAsync<DocumentReference>(await me.GetAsync(reference), HttpStatusCode.OK);
+        Assert.Equal($"Patient/{person.Id}", stored.Subject.Reference);
+        // The SubmissionSet too, and ITI-67 by the institution's number finds the document.
+        var sets = await Fhir.ExpectAsync<Bundle>(await me.GetAsync($"List?patient={person.Id}&code=submissionset&_total=accurate"), HttpStatusCode.OK);
+        Assert.Contains(sets.Entry.Select(e => (List)e.Resource), l => l.Entry.Any(x => x.Item.Reference.EndsWith(reference, StringComparison.Ordinal)));
+        var found = await Fhir.ExpectAsync<Bundle>(await server.Http.GetAsync(
+            $"DocumentReference?patient.identifier={Uri.EscapeDataString(patientId.System)}|{patientId.Value}"), HttpStatusCode.OK);
+        Assert.Contains(found.Entry, e => reference.EndsWith(e.Resource.Id, StringComparison.Ordinal));
+    }
+
     [Fact]
     public async System.Threading.Tasks.Task An_identifier_the_institution_may_not_name_answers_like_an_unknown_one_and_stores_nothing()
     {

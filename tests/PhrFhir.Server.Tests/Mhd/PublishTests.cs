@@ -82,7 +82,7 @@ public sealed class PublishTests(ServerFixture server)
 
     // ---- ITI-106 with the official HS037 sample -------------------------------------------------
 
-    static JsonObject Hs037(out Identifier patientId, out string uid)
+    internal static JsonObject Hs037(out Identifier patientId, out string uid)
     {
         var path = SharedRef.Find() is { } root ? Path.Combine(root, "jp-documents", "echeckup", "package", "Bundle-Bundle-eCheckupReport-Sample-01.json") : null;
         Skip.If(path is null || !File.Exists(path), "../shared/ref/jp-documents/echeckup is not present");
