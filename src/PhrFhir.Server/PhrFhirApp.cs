@@ -62,7 +62,7 @@ public static class PhrFhirApp
                 ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(builder.Configuration["Storage:DataDirectory"] ?? Path.Combine("data", "postgres")))!, "audit")));
         var store = await FhirStore.OpenAsync(connectionString, parameters, ct, auditChain);
         // Pooled connections to a postmaster that died are dead too: drop them once it runs again.
-        if (embedded is not null) embedded.Restarted += store.DataSource.Clear;
+        if (embedded is not null) embedded.Restarted += store.ClearPools;
 
         builder.Services.AddSingleton(store);
         await Identity.IdentifierDomains.RegisterAsync(store, builder.Configuration, ct);

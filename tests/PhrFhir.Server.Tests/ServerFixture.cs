@@ -197,7 +197,7 @@ public class ServerFixture : IAsyncLifetime
         _app = await PhrFhirApp.BuildAsync(_args);
         _app.Services.GetRequiredService<Microsoft.Extensions.Logging.ILoggerFactory>().AddProvider(Logs);
         // As PhrFhirApp does for a PostgreSQL it starts itself: connections to a postmaster that died are dropped once it is back.
-        _postgres.Restarted += _app.Services.GetRequiredService<PhrFhir.Storage.FhirStore>().DataSource.Clear;
+        _postgres.Restarted += _app.Services.GetRequiredService<PhrFhir.Storage.FhirStore>().ClearPools;
         await _app.StartAsync();
         BaseUrl = Address(_app, "http://");
         HttpsUrl = Address(_app, "https://");

@@ -103,7 +103,7 @@ public sealed class AuditChainTests(ServerFixture server)
     /// <summary>Keeps the sealer away while rows are out (it would otherwise seal new events in their places).</summary>
     async Task<Npgsql.NpgsqlConnection> HoldSealAsync()
     {
-        var conn = await Store.DataSource.OpenConnectionAsync();
+        var conn = await Store.Sessions.OpenConnectionAsync(); // unpooled: the lock goes when this closes
         await using var cmd = new Npgsql.NpgsqlCommand($"select pg_advisory_lock({FhirStore.SealLock})", conn);
         await cmd.ExecuteNonQueryAsync();
         return conn; // closing the session releases the lock
