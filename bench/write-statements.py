@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Statements, round trips and CPU per write request (issue #12, docs/performance.md "Creates and transactions").
+"""Statements, round trips and CPU per request: creates, transactions and reads (issue #12, docs/performance.md).
 
 Starts nothing: point it at a server started with the embedded PostgreSQL's statement statistics on, e.g.
 
@@ -10,10 +10,10 @@ Starts nothing: point it at a server started with the embedded PostgreSQL's stat
 (PHRFHIR_CLIENTS=examples/auth/clients.dev.json for the development clients.) For each of `create` (POST /Patient,
 the bench's small Japanese Patient) and `transaction` (the bench's 10 entries: 2 Patients + 8 Observations) it sends
 --warmup requests, resets pg_stat_statements, sends --count requests one after another and prints every
-statement with its calls per request, then the totals: statements per request, server and PostgreSQL CPU ms per
+statement with its calls per request; `read` (GET Patient/{id} of one Patient created first) does the same. Then the totals: statements per request, server and PostgreSQL CPU ms per
 request (/proc utime+stime of the server process and of every process of the cluster).
 """
-import argparse, base64, json, os, random, subprocess, time, urllib.request, uuid
+import argparse, base64, http.client, json, os, random, subprocess, time, urllib.parse, urllib.request, uuid
 
 MRN_SYSTEM = "urn:oid:1.2.392.100495.20.3.51.11312345678"  # kenshin-a's own domain (docs/identity.md)
 REP = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
@@ -93,16 +93,25 @@ def main():
     def next_mrn():
         return f"ws{run}-{next(counter)}"
 
-    def post(path, body):
-        r = urllib.request.Request(base + path, data=json.dumps(body, ensure_ascii=False).encode(), method="POST")
-        r.add_header("Authorization", "Bearer " + token)
-        r.add_header("Content-Type", "application/fhir+json")
-        with urllib.request.urlopen(r) as resp:
-            resp.read()
-            assert resp.status in (200, 201), resp.status
+    # One keep-alive connection, as a real client (and the load bench) holds: connection set-up is not in the figures.
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port)
+    headers = {"Authorization": "Bearer " + token, "Content-Type": "application/fhir+json"}
 
+    def call(method, path, body=None):
+        conn.request(method, url.path + path, body=None if body is None else json.dumps(body, ensure_ascii=False).encode(), headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        assert resp.status in (200, 201), (resp.status, data[:300])
+        return data
+
+    def post(path, body):
+        return call("POST", path, body)
+
+    read_id = json.loads(post("Patient", patient(next_mrn())))["id"]
     for scenario in o.scenarios.split(","):
-        send = (lambda: post("Patient", patient(next_mrn()))) if scenario == "create" else (lambda: post("", transaction(next_mrn)))
+        send = {"create": lambda: post("Patient", patient(next_mrn())), "transaction": lambda: post("", transaction(next_mrn)),
+                "read": lambda: call("GET", f"Patient/{read_id}")}[scenario]
         for _ in range(o.warmup):
             send()
         time.sleep(1.5)  # the audit sealer's round (every second) out of the window as far as possible

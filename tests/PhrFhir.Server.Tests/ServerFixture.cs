@@ -164,7 +164,7 @@ public class ServerFixture : IAsyncLifetime
             // The access log and refusals reach Logs; the console keeps to warnings.
             "--Logging:LogLevel:PhrFhir.Access", "Information",
             "--Logging:LogLevel:PhrFhir.Errors", "Debug",
-            "--Logging:Console:LogLevel:PhrFhir.Access", "Warning",
+            "--Logging:AccessConsole:LogLevel:PhrFhir.Access", "Warning",
             "--Logging:Console:LogLevel:PhrFhir.Errors", "Warning",
             "--Limits:MaxBodyBytes", (2 * 1024 * 1024).ToString(),
             "--Limits:MaxBundleEntries", "200",
