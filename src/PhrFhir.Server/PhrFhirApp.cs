@@ -16,6 +16,7 @@ public static class PhrFhirApp
         // appsettings.json ships beside the binary; relative data paths still resolve against the working directory.
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+        AccessLogConsole.Add(builder.Logging); // access lines written in batches (docs/performance.md, "Read")
         // Limits:MaxJsonDepth is the former name of Limits:MaxDepth (it bounded JSON only); still read.
         if (builder.Configuration["Limits:MaxDepth"] is null && builder.Configuration["Limits:MaxJsonDepth"] is { } oldDepth)
             builder.Configuration["Limits:MaxDepth"] = oldDepth;
@@ -63,7 +64,7 @@ public static class PhrFhirApp
                 ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(builder.Configuration["Storage:DataDirectory"] ?? Path.Combine("data", "postgres")))!, "audit")));
         var store = await FhirStore.OpenAsync(connectionString, parameters, ct, auditChain);
         // Pooled connections to a postmaster that died are dead too: drop them once it runs again.
-        if (embedded is not null) embedded.Restarted += store.DataSource.Clear;
+        if (embedded is not null) embedded.Restarted += store.ClearPools;
 
         builder.Services.AddSingleton(store);
         await Identity.IdentifierDomains.RegisterAsync(store, builder.Configuration, ct);

@@ -37,12 +37,13 @@ public sealed class AuthorizationStore(DbContextOptions<AuthorizationStore> opti
 
     /// <summary>
     /// Holds a PostgreSQL advisory lock until disposed, so that of several server processes starting together
-    /// one at a time registers the clients (the others then update what it created instead of colliding).
+    /// one at a time registers the clients (the others then update what it created instead of colliding). Its number
+    /// differs from every other advisory lock of ours (the audit sealer's is 7262020).
     /// </summary>
     public static async Task<IAsyncDisposable> LockClientRegistrationAsync(NpgsqlDataSource dataSource, CancellationToken ct)
     {
         var conn = await dataSource.OpenConnectionAsync(ct);
-        await using var cmd = new NpgsqlCommand("select pg_advisory_lock(7262020)", conn);
+        await using var cmd = new NpgsqlCommand("select pg_advisory_lock(7262021)", conn);
         await cmd.ExecuteNonQueryAsync(ct);
         return new AdvisoryLock(conn);
     }
@@ -51,7 +52,7 @@ public sealed class AuthorizationStore(DbContextOptions<AuthorizationStore> opti
     {
         public async ValueTask DisposeAsync()
         {
-            await using (var cmd = new NpgsqlCommand("select pg_advisory_unlock(7262020)", conn)) await cmd.ExecuteNonQueryAsync();
+            await using (var cmd = new NpgsqlCommand("select pg_advisory_unlock(7262021)", conn)) await cmd.ExecuteNonQueryAsync();
             await conn.DisposeAsync();
         }
     }

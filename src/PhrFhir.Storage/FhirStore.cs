@@ -19,14 +19,29 @@ public sealed partial class FhirStore : IAsyncDisposable
     const string Docs = "fhir.mt_doc_resourcedocument";
     internal const string DocColumns = "d.resource_type, d.id, d.mt_version, d.last_updated, d.deleted, d.data->>'json', d.person, d.writer";
 
+    /// <summary>
+    /// The pool every request uses. Its connections go back to the pool as they are, without Npgsql's reset
+    /// (seven statements piggybacked on the next use): nothing that runs on them leaves session state behind.
+    /// Session-level work (LISTEN, session advisory locks, the schema migration) runs on <see cref="Sessions"/>.
+    /// </summary>
     public NpgsqlDataSource DataSource { get; }
+
+    /// <summary>
+    /// Connections that hold session state — the change LISTEN, the session advisory locks of the subscription
+    /// deliverer, the client registration and the migration — unpooled: closing one ends its session, which
+    /// releases its locks and listeners at once (a pooled one would keep them until its next use), and none of
+    /// it can reach a request's connection. They are few and long-lived, so opening them costs nothing that counts.
+    /// </summary>
+    public NpgsqlDataSource Sessions { get; }
+
     public DocumentStore Marten { get; }
     public SearchParameters SearchParameters { get; }
     public SearchIndexer Indexer { get; }
 
-    FhirStore(NpgsqlDataSource dataSource, DocumentStore marten, SearchParameters parameters)
+    FhirStore(NpgsqlDataSource dataSource, NpgsqlDataSource sessions, DocumentStore marten, SearchParameters parameters)
     {
         DataSource = dataSource;
+        Sessions = sessions;
         Marten = marten;
         SearchParameters = parameters;
         Indexer = new SearchIndexer(parameters);
@@ -42,10 +57,31 @@ public sealed partial class FhirStore : IAsyncDisposable
         var csb = new NpgsqlConnectionStringBuilder(connectionString);
         if (csb.MaxAutoPrepare == 0) csb.MaxAutoPrepare = 200; // search SQL repeats: prepare it
         csb.AutoPrepareMinUsages = 2;
-        var dataSource = NpgsqlDataSource.Create(csb.ConnectionString);
-        await MigrateAsync(dataSource, ct);
+        var sessions = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(csb.ConnectionString) { Pooling = false }.ConnectionString);
+        var dataSource = NpgsqlDataSource.Create(ForRequests(csb).ConnectionString);
+        await MigrateAsync(sessions, ct);
         var marten = DocumentStore.For(o => Configure(o, dataSource, AutoCreate.None));
-        return new FhirStore(dataSource, marten, parameters) { _auditChain = auditChain };
+        return new FhirStore(dataSource, sessions, marten, parameters) { _auditChain = auditChain };
+    }
+
+    /// <summary>
+    /// The request pool's settings: no reset on return to the pool (docs/performance.md, "The connection
+    /// reset"), and every statement planned for its own values, set once per connection instead of a
+    /// <c>set</c> before each search (a search's best starting set depends on its values: status=current
+    /// matches most documents, patient=… a few; the generic plan of a prepared statement guesses from averages).
+    /// </summary>
+    internal static NpgsqlConnectionStringBuilder ForRequests(NpgsqlConnectionStringBuilder csb) =>
+        new(csb.ConnectionString)
+        {
+            NoResetOnClose = true,
+            Options = $"{csb.Options} -c plan_cache_mode=force_custom_plan".TrimStart(),
+        };
+
+    /// <summary>Drops every pooled connection (the embedded PostgreSQL restarted: they are dead).</summary>
+    public void ClearPools()
+    {
+        DataSource.Clear();
+        Sessions.Clear();
     }
 
     static void Configure(StoreOptions o, NpgsqlDataSource dataSource, AutoCreate autoCreate)
@@ -136,7 +172,7 @@ public sealed partial class FhirStore : IAsyncDisposable
         {
             try
             {
-                await using var conn = await DataSource.OpenConnectionAsync(ct);
+                await using var conn = await Sessions.OpenConnectionAsync(ct);
                 conn.Notification += (_, e) => RaiseChanged(e.Payload);
                 await using (var listen = new NpgsqlCommand($"listen {ChangeChannel}", conn)) await listen.ExecuteNonQueryAsync(ct);
                 foreach (var type in Watched) RaiseChanged(type);
@@ -369,15 +405,12 @@ public sealed partial class FhirStore : IAsyncDisposable
     }
 
     /// <summary>
-    /// A search statement planned for its own values each time. Which key set to start from depends on them
-    /// (status=current matches most documents, patient=… a few): the generic plan a prepared statement falls
-    /// back to guesses from averages and may start from the large set. The setting goes with the connection's
-    /// reset when it returns to the pool; the statement stays prepared (parsed once).
+    /// A search statement planned for its own values each time: every connection of the request pool has
+    /// <c>plan_cache_mode = force_custom_plan</c> (<see cref="ForRequests"/>); the statement stays prepared (parsed once).
     /// </summary>
     NpgsqlBatch PlannedForItsValues(string sql, SearchQuery q)
     {
         var batch = DataSource.CreateBatch();
-        batch.BatchCommands.Add(new NpgsqlBatchCommand("set plan_cache_mode = force_custom_plan"));
         var cmd = new NpgsqlBatchCommand(sql);
         Bind(cmd.Parameters, q);
         batch.BatchCommands.Add(cmd);
@@ -447,6 +480,7 @@ public sealed partial class FhirStore : IAsyncDisposable
     {
         await Marten.DisposeAsync();
         await DataSource.DisposeAsync();
+        await Sessions.DisposeAsync();
     }
 }
 

@@ -169,7 +169,7 @@ public sealed class SubscriptionStore(FhirStore store)
     /// </summary>
     public async Task<NpgsqlConnection?> TryLeadAsync(CancellationToken ct)
     {
-        var conn = await store.DataSource.OpenConnectionAsync(ct);
+        var conn = await store.Sessions.OpenConnectionAsync(ct); // the session lock must not stay on a request's connection
         await using var cmd = new NpgsqlCommand("select pg_try_advisory_lock(7262113)", conn);
         if (await cmd.ExecuteScalarAsync(ct) is true) return conn;
         await conn.DisposeAsync();

@@ -167,7 +167,7 @@ public class ServerFixture : IAsyncLifetime
             // The access log and refusals reach Logs; the console keeps to warnings.
             "--Logging:LogLevel:PhrFhir.Access", "Information",
             "--Logging:LogLevel:PhrFhir.Errors", "Debug",
-            "--Logging:Console:LogLevel:PhrFhir.Access", "Warning",
+            "--Logging:AccessConsole:LogLevel:PhrFhir.Access", "Warning",
             "--Logging:Console:LogLevel:PhrFhir.Errors", "Warning",
             "--Limits:MaxBodyBytes", (2 * 1024 * 1024).ToString(),
             "--Limits:MaxBundleEntries", "200",
@@ -200,7 +200,7 @@ public class ServerFixture : IAsyncLifetime
         _app = await PhrFhirApp.BuildAsync(_args);
         _app.Services.GetRequiredService<Microsoft.Extensions.Logging.ILoggerFactory>().AddProvider(Logs);
         // As PhrFhirApp does for a PostgreSQL it starts itself: connections to a postmaster that died are dropped once it is back.
-        _postgres.Restarted += _app.Services.GetRequiredService<PhrFhir.Storage.FhirStore>().DataSource.Clear;
+        _postgres.Restarted += _app.Services.GetRequiredService<PhrFhir.Storage.FhirStore>().ClearPools;
         await _app.StartAsync();
         BaseUrl = Address(_app, "http://");
         HttpsUrl = Address(_app, "https://");

@@ -395,7 +395,7 @@ public static class AuthorizationServer
         {
             await using var scope = services.CreateAsyncScope();
             var manager = scope.ServiceProvider.GetRequiredService<IOpenIddictApplicationManager>();
-            await using var oneAtATime = await AuthorizationStore.LockClientRegistrationAsync(store.DataSource, ct);
+            await using var oneAtATime = await AuthorizationStore.LockClientRegistrationAsync(store.Sessions, ct);
             foreach (var c in clients.All)
             {
                 var descriptor = new OpenIddictApplicationDescriptor

@@ -180,7 +180,7 @@ public sealed class AuditInsertOnlyTests(ServerFixture server)
     /// <summary>Keeps the sealer away (it tries the the same advisory lock without waiting); closing the connection releases it.</summary>
     internal static async Task<NpgsqlConnection> HoldSealAsync(FhirStore store)
     {
-        var conn = await store.DataSource.OpenConnectionAsync();
+        var conn = await store.Sessions.OpenConnectionAsync(); // unpooled: the lock goes when this closes
         await using var cmd = new NpgsqlCommand($"select pg_advisory_lock({FhirStore.SealLock})", conn);
         await cmd.ExecuteNonQueryAsync();
         return conn;
