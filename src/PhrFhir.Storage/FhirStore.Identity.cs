@@ -31,6 +31,28 @@ public sealed partial class FhirStore
         return keys;
     }
 
+    /// <summary>
+    /// For each of <paramref name="patientKeys"/> (c), every Patient key K whose person it belongs to: c is among
+    /// fhir.same_person_keys(K) exactly when the row (c, K) is returned. The inverse of that function, for a few
+    /// keys at once, so that a cache of the Consent holders' persons (Server/Security/ConsentRules) answers
+    /// "whose Consents govern K" without a statement per request. Written out rather than calling the function
+    /// per key, so it holds however the links chain: K belongs to the person x when x is K's person (x has no
+    /// link of its own and K = x, or K is linked to x), and c counts x as its person when x = c or c is linked to x.
+    /// </summary>
+    public async Task<List<(string Holder, string Key)>> SamePersonCoverageAsync(string[] patientKeys, CancellationToken ct)
+    {
+        await using var cmd = DataSource.CreateCommand(
+            "with x(c, x) as (select c, c from unnest($1::text[]) c " +
+            "union select l.patient_key, l.person_key from fhir.person_link l where l.patient_key = any($1)) " +
+            "select x.c, x.x from x where not exists(select 1 from fhir.person_link l where l.patient_key = x.x) " +
+            "union select x.c, l.patient_key from x join fhir.person_link l on l.person_key = x.x");
+        cmd.Parameters.Add(new() { Value = patientKeys });
+        var pairs = new List<(string, string)>();
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct)) pairs.Add((reader.GetString(0), reader.GetString(1)));
+        return pairs;
+    }
+
     /// <summary>The current Patients carrying system|value (ids), whoever wrote them.</summary>
     public async Task<List<string>> PatientsWithIdentifierAsync(string system, string value, CancellationToken ct)
     {

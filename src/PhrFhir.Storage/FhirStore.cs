@@ -146,6 +146,12 @@ public sealed partial class FhirStore : IAsyncDisposable
 
     internal const string ChangeChannel = "phrfhir_changed";
 
+    /// <summary>
+    /// Announced like a watched type's name when fhir.person_link changes (Patient/$link, $unlink, $merge): no
+    /// resource type is spelled so. Add it to <see cref="Watched"/> to hear it again after a reconnection.
+    /// </summary>
+    public const string PersonLinksChanged = "person_link";
+
     /// <summary>Resource types whose writes are announced: at commit to this process, and by NOTIFY to every process.</summary>
     public HashSet<string> Watched { get; } = [];
 
@@ -342,10 +348,7 @@ public sealed partial class FhirStore : IAsyncDisposable
         // is written as semi-joins (`in`), not INTERSECT, so that PostgreSQL can start from the smallest set
         // and probe the others by key (Schema/015): DocumentReference?patient=…&status=current then reads
         // the patient's few rows, not the status rows of every current document.
-        var keys = q.OnlyKeySets && q.Sort.Count == 0
-            ? $"select distinct k0.rkey from ({q.KeySets[0].Sql}) k0(rkey)" + // one resource can match with several rows
-              string.Concat(q.KeySets.Skip(1).Select((k, i) => $"{(i == 0 ? " where" : " and")} k0.rkey in ({k.Sql})"))
-            : null;
+        var keys = q.OnlyKeySets && q.Sort.Count == 0 ? Intersection(q.KeySets) : null;
         // Unless a key set is already confined by the filter's index-row form (AccessFilter.IndexSql), the
         // matching keys are joined to their documents and tested there, before they are counted and paged.
         var matching = keys is not null && q.FilterSql is { } access && !q.KeySetsFiltered
@@ -405,7 +408,28 @@ public sealed partial class FhirStore : IAsyncDisposable
     }
 
     /// <summary>
-    /// A search statement planned for its own values each time: every connection of the request pool has
+    /// The keys in every set, as semi-joins on the first. When one set names Patients by reference (ITI-67's
+    /// patient=…), it comes first and the token criteria are read for its rows' persons only: every index row carries its
+    /// resource's person, so DocumentReference?patient=…&amp;status=current reads the status rows of that person's
+    /// documents as one range of ix_token_search_person (Schema/021), instead of probing the status index once per
+    /// document of the patient (4 buffers each; 500 documents: ~1,900 buffers → ~100, docs/performance.md "Search").
+    /// A row of the driving set without a person (none in practice) falls back to the whole set, by a branch
+    /// PostgreSQL skips at once when there is none.
+    /// </summary>
+    static string Intersection(List<KeySet> sets)
+    {
+        var driver = sets.Count > 1 && sets.FirstOrDefault(k => k.PersonsSql is not null) is { } d && sets.Any(k => k.PersonKeyed) ? d : null;
+        var ordered = driver is null ? sets : [driver, .. sets.Where(k => !ReferenceEquals(k, driver))];
+        string Confined(KeySet k) => driver is null || !k.PersonKeyed ? k.Sql
+            : $"{k.Sql} and person = any(array(select distinct p.person from ({driver.PersonsSql}) p(person) where p.person is not null)) " +
+              $"union all {k.Sql} and exists(select 1 from ({driver.PersonsSql}) p(person) where p.person is null)";
+        return $"select distinct k0.rkey from ({ordered[0].Sql}) k0(rkey)" + // one resource can match with several rows
+               string.Concat(ordered.Skip(1).Select((k, i) => $"{(i == 0 ? " where" : " and")} k0.rkey in ({Confined(k)})"));
+    }
+
+    /// <summary>
+    /// A search statement planned for its own values each time (which key set to start from depends on them:
+    /// status=current matches most documents, patient=… a few): every connection of the request pool has
     /// <c>plan_cache_mode = force_custom_plan</c> (<see cref="ForRequests"/>); the statement stays prepared (parsed once).
     /// </summary>
     NpgsqlBatch PlannedForItsValues(string sql, SearchQuery q)

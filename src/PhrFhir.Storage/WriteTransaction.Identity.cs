@@ -89,6 +89,15 @@ public sealed partial class WriteTransaction
         return await DomainAssignersAsync(system, ct) ?? [writer];
     }
 
+    /// <summary>
+    /// Who is the same person changed: what holds that graph in memory (ConsentRules) is told at commit, in this
+    /// process before the answer and in every other by NOTIFY, as a write of a watched type tells its caches.
+    /// </summary>
+    void AnnounceLinkChange()
+    {
+        if (_notified.Add(FhirStore.PersonLinksChanged)) Add("select pg_notify($1, $2)", FhirStore.ChangeChannel, FhirStore.PersonLinksChanged);
+    }
+
     /// <summary>The person's Patient key a Patient is linked to, or null.</summary>
     public async Task<(string Person, string Kind)?> LinkOfAsync(string patientKey, CancellationToken ct)
     {
@@ -106,6 +115,7 @@ public sealed partial class WriteTransaction
 
     public async Task SetLinkAsync(string patientKey, string personKey, string kind, CancellationToken ct)
     {
+        AnnounceLinkChange();
         await using var cmd = Command(
             "insert into fhir.person_link (patient_key, person_key, kind) values ($1, $2, $3) " +
             "on conflict (patient_key) do update set person_key = excluded.person_key, kind = excluded.kind, linked = now()",
@@ -115,6 +125,7 @@ public sealed partial class WriteTransaction
 
     public async Task RemoveLinkAsync(string patientKey, CancellationToken ct)
     {
+        AnnounceLinkChange();
         await using var cmd = Command("delete from fhir.person_link where patient_key = $1", patientKey);
         await cmd.ExecuteNonQueryAsync(ct);
     }

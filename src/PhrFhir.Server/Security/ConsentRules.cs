@@ -24,7 +24,8 @@ public sealed record Requester(
 /// dataPeriod) become SQL over the index tables, so searches, totals and includes only ever count what
 /// is permitted. Consents are held in memory and dropped the moment any Consent is committed (in this
 /// process before the write is answered; in others by PostgreSQL NOTIFY): a revoked Consent stops
-/// applying at once, and a request pays no database work for Consents in the steady state.
+/// applying at once, and a request pays no database work for Consents in the steady state. So are the
+/// links between the holders' Patients and the person's other Patients, dropped when a link changes.
 ///
 /// Semantics (docs/consent.md): a provision's decision (its type) holds for the data its conditions
 /// match; a nested provision is an exception with conditions of its own and overrides its parent for
@@ -39,7 +40,12 @@ public sealed class ConsentRules : BackgroundService
     {
         this.store = store;
         store.Watched.Add("Consent");
-        store.Changed += type => { if (type == "Consent") Invalidate(); };
+        store.Watched.Add(FhirStore.PersonLinksChanged);
+        store.Changed += type =>
+        {
+            if (type == "Consent") Invalidate();
+            else if (type == FhirStore.PersonLinksChanged) InvalidateLinks();
+        };
     }
 
     /// <summary>Hears other processes' Consent commits for as long as the server runs.</summary>
@@ -218,6 +224,14 @@ public sealed class ConsentRules : BackgroundService
     long _generation;
     readonly Lock _gate = new();
 
+    // Beside the snapshot, which Consents govern each Patient key: those of every Patient of the same person
+    // (fhir.person_link), held for the snapshot's holders only. Dropped with the snapshot and whenever a link
+    // changes (FhirStore.PersonLinksChanged, at commit here and by NOTIFY elsewhere), so that a request
+    // confined to one patient reads neither Consents nor links from the database in the steady state.
+    sealed record Coverage(Snapshot Of, ILookup<string, (string Patient, Consent Consent)> ByKey);
+    Coverage? _coverage;
+    long _linkGeneration;
+
     /// <summary>Forgets what it holds (a Consent was written somewhere).</summary>
     public void Invalidate()
     {
@@ -225,6 +239,17 @@ public sealed class ConsentRules : BackgroundService
         {
             _generation++;
             _snapshot = null;
+            _coverage = null;
+        }
+    }
+
+    /// <summary>Forgets who is the same person as whom (a Patient was linked, unlinked or merged somewhere).</summary>
+    public void InvalidateLinks()
+    {
+        lock (_gate)
+        {
+            _linkGeneration++;
+            _coverage = null;
         }
     }
 
@@ -235,7 +260,9 @@ public sealed class ConsentRules : BackgroundService
     public async Task<List<(string Patient, Consent Consent)>> ActiveAsync(string? person, CancellationToken ct)
     {
         if (person is null) return await ActiveOfAsync(null, ct);
-        // A linked Patient's records are governed by the person's Consents too (Condition): read those of every Patient of the person.
+        // A linked Patient's records are governed by the person's Consents too (Condition): those of every Patient of the person.
+        var snapshot = await SnapshotAsync(ct);
+        if (snapshot.All is not null) return [.. (await CoverageAsync(snapshot, ct)).ByKey["Patient/" + person]];
         var owners = await store.SamePersonKeysAsync(["Patient/" + person], ct);
         if (owners.Count <= 1) return await ActiveOfAsync(person, ct);
         var all = new List<(string Patient, Consent Consent)>();
@@ -243,18 +270,38 @@ public sealed class ConsentRules : BackgroundService
         return all;
     }
 
-    async Task<List<(string Patient, Consent Consent)>> ActiveOfAsync(string? person, CancellationToken ct)
+    async Task<Coverage> CoverageAsync(Snapshot snapshot, CancellationToken ct)
+    {
+        var coverage = _coverage;
+        if (coverage is not null && ReferenceEquals(coverage.Of, snapshot)) return coverage;
+        long generation, links;
+        lock (_gate) (generation, links) = (_generation, _linkGeneration);
+        var holders = snapshot.ByPatient!.Select(g => "Patient/" + g.Key).ToArray();
+        var pairs = holders.Length == 0 ? [] : await store.SamePersonCoverageAsync(holders, ct);
+        coverage = new Coverage(snapshot, pairs
+            .SelectMany(p => snapshot.ByPatient![p.Holder["Patient/".Length..]].Select(c => (p.Key, Consent: c)))
+            .ToLookup(x => x.Key, x => x.Consent));
+        lock (_gate)
+            if (generation == _generation && links == _linkGeneration && ReferenceEquals(_snapshot, snapshot)) _coverage = coverage;
+        return coverage;
+    }
+
+    async Task<Snapshot> SnapshotAsync(CancellationToken ct)
     {
         var snapshot = _snapshot;
-        if (snapshot is null)
-        {
-            long generation;
-            lock (_gate) generation = _generation;
-            var rows = await store.CurrentOfTypeAsync("Consent", null, CachedConsents + 1, ct);
-            snapshot = new Snapshot(rows.Count > CachedConsents ? null : Parse(rows));
-            lock (_gate)
-                if (generation == _generation) _snapshot = snapshot;
-        }
+        if (snapshot is not null) return snapshot;
+        long generation;
+        lock (_gate) generation = _generation;
+        var rows = await store.CurrentOfTypeAsync("Consent", null, CachedConsents + 1, ct);
+        snapshot = new Snapshot(rows.Count > CachedConsents ? null : Parse(rows));
+        lock (_gate)
+            if (generation == _generation) _snapshot = snapshot;
+        return snapshot;
+    }
+
+    async Task<List<(string Patient, Consent Consent)>> ActiveOfAsync(string? person, CancellationToken ct)
+    {
+        var snapshot = await SnapshotAsync(ct);
         if (snapshot.All is { } all)
             return person is null ? all : [.. snapshot.ByPatient![person]];
 

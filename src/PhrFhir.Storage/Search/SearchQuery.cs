@@ -15,7 +15,22 @@ public sealed record IncludeSpec(string SourceType, string ParamCode, string? Ta
 public sealed record SortKey(string Code, bool Descending);
 
 /// <summary>A set of resource keys a criterion matches; <paramref name="Visible"/> when it holds only keys the requester may see.</summary>
-public sealed record KeySet(string Sql, bool Visible);
+public sealed record KeySet(string Sql, bool Visible)
+{
+    /// <summary>
+    /// True when the keys are those of the token rows the set reads (<c>select rkey from fhir.ix_token where …</c>), so
+    /// that <c>and person = …</c> appended to <see cref="Sql"/> confines it to resources of those persons (every index row
+    /// of a resource carries the resource's person; a merge moves them all, WriteTransaction.MoveCompartmentAsync), and
+    /// an index answers that (ix_token_search_person, Schema/021).
+    /// </summary>
+    public bool PersonKeyed { get; init; }
+
+    /// <summary>
+    /// The persons of this set's rows (<c>select person from …</c>), when the set names Patients by reference: a few
+    /// persons whose rows the other criteria can then be read for, instead of probing each key (FhirStore.SearchAsync).
+    /// </summary>
+    public string? PersonsSql { get; init; }
+}
 
 /// <summary>
 /// A FHIR search (R4 search.html) turned into parameterised SQL over the index tables: each criterion
@@ -111,9 +126,13 @@ public sealed class SearchQuery
     /// Keys from one index table's rows. Under a filter with an index-row form only rows of visible
     /// resources are taken (the rows carry their resource's person and writer), so the set is visible.
     /// </summary>
-    KeySet IndexKeys(string select, string where) =>
-        _rowFilter is null ? new($"select {select} where {where}", Filter is null)
-        : new($"select {select} where {where} and {_rowFilter}", true);
+    KeySet IndexKeys(string select, string where, string? table = null) =>
+        (_rowFilter is null ? new KeySet($"select {select} where {where}", Filter is null)
+            : new KeySet($"select {select} where {where} and {_rowFilter}", true)) with
+        {
+            PersonKeyed = select == "rkey from fhir.ix_token",
+            PersonsSql = table is null ? null : $"select person from fhir.{table} where {where}" + (_rowFilter is null ? "" : " and " + _rowFilter),
+        };
 
     /// <summary>SQL true when the resource <paramref name="key"/> names is one the requester may see.</summary>
     string Visible(string key) =>
@@ -287,7 +306,11 @@ public sealed class SearchQuery
         if (modifier == "not")
             return new Match($"{keyColumn} not in (select rkey from fhir.ix_token where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))", null);
         var table = p.Type == SearchParamType.Reference && modifier == "identifier" ? "ix_token" : Table(p.Type);
-        return In(keyColumn, IndexKeys($"rkey from fhir.{table}", $"param = ${Arg(key)} and ({string.Join(" or ", alternatives)})"));
+        // patient=Patient/… (or subject=…, a bare id of a Patient-only parameter): the Patients' few rows can drive the search.
+        var namesPatients = p.Type == SearchParamType.Reference && modifier != "identifier" && SplitEscaped(value, ',').All(v =>
+            modifier == "Patient" || (modifier is null && (ReferenceTarget.Local(Unescape(v)) is { Type: "Patient" }
+                || (!v.Contains('/') && p.Targets.Count == 1 && p.Targets[0] == "Patient"))));
+        return In(keyColumn, IndexKeys($"rkey from fhir.{table}", $"param = ${Arg(key)} and ({string.Join(" or ", alternatives)})", namesPatients ? table : null));
     }
 
     static string Table(SearchParamType t) => t switch
