@@ -7,7 +7,7 @@ namespace PhrFhir.Server.Identity;
 
 /// <summary>
 /// ITI-65 / ITI-105 / ITI-106 naming the subject by identifier (docs/identity.md, "Documents by identifier"):
-/// a DocumentReference's or List's subject given as a conditional reference `Patient?identifier=system|value`,
+/// a DocumentReference's or List's subject (and a Binary's securityContext) given as a conditional reference `Patient?identifier=system|value`,
 /// or (MHD) as an identifier alone, is resolved before the resource is staged to the Patient holding that
 /// identifier and through its link to the person: the document is filed under the person's own Patient.
 ///
@@ -24,6 +24,9 @@ public sealed partial class IdentifierDomains
         {
             DocumentReference d => (d.Subject, "DocumentReference.subject"),
             List l => (l.Subject, "List.subject"),
+            // A document's bytes (ProvideDocumentBundle copies the document's subject): Reference(Any), so an
+            // identifier alone names a Patient only when it says so or says nothing.
+            Binary { SecurityContext: { Type: null or "Patient" } context } => (context, "Binary.securityContext"),
             _ => (null, ""),
         };
         if (subject is null) return;

@@ -53,11 +53,12 @@ public static class ProvideDocumentBundle
     public static async Task<Bundle> SubmitAsync(HttpContext ctx, Bundle bundle, FhirStore store, ResourceWrites writes, bool documentsValidated = false)
     {
         var submission = CheckShape(bundle);
-        // A document's bytes belong to the document's patient (SearchIndexer.PersonOf reads securityContext).
+        // A document's bytes belong to the document's patient (SearchIndexer.PersonOf reads securityContext). A
+        // subject named by identifier is copied as it is: the write resolves both to the person's Patient alike.
         foreach (var (_, doc) in submission.Documents)
             foreach (var content in doc.Content)
-                if (bundle.Entry.FirstOrDefault(e => e.FullUrl == content.Attachment?.Url)?.Resource is Binary { SecurityContext: null } binary && doc.Subject?.Reference is { } subject)
-                    binary.SecurityContext = new ResourceReference(subject);
+                if (bundle.Entry.FirstOrDefault(e => e.FullUrl == content.Attachment?.Url)?.Resource is Binary { SecurityContext: null } binary && doc.Subject is { } subject)
+                    binary.SecurityContext = (ResourceReference)subject.DeepCopy();
         var enforcement = ctx.RequestServices.GetRequiredService<Validation.ProfileEnforcement>();
         // The whole submission against its declared ProvideBundle profile: the profile slices the entries
         // by their own MHD profiles (SubmissionSet uniqueId, Comprehensive metadata, …).

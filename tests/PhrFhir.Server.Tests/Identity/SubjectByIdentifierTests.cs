@@ -85,6 +85,10 @@ public sealed class SubjectByIdentifierTests(ServerFixture server)
         var documentId = location[(location.IndexOf("DocumentReference/", StringComparison.Ordinal) + 18)..].Split('/')[0];
         var stored = await Fhir.ExpectAsync<DocumentReference>(await me.GetAsync($"DocumentReference/{documentId}"), HttpStatusCode.OK);
         Assert.Equal($"Patient/{person.Id}", stored.Subject.Reference);
+        // ITI-68: the document's bytes are the person's too.
+        var bytes = await me.GetAsync(stored.Content[0].Attachment.Url);
+        Assert.Equal(HttpStatusCode.OK, bytes.StatusCode);
+        Assert.Equal("健診結果", await bytes.Content.ReadAsStringAsync());
 
         // ITI-67 by the institution's own number finds both (the document's subject is the person's Patient).
         var found = await Fhir.ExpectAsync<Bundle>(await server.Http.GetAsync($"DocumentReference?patient.identifier={Uri.EscapeDataString(system)}|A-1"), HttpStatusCode.OK);
@@ -105,6 +109,8 @@ public sealed class SubjectByIdentifierTests(ServerFixture server)
         using var me = await server.ClientAsync("test-person-linked");
         var stored = await Fhir.ExpectAsync<DocumentReference>(await me.GetAsync(reference), HttpStatusCode.OK);
         Assert.Equal($"Patient/{person.Id}", stored.Subject.Reference);
+        // ITI-68: the person reads the report's bytes.
+        Assert.Equal(HttpStatusCode.OK, (await me.GetAsync(stored.Content[0].Attachment.Url)).StatusCode);
         // The SubmissionSet too, and ITI-67 by the institution's number finds the document.
         var sets = await Fhir.ExpectAsync<Bundle>(await me.GetAsync($"List?patient={person.Id}&code=submissionset&_total=accurate"), HttpStatusCode.OK);
         Assert.Contains(sets.Entry.Select(e => (List)e.Resource), l => l.Entry.Any(x => x.Item.Reference.EndsWith(reference, StringComparison.Ordinal)));
