@@ -28,6 +28,7 @@ public sealed class AuditTrail(FhirStore store)
     const string PatientsKey = "phrfhir.audit.patients";
     const string SubmissionSetKey = "phrfhir.audit.submission-set";
     const string RecordedKey = "phrfhir.audit.recorded-by-endpoint";
+    public const string QueryKey = "phrfhir.audit.query";
     const int MaxNamedPatients = 100;
     readonly Channel<AuditEvent> _queue = Channel.CreateBounded<AuditEvent>(new BoundedChannelOptions(10_000) { FullMode = BoundedChannelFullMode.Wait });
 
@@ -42,6 +43,14 @@ public sealed class AuditTrail(FhirStore store)
         if (ctx.Items[PatientsKey] is not HashSet<string> set) ctx.Items[PatientsKey] = set = new HashSet<string>(StringComparer.Ordinal);
         foreach (var p in persons) if (p is not null) set.Add(p);
     }
+
+    /// <summary>
+    /// What an operation was asked (IHE PIXm/PDQm query entity): the Parameters a POST sent (the query
+    /// string of a GET is read from the request), and the identifier that names the patient (PIXm ITI-83's
+    /// sourceIdentifier: its patient entity is required to carry it).
+    /// </summary>
+    public static void Queried(HttpContext ctx, string? query, Identifier? patient = null) =>
+        ctx.Items[QueryKey] = new OperationQuery(query, patient);
 
     /// <summary>The endpoint stored the request's AuditEvents itself (Sharing/LinkAudit): nothing more to record.</summary>
     public static void RecordedByEndpoint(HttpContext ctx) => ctx.Items[RecordedKey] = true;

@@ -14,10 +14,15 @@ namespace PhrFhir.Server.Audit;
 public sealed record AuditFacts(int Outcome, string? Failure, IReadOnlyList<string> Resources, string? Patient, string? SubmissionSet = null,
     string? Query = null, string? QueryNote = null);
 
+/// <summary>What an identity operation was asked (AuditTrail.Queried): the Parameters it was POSTed, the identifier naming its patient.</summary>
+public sealed record OperationQuery(string? Query, Identifier? Patient);
+
 /// <summary>
 /// The shape of each AuditEvent, after the IHE profile that fits the request (docs/audit.md):
 /// BALP 1.1.4 IHE.BasicAudit.[Patient]Read / [Patient]Query / [Patient]Create / [Patient]Update /
-/// [Patient]Delete, IUA ITI-71 for token requests, and MHD's own ITI-65/66/67/68 profiles. The profile is
+/// [Patient]Delete, IUA ITI-71 for token requests, MHD's own ITI-65/66/67/68 profiles, and for the identity
+/// transactions PIXm 3.1 ITI-83 ($ihe-pix, Manager) and PDQm 3.2 ITI-78 (every Patient search) and ITI-119
+/// ($match, Supplier), which are BALP queries with their own subtype. The profile is
 /// declared in meta.profile only when the event conforms to it: BALP's RESTful profiles and ITI-71 fix
 /// outcome to 0, so a refusal or failure keeps the same shape and declares none.
 /// </summary>
@@ -25,6 +30,8 @@ public static class BalpAuditEvents
 {
     const string Balp = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/";
     const string Mhd = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/";
+    const string Pixm = "https://profiles.ihe.net/ITI/PIXm/StructureDefinition/";
+    const string Pdqm = "https://profiles.ihe.net/ITI/PDQm/StructureDefinition/";
     const string Dcm = "http://dicom.nema.org/resources/ontology/DCM";
     const string EntityType = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
     const string ObjectRole = "http://terminology.hl7.org/CodeSystem/object-role";
@@ -48,7 +55,14 @@ public static class BalpAuditEvents
             : interaction is "read" or "vread" && type == "Binary" ? "ITI-68"
             : interaction == "search-type" && type == "DocumentReference" ? "ITI-67"
             : interaction == "search-type" && type == "List" ? "ITI-66"
+            : request.Path == "/Patient/$ihe-pix" ? "ITI-83"
+            : request.Path == "/Patient/$match" ? "ITI-119"
+            // PDQm: the server is the Patient Demographics Supplier for every Patient search, whoever asks.
+            : interaction == "search-type" && type == "Patient" ? "ITI-78"
             : null;
+        // PIXm and PDQm record these operations as BALP queries (restful-interaction "search", query entity).
+        var operationQuery = ihe is "ITI-83" or "ITI-119";
+        var asked = ctx.Items[AuditTrail.QueryKey] as OperationQuery;
 
         var audit = new AuditEvent
         {
@@ -64,26 +78,27 @@ public static class BalpAuditEvents
                 Type = [new Coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server")],
             },
         };
-        if (!login) audit.Subtype.Add(new Coding("http://hl7.org/fhir/restful-interaction", interaction));
+        if (!login) audit.Subtype.Add(new Coding("http://hl7.org/fhir/restful-interaction", operationQuery ? "search" : interaction));
         if (ihe is not null) audit.Subtype.Add(new Coding(IheEvents, ihe, IheNames[ihe]));
         Agents(ctx, audit, interaction, login);
 
         if (facts.Patient is { } patient)
             audit.Entity.Add(new AuditEvent.EntityComponent
             {
-                What = new ResourceReference("Patient/" + patient),
+                // PIXm ITI-83: the patient entity carries the queried sourceIdentifier too.
+                What = new ResourceReference("Patient/" + patient) { Identifier = ihe == "ITI-83" ? asked?.Patient : null },
                 Type = new Coding(EntityType, "1", "Person"),
                 Role = new Coding(ObjectRole, "1", "Patient"),
             });
         if (ihe == "ITI-65")
             // MHD ITI-65 audit: the patient and the SubmissionSet (entity type 2 is its slice; the documents are what it lists).
             audit.Entity.Add(DataEntity(facts.SubmissionSet!, new Coding(ObjectRole, "20", "Job")));
-        else if (login || interaction is "search-type" or "search-system" or "history-type" or "history-system")
+        else if (login || operationQuery || interaction is "search-type" or "search-system" or "history-type" or "history-system")
             audit.Entity.Add(new AuditEvent.EntityComponent
             {
                 Type = new Coding(EntityType, "2", "System Object"),
                 Role = new Coding(ObjectRole, "24", "Query"),
-                Query = Encoding.UTF8.GetBytes(facts.Query ?? QueryText(ctx, login)),
+                Query = Encoding.UTF8.GetBytes(facts.Query ?? asked?.Query ?? QueryText(ctx, login)),
                 Description = facts.QueryNote,
             });
         else
@@ -98,7 +113,7 @@ public static class BalpAuditEvents
             audit.Agent[0].PurposeOfUse.Add(btg);
         }
 
-        if (facts.Outcome == 0 && Profile(interaction, ihe, facts) is { } profile)
+        if (facts.Outcome == 0 && Profile(interaction, ihe, facts, asked?.Patient is not null) is { } profile)
             audit.Meta = new Meta { Profile = [profile] };
         return audit;
     }
@@ -110,10 +125,14 @@ public static class BalpAuditEvents
         ["ITI-67"] = "Find Document References",
         ["ITI-68"] = "Retrieve Document",
         ["ITI-71"] = "Get Access Token",
+        // As the PIXm/PDQm profiles fix them (display included).
+        ["ITI-78"] = "Mobile Patient Demographics Query",
+        ["ITI-83"] = "Mobile Patient Identifier Cross-reference Query",
+        ["ITI-119"] = "Patient Demographics Match",
     };
 
     /// <summary>The profile this (successful) event conforms to, or null where IHE defines none (history, transactions, operations).</summary>
-    static string? Profile(string interaction, string? ihe, AuditFacts facts)
+    static string? Profile(string interaction, string? ihe, AuditFacts facts, bool patientIdentified)
     {
         var patient = facts.Patient is not null;
         return ihe switch
@@ -123,6 +142,10 @@ public static class BalpAuditEvents
             "ITI-66" when patient => Mhd + "IHE.MHD.FindDocumentLists.Audit.Responder",
             "ITI-67" when patient => Mhd + "IHE.MHD.FindDocumentReferences.Audit.Responder",
             "ITI-68" when patient && facts.Resources.Count == 1 => Mhd + "IHE.MHD.RetrieveDocument.Audit.Responder",
+            // PIXm's patient entity is 1..1 and names the patient by identifier; PDQm's patient is 0..1.
+            "ITI-83" => patient && patientIdentified ? Pixm + "IHE.PIXm.Query.Audit.Manager" : null,
+            "ITI-78" => Pdqm + "IHE.PDQm.Query.Audit.Supplier",
+            "ITI-119" => Pdqm + "IHE.PDQm.Match.Audit.Supplier",
             _ => interaction switch
             {
                 "search-type" or "search-system" => Balp + (patient ? "IHE.BasicAudit.PatientQuery" : "IHE.BasicAudit.Query"),

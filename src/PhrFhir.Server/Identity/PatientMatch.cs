@@ -39,7 +39,9 @@ public static class PatientMatch
     {
         var ct = ctx.RequestAborted;
         var policy = await AccessPolicy.OfAsync(ctx, store);
-        var (input, onlyCertain, count) = Read(await FhirFormat.ReadResourceAsync(ctx.Request, limits.Value, ct));
+        var posted = await FhirFormat.ReadResourceAsync(ctx.Request, limits.Value, ct);
+        Audit.AuditTrail.Queried(ctx, FhirFormat.ToJson(posted)); // PDQm ITI-119 audit: the query is the Parameters sent
+        var (input, onlyCertain, count) = Read(posted);
         var subject = new MatchScore.Demographics(input);
         if (subject.Keys.IsEmpty)
             throw FhirError.BadRequest(

@@ -31,23 +31,25 @@ public static class PixQuery
     {
         // PIXm asks for GET; a POST of Parameters (valueString sourceIdentifier, targetSystem) is the same query (R4 operations.html).
         app.MapGet("/Patient/$ihe-pix", (HttpContext ctx, FhirStore store) =>
-            HandleAsync(ctx, store, ctx.Request.Query["sourceIdentifier"].ToList(), ctx.Request.Query["targetSystem"].ToList()))
+            HandleAsync(ctx, store, ctx.Request.Query["sourceIdentifier"].ToList(), ctx.Request.Query["targetSystem"].ToList(), null))
             .WithMetadata(new FhirAccess(Interaction.Search, "Patient"));
         app.MapPost("/Patient/$ihe-pix", async (HttpContext ctx, FhirStore store, IOptions<ServerLimits> limits) =>
         {
             var input = await PatientLinks.ParametersAsync(ctx, limits.Value);
             List<string?> Strings(string name) => [.. input.Parameter.Where(p => p.Name == name).Select(p => (p.Value as FhirString)?.Value)];
-            await HandleAsync(ctx, store, Strings("sourceIdentifier"), Strings("targetSystem"));
+            await HandleAsync(ctx, store, Strings("sourceIdentifier"), Strings("targetSystem"), FhirFormat.ToJson(input));
         }).WithMetadata(new FhirAccess(Interaction.Search, "Patient"));
     }
 
-    static async Task HandleAsync(HttpContext ctx, FhirStore store, List<string?> sources, List<string?> targetSystems)
+    /// <param name="posted">The Parameters a POST sent: the query its AuditEvent records (a GET's is its query string).</param>
+    static async Task HandleAsync(HttpContext ctx, FhirStore store, List<string?> sources, List<string?> targetSystems, string? posted)
     {
         var ct = ctx.RequestAborted;
         var policy = await AccessPolicy.OfAsync(ctx, store);
         if (sources.Count != 1 || sources[0] is not { } source || source.IndexOf('|') is var bar && (bar <= 0 || bar == source.Length - 1))
             throw FhirError.BadRequest("sourceIdentifier is required once, as system|value (PIXm ITI-83). (sourceIdentifier は system|value で一つ指定します)", "sourceIdentifier");
         var (system, value) = (source[..bar], source[(bar + 1)..]);
+        Audit.AuditTrail.Queried(ctx, posted, new Identifier(system, value)); // PIXm ITI-83 audit: the patient as queried
         var targets = targetSystems.SelectMany(t => (t ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries)).ToHashSet(StringComparer.Ordinal);
 
         var domains = await store.IdentifierDomainsAsync(ct);
