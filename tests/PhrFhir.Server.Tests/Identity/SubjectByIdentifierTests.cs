@@ -86,9 +86,8 @@ public sealed class SubjectByIdentifierTests(ServerFixture server)
         var stored = await Fhir.ExpectAsync<DocumentReference>(await me.GetAsync($"DocumentReference/{documentId}"), HttpStatusCode.OK);
         Assert.Equal($"Patient/{person.Id}", stored.Subject.Reference);
         // ITI-68: the document's bytes are the person's too.
-        var bytes = await me.GetAsync(stored.Content[0].Attachment.Url);
-        Assert.Equal(HttpStatusCode.OK, bytes.StatusCode);
-        Assert.Equal("健診結果", await bytes.Content.ReadAsStringAsync());
+        var bytes = await Fhir.ExpectAsync<Binary>(await me.GetAsync(stored.Content[0].Attachment.Url), HttpStatusCode.OK);
+        Assert.Equal("健診結果", System.Text.Encoding.UTF8.GetString(bytes.Data));
 
         // ITI-67 by the institution's own number finds both (the document's subject is the person's Patient).
         var found = await Fhir.ExpectAsync<Bundle>(await server.Http.GetAsync($"DocumentReference?patient.identifier={Uri.EscapeDataString(system)}|A-1"), HttpStatusCode.OK);
