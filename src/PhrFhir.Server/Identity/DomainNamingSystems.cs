@@ -132,22 +132,7 @@ public static class DomainNamingSystems
         if (query.GetValueOrDefault("kind") is { } kind) matches = matches.Where(n => n.Kind?.GetLiteral() == kind);
         if (query.GetValueOrDefault("status") is { } status) matches = matches.Where(n => n.Status?.GetLiteral() == status);
         if (query.GetValueOrDefault("_id") is { } id) matches = matches.Where(n => n.Id == id);
-        var all = matches.ToList();
-        var baseUrl = FhirResponse.BaseUrl(ctx.Request);
-        var bundle = new Bundle
-        {
-            Id = Guid.NewGuid().ToString(),
-            Type = Bundle.BundleType.Searchset,
-            Total = all.Count,
-            Link = [new Bundle.LinkComponent { Relation = "self", Url = $"{baseUrl}{ctx.Request.Path}{ctx.Request.QueryString}" }],
-            Entry = [.. all.Take(count).Select(n => new Bundle.EntryComponent
-            {
-                FullUrl = $"{baseUrl}/NamingSystem/{n.Id}",
-                Resource = n,
-                Search = new Bundle.SearchComponent { Mode = Bundle.SearchEntryMode.Match },
-            })],
-        };
-        await FhirResponse.ResourceAsync(ctx, bundle, 200);
+        await FhirResponse.ResourceAsync(ctx, ConformanceEndpoints.Searchset(ctx.Request, "NamingSystem", [.. matches], count), 200);
     }
 
     /// <summary>

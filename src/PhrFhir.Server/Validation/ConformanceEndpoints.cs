@@ -103,21 +103,25 @@ public static class ConformanceEndpoints
         if (q["status"].FirstOrDefault() is { } status)
             matches = matches.Where(r => r is IVersionableConformanceResource v && v.Status?.ToString().Equals(status, StringComparison.OrdinalIgnoreCase) == true);
         if (q["_id"].FirstOrDefault() is { } id) matches = matches.Where(r => r.Id == id);
-        var all = matches.ToList();
-        var baseUrl = FhirResponse.BaseUrl(ctx.Request);
-        var bundle = new Bundle
+        await FhirResponse.ResourceAsync(ctx, Searchset(ctx.Request, type, [.. matches], count), 200);
+    }
+
+    /// <summary>A searchset of in-memory matches (conformance resources, identifier domains): all counted, the first <paramref name="count"/> given.</summary>
+    internal static Bundle Searchset(HttpRequest request, string type, List<Resource> all, int count)
+    {
+        var baseUrl = FhirResponse.BaseUrl(request);
+        return new Bundle
         {
             Id = Guid.NewGuid().ToString(),
             Type = Bundle.BundleType.Searchset,
             Total = all.Count,
-            Link = [new Bundle.LinkComponent { Relation = "self", Url = $"{baseUrl}{ctx.Request.Path}{ctx.Request.QueryString}" }],
-            Entry = all.Take(count).Select(r => new Bundle.EntryComponent
+            Link = [new Bundle.LinkComponent { Relation = "self", Url = $"{baseUrl}{request.Path}{request.QueryString}" }],
+            Entry = [.. all.Take(count).Select(r => new Bundle.EntryComponent
             {
                 FullUrl = $"{baseUrl}/{type}/{r.Id}",
                 Resource = r,
                 Search = new Bundle.SearchComponent { Mode = Bundle.SearchEntryMode.Match },
-            }).ToList(),
+            })],
         };
-        await FhirResponse.ResourceAsync(ctx, bundle, 200);
     }
 }

@@ -61,7 +61,8 @@ public sealed class DomainNamingSystemTests(ServerFixture server)
         using var other = await server.ClientAsync(ServerFixture.OtherInstitutionClient);
         Assert.Empty(await FindAsync(other, system));
         await Fhir.ExpectAsync<OperationOutcome>(await other.GetAsync($"NamingSystem/{created.Id}"), HttpStatusCode.NotFound);
-        using var person = await server.ClientAsync("test-person");
+        await PatientLinkTests.ThePersonAsync(server); // the person's token needs their Patient registered (this test alone too)
+        using var person = await server.ClientAsync("test-person-linked");
         Assert.Empty(await FindAsync(person, system));
         Assert.Empty(await FindAsync(server.Anonymous, system));
     }
@@ -107,7 +108,8 @@ public sealed class DomainNamingSystemTests(ServerFixture server)
         foreach (var client in new[] { server.Http, other })
             await Fhir.ExpectAsync<OperationOutcome>(
                 await client.PutAsync($"NamingSystem/{DomainNamingSystems.IdOf(system)}", Fhir.Json(Domain(system, OtherInstitution))), HttpStatusCode.Forbidden);
-        using var person = await server.ClientAsync("test-person");
+        await PatientLinkTests.ThePersonAsync(server); // the person's token needs their Patient registered (this test alone too)
+        using var person = await server.ClientAsync("test-person-linked");
         await Fhir.ExpectAsync<OperationOutcome>(await person.PostAsync("NamingSystem", Fhir.Json(Domain(system, OtherInstitution))), HttpStatusCode.Forbidden);
         await Fhir.ExpectAsync<OperationOutcome>(await server.Operator.DeleteAsync($"NamingSystem/{DomainNamingSystems.IdOf(system)}"), HttpStatusCode.MethodNotAllowed);
 
