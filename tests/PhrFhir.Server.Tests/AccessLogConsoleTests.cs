@@ -45,4 +45,31 @@ public sealed class AccessLogConsoleTests
         }
         finally { sink.Dispose(); }
     }
+
+    /// <summary>A console that takes the first write only after <see cref="Release"/>: a full pipe.</summary>
+    sealed class StuckConsole : StringWriter
+    {
+        public readonly ManualResetEventSlim Writing = new(), Released = new();
+        public void Release() => Released.Set();
+        public override void Write(string? value) { Writing.Set(); Released.Wait(); base.Write(value); }
+    }
+
+    [Fact]
+    public void A_console_that_stops_reading_holds_a_bounded_queue_and_is_told_how_many_lines_were_dropped()
+    {
+        var output = new StuckConsole();
+        var sink = new AccessLogConsole(output);
+        using var factory = LoggerFactory.Create(l => l.AddProvider(sink).SetMinimumLevel(LogLevel.Information));
+        var log = factory.CreateLogger(AccessLogConsole.Category);
+        log.LogInformation("first");
+        Assert.True(output.Writing.Wait(TimeSpan.FromSeconds(10))); // the writer holds "first" and is stuck in the console
+        for (var i = 0; i < AccessLogConsole.MaxQueuedLines + 5; i++) log.LogInformation("GET /Patient/{{id}} 200");
+        output.Release();
+        sink.Dispose();
+
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("info: PhrFhir.Access[0] first", lines[0]);
+        Assert.Equal("warn: PhrFhir.Access[0] 5 access log lines were dropped: the console did not keep up.", lines[1]);
+        Assert.Equal(2 + AccessLogConsole.MaxQueuedLines, lines.Length);
+    }
 }

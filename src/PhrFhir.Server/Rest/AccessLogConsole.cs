@@ -21,6 +21,9 @@ public sealed class AccessLogConsole : ILoggerProvider
     public const string Category = "PhrFhir.Access";
     public static readonly TimeSpan FlushInterval = TimeSpan.FromMilliseconds(100);
     const int EarlyFlushLines = 1024;
+    // A console that stops reading (a full pipe) must not grow the queue without end: beyond this many waiting
+    // lines new ones are dropped and counted, and the count is written when the console takes lines again.
+    public const int MaxQueuedLines = 100_000;
 
     readonly ConcurrentQueue<string> _lines = new();
     readonly SemaphoreSlim _wake = new(0);
@@ -28,6 +31,7 @@ public sealed class AccessLogConsole : ILoggerProvider
     readonly Thread _writer;
     volatile bool _stopping;
     int _queued;
+    long _dropped;
 
     public AccessLogConsole() : this(Console.Out) { }
 
@@ -50,6 +54,7 @@ public sealed class AccessLogConsole : ILoggerProvider
 
     void Enqueue(string line)
     {
+        if (Volatile.Read(ref _queued) >= MaxQueuedLines) { Interlocked.Increment(ref _dropped); return; }
         _lines.Enqueue(line);
         if (Interlocked.Increment(ref _queued) == EarlyFlushLines) _wake.Release();
     }
@@ -61,6 +66,8 @@ public sealed class AccessLogConsole : ILoggerProvider
         {
             _wake.Wait(FlushInterval);
             var last = _stopping;
+            if (Interlocked.Exchange(ref _dropped, 0) is > 0 and var dropped)
+                batch.Append($"warn: {Category}[0] {dropped} access log lines were dropped: the console did not keep up.\n");
             while (_lines.TryDequeue(out var line))
             {
                 Interlocked.Decrement(ref _queued);
