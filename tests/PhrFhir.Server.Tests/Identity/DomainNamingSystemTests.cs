@@ -1,6 +1,7 @@
 using System.Net;
 using Hl7.Fhir.Model;
 using PhrFhir.Server.Identity;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace PhrFhir.Server.Tests.Identity;
 
@@ -65,6 +66,19 @@ public sealed class DomainNamingSystemTests(ServerFixture server)
         using var person = await server.ClientAsync("test-person-linked");
         Assert.Empty(await FindAsync(person, system));
         Assert.Empty(await FindAsync(server.Anonymous, system));
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task A_served_domain_validates_against_our_package_which_defines_its_assigner_extension()
+    {
+        var system = "urn:oid:1.2.392.999." + Random.Shared.Next(1, int.MaxValue);
+        var created = await Fhir.ExpectAsync<NamingSystem>(
+            await server.Operator.PutAsync($"NamingSystem/{DomainNamingSystems.IdOf(system)}", Fhir.Json(Domain(system, Institution))), HttpStatusCode.Created);
+        // With our package's definitions (family phrfhir): R4 core alone does not know our extensions.
+        var validator = server.Services.GetRequiredService<PhrFhir.Validation.DocumentValidator>();
+        var outcome = await validator.ValidateAsync(created, null, "phrfhir");
+        Assert.DoesNotContain(outcome.Issue, i => i.Severity is OperationOutcome.IssueSeverity.Error or OperationOutcome.IssueSeverity.Fatal);
+        Assert.DoesNotContain(outcome.Issue, i => (i.Diagnostics ?? i.Details?.Text ?? "").Contains("identifier-domain-assigner", StringComparison.Ordinal));
     }
 
     [Fact]
