@@ -16,16 +16,9 @@ public sealed partial class FhirStore
         await using var tx = await conn.BeginTransactionAsync(ct);
         await using (var batch = new NpgsqlBatch(conn, tx))
         {
-            NpgsqlBatchCommand Statement(string sql, params object[] args)
-            {
-                var cmd = new NpgsqlBatchCommand(sql);
-                foreach (var a in args) cmd.Parameters.Add(new NpgsqlParameter { Value = a });
-                batch.BatchCommands.Add(cmd);
-                return cmd;
-            }
-            Statement("select pg_advisory_xact_lock(hashtextextended('link-attempt:' || $1, 0))", personKey);
-            Statement("delete from fhir.link_attempt where person_key = $1 and attempted <= now() - $2::interval", personKey, window); // expired
-            Statement("select count(*), coalesce(extract(epoch from min(attempted) + $2::interval - now()), 0)::float8 from fhir.link_attempt where person_key = $1 and attempted > now() - $2::interval",
+            Statement(batch, "select pg_advisory_xact_lock(hashtextextended('link-attempt:' || $1, 0))", personKey);
+            Statement(batch, "delete from fhir.link_attempt where person_key = $1 and attempted <= now() - $2::interval", personKey, window); // expired
+            Statement(batch, "select count(*), coalesce(extract(epoch from min(attempted) + $2::interval - now()), 0)::float8 from fhir.link_attempt where person_key = $1 and attempted > now() - $2::interval",
                 personKey, window);
             await using var reader = await batch.ExecuteReaderAsync(ct);
             await reader.NextResultAsync(ct); // past the lock; the delete returns no result set

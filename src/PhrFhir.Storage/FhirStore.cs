@@ -475,6 +475,15 @@ public sealed partial class FhirStore : IAsyncDisposable
         return found;
     }
 
+    /// <summary>Adds one statement with positional arguments ($1, $2, …) to a batch sent in one round trip.</summary>
+    internal static NpgsqlBatchCommand Statement(NpgsqlBatch batch, string sql, params object[] args)
+    {
+        var cmd = new NpgsqlBatchCommand(sql);
+        foreach (var a in args) cmd.Parameters.Add(new NpgsqlParameter { Value = a });
+        batch.BatchCommands.Add(cmd);
+        return cmd;
+    }
+
     internal static void Bind(NpgsqlCommand cmd, SearchQuery q) => Bind(cmd.Parameters, q);
 
     static void Bind(NpgsqlParameterCollection parameters, SearchQuery q)

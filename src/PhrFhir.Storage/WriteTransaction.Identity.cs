@@ -39,13 +39,7 @@ public sealed partial class WriteTransaction
                         held.Add((system, code));
 
         await using var batch = new NpgsqlBatch(_conn, _tx);
-        NpgsqlBatchCommand Statement(string sql, params object[] args)
-        {
-            var cmd = new NpgsqlBatchCommand(sql);
-            foreach (var a in args) cmd.Parameters.Add(new NpgsqlParameter { Value = a });
-            batch.BatchCommands.Add(cmd);
-            return cmd;
-        }
+        NpgsqlBatchCommand Statement(string sql, params object[] args) => FhirStore.Statement(batch, sql, args);
         if (readAssigners)
             Statement("select system, assigners from fhir.identifier_domain where system = any($1)", (object)identifiers.Select(i => i.System).Distinct().ToArray());
         Statement("select count(pg_advisory_xact_lock(hashtextextended(k, 0))) from (select k from unnest($1::text[]) k order by k) s",
