@@ -63,6 +63,9 @@ public static class AuthorizationServer
         builder.Services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme).Configure<IHttpContextAccessor>((o, http) =>
         {
             o.MapInboundClaims = false;
+            // Accepted tokens are remembered until they expire (RememberedTokens: the keys are fixed while the process runs).
+            o.TokenHandlers.Clear();
+            o.TokenHandlers.Add(new RememberedTokens { MapInboundClaims = false });
             var fixedIssuer = Issuer(config);
             o.TokenValidationParameters = new TokenValidationParameters
             {
