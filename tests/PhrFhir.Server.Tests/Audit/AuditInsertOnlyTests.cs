@@ -38,6 +38,27 @@ public sealed class AuditInsertOnlyTests(ServerFixture server)
     }
 
     [Fact]
+    public async System.Threading.Tasks.Task A_long_AuditEvent_is_stored_compressed_with_lz4_and_served_as_recorded()
+    {
+        // Schema/025: PostgreSQL compresses values of rows over ~2 kB; the audit JSON uses lz4 for it.
+        var outcome = string.Concat(Enumerable.Repeat("健診結果の閲覧を記録しました。", 120)); // ~5 kB of UTF-8
+        var posted = new AuditEvent
+        {
+            Type = new Coding("http://dicom.nema.org/resources/ontology/DCM", "110106", "Export"),
+            Action = AuditEvent.AuditEventAction.R,
+            Recorded = DateTimeOffset.UtcNow,
+            Outcome = AuditEvent.AuditEventOutcome.N0,
+            OutcomeDesc = outcome,
+            Agent = [new AuditEvent.AgentComponent { Who = new ResourceReference { Display = "kiosk" }, Requestor = true }],
+            Source = new AuditEvent.SourceComponent { Observer = new ResourceReference { Display = "kiosk" } },
+        };
+        var created = await Fhir.ExpectAsync<AuditEvent>(await server.Operator.PostAsync("AuditEvent", Fhir.Json(posted)), HttpStatusCode.Created);
+        Assert.Equal("lz4", await ScalarAsync("select pg_column_compression(json) from fhir.audit_event where id = $1", "AuditEvent/" + created.Id));
+        var served = await Fhir.ExpectAsync<AuditEvent>(await server.Operator.GetAsync($"AuditEvent/{created.Id}"), HttpStatusCode.OK);
+        Assert.Equal(outcome, served.OutcomeDesc);
+    }
+
+    [Fact]
     public async System.Threading.Tasks.Task A_row_taken_off_the_seal_queue_is_found_by_a_full_verification()
     {
         await using var sealing = await HoldSealAsync(Store);
