@@ -76,6 +76,7 @@ public static class PhrFhirApp
         builder.Services.AddSingleton<Workflows.WorkflowRules>();
         builder.Services.AddSingleton<Security.ConsentRules>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Security.ConsentRules>());
+        builder.Services.AddSingleton<Security.PersonPatients>();
         builder.Services.AddSingleton<CapabilityStatementBuilder>();
         builder.Services.AddSingleton(validator);
         builder.Services.AddHttpContextAccessor(); // ProfileEnforcement hands warnings to the response

@@ -112,7 +112,7 @@ public sealed class AccessPolicy
             case "person":
                 // Their own Patient and every Patient linked to it (Identity/PatientLinks: an institution's
                 // record of them, one merged into theirs): their token, Consents and access log cover all.
-                args.Add(await _store.PersonPatientsAsync(Person!, _ctx.RequestAborted));
+                args.Add(await _ctx.RequestServices.GetRequiredService<PersonPatients>().OfAsync(Person!, _ctx.RequestAborted));
                 return new AccessFilter("d.person = any(@0)", args, indexSql: "person = any(@0)");
             case "operator":
                 if (BreakGlass is not null) return null;

@@ -84,7 +84,7 @@ public sealed class LinkedConsentCacheTests(ServerFixture server)
             .Entry.Select(e => e.Resource.Id));
     }
 
-    static async Task<HttpStatusCode> EventuallyAsync(Func<Task<HttpStatusCode>> attempt, HttpStatusCode expected)
+    internal static async Task<HttpStatusCode> EventuallyAsync(Func<Task<HttpStatusCode>> attempt, HttpStatusCode expected)
     {
         var status = await attempt();
         for (var i = 0; i < 50 && status != expected; i++)
