@@ -157,5 +157,6 @@ public sealed class SearchTotalTests(ServerFixture server)
         var cs = await Fhir.ExpectAsync<CapabilityStatement>(await server.Anonymous.GetAsync("metadata"), HttpStatusCode.OK);
         Assert.Contains(CapabilityStatementBuilder.SearchTotals, cs.Rest[0].Documentation?.ToString() ?? "");
         Assert.Contains("_total=accurate", CapabilityStatementBuilder.SearchTotals);
+        Assert.Contains("paged by the matched value", CapabilityStatementBuilder.SearchTotals); // the one-string-value order and its bound
     }
 }
