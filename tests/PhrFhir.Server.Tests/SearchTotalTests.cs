@@ -33,7 +33,8 @@ public sealed class SearchTotalTests(ServerFixture server)
         static async Task<Seed> CreateAsync(ServerFixture server)
         {
             var run = Fhir.Unique("total");
-            Patient Patient(int i) => new() { Meta = SearchHttp.Tag(run), Name = [new HumanName { Family = i % 100 == 0 ? "Tanaka" : "Suzuki" }] };
+            // Given the run's name too: `given=<run>` is a search on one string prefix, paged in its index's order (FhirStore.OrderedByValue).
+            Patient Patient(int i) => new() { Meta = SearchHttp.Tag(run), Name = [new HumanName { Family = i % 100 == 0 ? "Tanaka" : "Suzuki", Given = [run] }] };
             // Transactions of 200 entries (the test server's limit): a thousand single creates would take minutes on a loaded machine.
             foreach (var chunk in Enumerable.Range(0, Mine).Chunk(200))
                 await TransactionAsync(server.Http, chunk.Select(Patient));
@@ -73,6 +74,29 @@ public sealed class SearchTotalTests(ServerFixture server)
         var sorted = await SearchAsync("&_count=10&_sort=family");
         Assert.True(sorted.Total is null, $"sorted: expected no total, got {sorted.Total}");
         Assert.True(HasNext(sorted), "sorted: no next link");
+    }
+
+    [Fact]
+    public async Task A_search_on_one_string_prefix_counts_the_same_way_beyond_the_limit()
+    {
+        var run = (await SeedAsync()).Run;
+        var first = await SearchHttp.GetAsync(server.Http, $"Patient?given={run}&_count=10");
+        Assert.True(first.Total is null, $"expected no total beyond {SearchQuery.CountedTotalLimit} matches, got {first.Total}");
+        Assert.Equal(10, first.Entry.Count);
+        Assert.True(HasNext(first), "the first page of more than a thousand matches has no next link");
+
+        var accurate = await SearchHttp.GetAsync(server.Http, $"Patient?given={run}&_count=10&_total=accurate");
+        Assert.Equal(Mine, accurate.Total);
+        Assert.Equal(SearchHttp.Matches(first), SearchHttp.Matches(accurate)); // the same order whatever the total mode
+
+        var last = await SearchHttp.GetAsync(server.Http, $"Patient?given={run}&_count=10&_offset={Mine - 5}");
+        Assert.Equal(5, last.Entry.Count);
+        Assert.Equal(Mine, last.Total);
+        Assert.False(HasNext(last), "the last page has a next link");
+
+        using var other = await server.ClientAsync(ServerFixture.OtherInstitutionClient);
+        var theirs = await SearchHttp.GetAsync(other, $"Patient?given={run}&_count=10");
+        Assert.Equal(Others, theirs.Total);
     }
 
     [Fact]
@@ -133,5 +157,6 @@ public sealed class SearchTotalTests(ServerFixture server)
         var cs = await Fhir.ExpectAsync<CapabilityStatement>(await server.Anonymous.GetAsync("metadata"), HttpStatusCode.OK);
         Assert.Contains(CapabilityStatementBuilder.SearchTotals, cs.Rest[0].Documentation?.ToString() ?? "");
         Assert.Contains("_total=accurate", CapabilityStatementBuilder.SearchTotals);
+        Assert.Contains("paged by the matched value", CapabilityStatementBuilder.SearchTotals); // the one-string-value order and its bound
     }
 }

@@ -57,8 +57,9 @@ public sealed class CapabilityStatementBuilder(FhirStore store, IConfiguration c
 
     /// <summary>How Bundle.total is given (R4 search.html#total; Storage/FhirStore.SearchAsync, docs/storage.md "Totals").</summary>
     public static readonly string SearchTotals =
-        $"Search totals: without _total, Bundle.total is exact when a search has at most {SearchQuery.CountedTotalLimit} matches (counted with the page, in one statement) " +
-        "and left out beyond that, where the next link tells there are more; _total=accurate counts every match; _total=estimate is answered " +
+        $"Search totals: without _total, Bundle.total is exact when a search has at most {SearchQuery.CountedTotalLimit} matches (counted with the page, in one statement; " +
+        $"a search on one string value, which is paged by the matched value and then id, counts its first {SearchQuery.CountedTotalLimit} matching index entries, " +
+        "where a resource matching by two values counts once in the total and twice towards the bound) and left out beyond that, where the next link tells there are more; _total=accurate counts every match; _total=estimate is answered " +
         "exactly (statistics-based estimates would reflect resources the requester may not read); _total=none gives no total; _summary=count " +
         "is exact. Every total counts only what the requester may read.";
 

@@ -30,7 +30,22 @@ public sealed record KeySet(string Sql, bool Visible)
     /// persons whose rows the other criteria can then be read for, instead of probing each key (FhirStore.SearchAsync).
     /// </summary>
     public string? PersonsSql { get; init; }
+
+    /// <summary>
+    /// Set when the keys are those of one string value's prefix range (<c>family=東海林</c>): the index
+    /// ix_string_search_ordered (Schema/024) gives its rows in (norm, rkey) order, so a search on this set alone
+    /// pages in that order and reads only the page's rows instead of sorting every match by key (FhirStore.SearchAsync).
+    /// </summary>
+    public StringPrefix? Prefix { get; init; }
 }
+
+/// <summary>
+/// A string criterion's prefix range on fhir.ix_string, as the ordered page needs it: <see cref="Where"/> selects its
+/// rows (with the access filter's index-row form, when there is one); <see cref="Param"/> and <see cref="Low"/> are the
+/// argument numbers of the parameter name and the range's lower bound (a probe for an earlier matching row of the
+/// same resource repeats them).
+/// </summary>
+public sealed record StringPrefix(string Where, int Param, int Low);
 
 /// <summary>
 /// A FHIR search (R4 search.html) turned into parameterised SQL over the index tables: each criterion
@@ -302,6 +317,15 @@ public sealed class SearchQuery
             return missing ? new Match($"{keyColumn} not in ({rows.Sql})", null) : In(keyColumn, rows);
         }
 
+        if (p.Type == SearchParamType.String && modifier is null && SplitEscaped(value, ',') is [var one])
+        {
+            // One prefix (the common `family=…`): typed, so that the store can page it in its index's order.
+            var folded = JapaneseText.Fold(Unescape(one));
+            int param = Arg(key), low = Arg(folded), high = Arg(folded + "\U0010FFFF");
+            var where = $"param = ${param} and (norm ~>=~ ${low} and norm ~<~ ${high})";
+            var set = IndexKeys("rkey from fhir.ix_string", where);
+            return In(keyColumn, set with { Prefix = new StringPrefix(_rowFilter is null ? where : $"{where} and {_rowFilter}", param, low) });
+        }
         var alternatives = SplitEscaped(value, ',').Select(v => Condition(p, modifier, v, name)).ToList();
         if (modifier == "not")
             return new Match($"{keyColumn} not in (select rkey from fhir.ix_token where param = ${Arg(key)} and ({string.Join(" or ", alternatives)}))", null);
