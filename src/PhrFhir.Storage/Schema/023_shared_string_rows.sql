@@ -1,0 +1,5 @@
+-- String parameters that select the same values on a type are stored once, under the first code in ordinal order
+-- (SearchParam.RowsOf, issue #12): in R4 the `phonetic` parameters of Patient, Practitioner, RelatedPerson and Person
+-- select what `name` selects, and searches on `phonetic` now read the `name` rows. The rows written under
+-- `phonetic` before are never read again: they go (an update would have removed them with the resource's other rows).
+delete from fhir.ix_string where param in ('Patient.phonetic', 'Practitioner.phonetic', 'RelatedPerson.phonetic', 'Person.phonetic');
