@@ -281,13 +281,22 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// Writes everything queued so far (so later reads in this transaction see it) without committing, in one
     /// round trip. A lost revision race or a duplicate key becomes 412: another writer changed the resource first.
     /// </summary>
-    public Task FlushAsync(CancellationToken ct) => FlushAsync(committing: false, ct);
+    public async Task FlushAsync(CancellationToken ct) => await FlushAsync(committing: false, ct);
 
-    async Task FlushAsync(bool committing, CancellationToken ct)
+    /// <summary>
+    /// Writes what is queued; <paramref name="committing"/>: and commits. When nothing queued is an update or deletion,
+    /// the <c>commit</c> goes in the same batch as the writes (one round trip less per create, issue #12): the batch is
+    /// one extended-protocol sequence up to its Sync, so when a statement fails PostgreSQL skips the rest, the commit
+    /// included, and the transaction is rolled back as before. An update's revision check is read from the batch's
+    /// result, so its commit waits for that result. Answers whether it committed.
+    /// </summary>
+    async Task<bool> FlushAsync(bool committing, CancellationToken ct)
     {
         var update = QueuePending();
-        if (_batch.BatchCommands.Count == 0) return;
+        if (_batch.BatchCommands.Count == 0) return false;
         PlannedGenerically(_batch, committing);
+        var commits = committing && update is null;
+        if (commits) _batch.BatchCommands.Add(new NpgsqlBatchCommand("commit"));
         try
         {
             await _batch.ExecuteNonQueryAsync(ct);
@@ -303,6 +312,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         }
         if (update is not null && update.RecordsAffected != _updatesExpected)
             throw FhirError.PreconditionFailed("The resource was changed by another request at the same time; read it again and retry. (他の更新と競合しました)");
+        return commits;
     }
 
     /// <summary>
@@ -335,8 +345,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
             await hook(this, ct);
         }
         var outbox = RecordChanges(); // Subscriptions: last, once everything is written
-        await FlushAsync(committing: true, ct);
-        await _tx.CommitAsync(ct);
+        if (!await FlushAsync(committing: true, ct)) await _tx.CommitAsync(ct);
         Committed = true;
         // This process learns synchronously, before the request is answered: a revoked Consent is
         // never served from a cache by the next request.
