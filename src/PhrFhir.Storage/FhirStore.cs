@@ -96,7 +96,10 @@ public sealed partial class FhirStore : IAsyncDisposable
             .Duplicate(x => x.Person!)
             .Duplicate(x => x.Writer!)
             .Duplicate(x => x.LastUpdated, "timestamptz", NpgsqlDbType.TimestampTz, notNull: true)
-            .Duplicate(x => x.Deleted, "boolean", NpgsqlDbType.Boolean, notNull: true);
+            .Duplicate(x => x.Deleted, "boolean", NpgsqlDbType.Boolean, notNull: true)
+            // Marten drops every index named mt_… on its tables that it was not told about: without this, the covering
+            // index of Schema/005 (recreated by 023) was gone after the first restart.
+            .IgnoreIndex("mt_doc_resourcedocument_access");
     }
 
     static async Task MigrateAsync(NpgsqlDataSource dataSource, CancellationToken ct)

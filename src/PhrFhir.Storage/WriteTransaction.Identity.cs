@@ -51,6 +51,8 @@ public sealed partial class WriteTransaction
                   "and not exists(select 1 from fhir.person_link l where l.patient_key = t.rkey and l.kind = 'replaced-by'))",
             identifiers.Select(i => i.System).ToArray(), identifiers.Select(i => i.Value).ToArray(), key, PendingReplacedKeys);
 
+        PlannedGenerically(batch, last: false);
+
         var assigners = new Dictionary<string, string[]>(StringComparer.Ordinal);
         try
         {

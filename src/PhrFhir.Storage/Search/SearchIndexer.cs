@@ -31,6 +31,7 @@ public sealed partial class SearchIndexer(SearchParameters parameters)
         foreach (var p in parameters.For(type))
         {
             if (SearchParameters.ColumnParameters.Contains(p.Code)) continue;
+            if (p.RowsOf is not null) continue; // its rows are another parameter's (SearchParam.RowsOf)
             IEnumerable<Base> values;
             try { values = p.Compiled.Invoke([root], Context).Select(n => n.Poco).OfType<Base>().ToList(); }
             catch (Exception) { continue; } // an expression for another type's shape: nothing to index here

@@ -7,8 +7,15 @@ public sealed record SearchParam(
     string Resource, string Code, SearchParamType Type, string Expression, IReadOnlyList<string> Targets,
     string Url, string? Description)
 {
-    /// <summary>The index rows' `param` value: "{ResourceType}.{code}".</summary>
-    public string Key(string resourceType) => resourceType + "." + Code;
+    /// <summary>The index rows' `param` value: "{ResourceType}.{code}" — the code of <see cref="RowsOf"/> when set.</summary>
+    public string Key(string resourceType) => resourceType + "." + (RowsOf ?? Code);
+
+    /// <summary>
+    /// Another string parameter of the same type with the very same expression for that type (R4 Patient.phonetic,
+    /// `Patient.name | Person.name | …`, selects on a Patient what Patient.name selects): its rows are this parameter's rows, so the indexer writes them once,
+    /// under that code, and searches on this one read them (<see cref="SearchParameters"/>, issue #12).
+    /// </summary>
+    public string? RowsOf { get; internal set; }
 
     Hl7.FhirPath.CompiledExpression? _compiled;
 
@@ -85,6 +92,24 @@ public sealed class SearchParameters
         }
         if (!_byType.TryGetValue(resource, out var map)) _byType[resource] = map = new(StringComparer.Ordinal);
         map[p.Code] = p;
+        ShareIdenticalRows(map);
+    }
+
+    /// <summary>
+    /// String parameters of one type with the same expression select the same values, so their index rows would be
+    /// the same rows twice (a Japanese Patient's six name rows again as `phonetic`): each such group is stored once,
+    /// under its first code in ordinal order (name before phonetic). Recomputed whenever a definition is added or
+    /// replaced (an IG may redefine one of them). Only strings: the consent rules read token, date and reference rows
+    /// by their own codes (Security/ConsentRules), and no such pair of those types exists in R4.
+    /// </summary>
+    static void ShareIdenticalRows(Dictionary<string, SearchParam> map)
+    {
+        foreach (var group in map.Values.Where(p => p.Type == SearchParamType.String)
+                     .GroupBy(p => SearchExpressions.Narrow(p.Resource, p.Expression), StringComparer.Ordinal))
+        {
+            var first = group.MinBy(p => p.Code, StringComparer.Ordinal)!;
+            foreach (var p in group) p.RowsOf = ReferenceEquals(p, first) ? null : first.Code;
+        }
     }
 
     public SearchParam? Find(string resourceType, string code) =>

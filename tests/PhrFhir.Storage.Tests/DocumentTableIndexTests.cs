@@ -1,0 +1,52 @@
+using System.Runtime.Versioning;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+using PhrFhir.Storage.Embedded;
+using PhrFhir.Storage.Search;
+
+namespace PhrFhir.Storage.Tests;
+
+/// <summary>
+/// The document table belongs to Marten, which drops the mt_… indexes it was not told about each time the store opens;
+/// the covering access index of Schema/005 (searches under an access filter join keys to it) must survive a restart.
+/// </summary>
+[UnsupportedOSPlatform("windows")]
+public sealed class DocumentTableIndexTests : IAsyncLifetime
+{
+    // Not Directory.CreateTempSubdirectory: 0700, which the 'postgres' OS user (tests running as root) could not enter.
+    readonly string _root = Path.Combine(Path.GetTempPath(), "phrfhir-ixtest-" + Guid.NewGuid().ToString("N")[..12]);
+    EmbeddedPostgres? _pg;
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(_root);
+        _pg = await EmbeddedPostgres.StartAsync(Path.Combine(_root, "pgdata"), 0, NullLogger.Instance, new CancellationTokenSource(TimeSpan.FromMinutes(4)).Token);
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_pg is not null) await _pg.DisposeAsync();
+        try { Directory.Delete(_root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    async Task<string[]> DocumentIndexesAsync()
+    {
+        await using var conn = new NpgsqlConnection(_pg!.ConnectionString);
+        await conn.OpenAsync();
+        await using var cmd = new NpgsqlCommand("select indexname from pg_indexes where schemaname = 'fhir' and tablename = 'mt_doc_resourcedocument' order by 1", conn);
+        var names = new List<string>();
+        await using var reader = await cmd.ExecuteReaderAsync();
+        while (await reader.ReadAsync()) names.Add(reader.GetString(0));
+        return [.. names];
+    }
+
+    [Fact]
+    public async Task The_covering_access_index_survives_the_store_opening_again()
+    {
+        for (var open = 1; open <= 2; open++)
+        {
+            await using (await FhirStore.OpenAsync(_pg!.ConnectionString, SearchParameters.CreateDefault(), CancellationToken.None)) { }
+            Assert.Contains("mt_doc_resourcedocument_access", await DocumentIndexesAsync());
+        }
+    }
+}
