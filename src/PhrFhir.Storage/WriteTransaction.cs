@@ -98,11 +98,12 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// <summary>Current version inside this transaction, including this transaction's own earlier writes.</summary>
     public async Task<StoredResource?> ReadAsync(string type, string id, CancellationToken ct)
     {
-        await FlushAsync(ct);
+        var key = ResourceDocument.Key(type, id);
+        await FlushForAsync(p => p.Doc.Id == key, ct);
         await using var cmd = new NpgsqlCommand(
             $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d where d.id = $1",
             _conn, _tx);
-        cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
+        cmd.Parameters.Add(new() { Value = key });
         var found = (await FhirStore.ReadAll(cmd, ct)).FirstOrDefault();
         if (found is not null) Touched.Add((found.Key, found.Person));
         return found;
@@ -123,7 +124,9 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// </summary>
     public async Task<List<StoredResource>> SearchAsync(SearchQuery q, int limit, CancellationToken ct)
     {
-        await FlushAsync(ct);
+        // Without a filter or a chain the statement reads rows of q's type only (its documents, their index rows).
+        if (q.Filter is not null || q.ReadsOtherResources) await FlushAsync(ct);
+        else await FlushForAsync(p => p.Doc.ResourceType == q.ResourceType, ct);
         await using var cmd = new NpgsqlCommand(
             $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d " +
             $"where d.resource_type = $1 and not d.deleted{q.WhereSql} order by d.id limit {limit}", _conn, _tx);
@@ -300,6 +303,19 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         }
         if (update is not null && update.RecordsAffected != _updatesExpected)
             throw FhirError.PreconditionFailed("The resource was changed by another request at the same time; read it again and retry. (他の更新と競合しました)");
+    }
+
+    /// <summary>
+    /// Flushes before a read unless nothing queued can change what it reads: no statement is queued besides the
+    /// versions, and none of those is <paramref name="seenByRead"/>. An ITI-65's registry checks read the
+    /// Patient and other types' identifiers while its SubmissionSet is queued: its versions then go in one flush,
+    /// one statement per table, instead of one flush per check (issue #12). A refusal at flush (412) is the same,
+    /// only later in the same transaction.
+    /// </summary>
+    async Task FlushForAsync(Func<Pending, bool> seenByRead, CancellationToken ct)
+    {
+        if (_batch.BatchCommands.Count == 0 && !_pending.Any(seenByRead)) return;
+        await FlushAsync(ct);
     }
 
     static bool IsUniqueViolation(Exception e) =>

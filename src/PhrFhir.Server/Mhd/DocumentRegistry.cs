@@ -138,10 +138,12 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
             throw Error("XDSUnknownPatientId", $"The subject '{reference}' is not a Patient reference. (患者への参照ではありません)", at);
         if (tx.Planned.Contains("Patient/" + target.Id)) return; // written by this transaction
         if (tx.ResolvedPatients.Contains("Patient/" + target.Id)) return; // named by identifier, under its own rule (Identity/IdentifierDomains.Subjects)
+        if (tx.KnownPatients.Contains("Patient/" + target.Id)) return; // found by this rule for an earlier entry
         var patient = await tx.ReadAsync("Patient", target.Id, ct);
         // A Patient the submitter cannot see is unknown to it, exactly like one that does not exist.
         if (patient is null || patient.Deleted || !await tx.VisibleAsync(patient.Key, ct))
             throw Error("XDSUnknownPatientId", $"Patient/{target.Id} is not known to this server: register the patient first (or resolve it by identifier). (未登録の患者です)", at);
+        tx.KnownPatients.Add("Patient/" + target.Id);
     }
 
     /// <summary>MHDS: replaces supersedes its target atomically; a target that is no longer current cannot be replaced (nor appended to, nor transformed).</summary>
