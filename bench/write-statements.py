@@ -17,7 +17,7 @@ AuditEvent stored, and the audit table's row updates. `read` (GET /Patient/{id} 
 time) measures the audit of reads: its AuditEvents are stored in the background, so --settle (default 2.5 s for
 `read`) keeps the window open until the audit writer's batches and the sealer's round are in it.
 """
-import argparse, base64, json, os, random, subprocess, time, urllib.request, uuid
+import argparse, base64, hashlib, json, os, random, subprocess, time, urllib.request, uuid
 from concurrent.futures import ThreadPoolExecutor
 
 MRN_SYSTEM = "urn:oid:1.2.392.100495.20.3.51.11312345678"  # kenshin-a's own domain (docs/identity.md)
@@ -49,6 +49,36 @@ def transaction(next_mrn):
         entries.append({"fullUrl": full, "resource": patient(next_mrn()), "request": {"method": "POST", "url": "Patient"}})
         entries += [{"resource": observation(full, i), "request": {"method": "POST", "url": "Observation"}} for i in range(4)]
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+MHD = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/"
+DOCUMENT_1K = ("経過記録 " * 120).encode()[:1024]  # 1 kB of text/plain, as the bench's ITI-65 row
+
+
+def uuid_oid():
+    return "urn:oid:2.25." + str(uuid.uuid4().int)
+
+
+def provide_bundle(patient_id):
+    """The bench's ITI-65 row (bench/PhrFhir.Bench Rows.ProvideBundle): Minimal metadata, profiles declared, 1 kB Binary."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    s, d, b = ("urn:uuid:" + str(uuid.uuid4()) for _ in range(3))
+    subject = {"reference": f"Patient/{patient_id}"}
+    sha1 = base64.b64encode(hashlib.sha1(DOCUMENT_1K).digest()).decode()
+    doc = {"resourceType": "DocumentReference", "meta": {"profile": [MHD + "IHE.MHD.Minimal.DocumentReference"]},
+           "masterIdentifier": {"use": "usual", "system": "urn:ietf:rfc:3986", "value": uuid_oid()}, "status": "current",
+           "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}]}, "subject": subject, "date": now,
+           "content": [{"attachment": {"contentType": "text/plain", "language": "ja", "url": b, "size": len(DOCUMENT_1K), "hash": sha1,
+                                       "title": "経過記録", "creation": "2026-10-21T10:15:00+09:00"}}]}
+    binary = {"resourceType": "Binary", "contentType": "text/plain", "data": base64.b64encode(DOCUMENT_1K).decode()}
+    sset = {"resourceType": "List", "meta": {"profile": [MHD + "IHE.MHD.Minimal.SubmissionSet"]},
+            "extension": [{"url": MHD + "ihe-sourceId", "valueIdentifier": {"system": "urn:ietf:rfc:3986", "value": "urn:oid:2.25.1"}}],
+            "identifier": [{"use": "usual", "system": "urn:ietf:rfc:3986", "value": uuid_oid()}], "status": "current", "mode": "working",
+            "code": {"coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes", "code": "submissionset"}]},
+            "subject": subject, "date": now, "entry": [{"item": {"reference": d}}]}
+    entry = lambda url, r: {"fullUrl": url, "resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
+    return {"resourceType": "Bundle", "type": "transaction", "meta": {"profile": [MHD + "IHE.MHD.Minimal.ProvideBundle"]},
+            "entry": [entry(s, sset), entry(d, doc), entry(b, binary)]}
 
 
 def cpu_ms(pids):
@@ -83,7 +113,7 @@ def main():
     a.add_argument("--server-pid", type=int, required=True)
     a.add_argument("--count", type=int, default=200)
     a.add_argument("--warmup", type=int, default=50)
-    a.add_argument("--scenarios", default="create,transaction", help="create, transaction, read")
+    a.add_argument("--scenarios", default="create,transaction", help="create, transaction, read, iti65 (the bench's ITI-65 row)")
     a.add_argument("--clients", type=int, default=1, help="requests in flight at once")
     a.add_argument("--settle", type=float, help="seconds the window stays open after the last request (default: 2.5 for read, else 0)")
     a.add_argument("--cpu-only", action="store_true", help="a server without Storage:StatementStatistics: CPU per request only")
@@ -127,9 +157,12 @@ def main():
                    "(select n_tup_upd from pg_stat_user_tables where schemaname = 'fhir' and relname = 'audit_event')").strip()
         return [int(float(v)) for v in line.split("\t")]
 
-    read_id = None
+    read_id = iti65_patient = None
     for scenario in o.scenarios.split(","):
-        if scenario == "read":
+        if scenario == "iti65":
+            iti65_patient = iti65_patient or json.loads(post("Patient", patient(next_mrn())))["id"]
+            send = lambda: post("", provide_bundle(iti65_patient))
+        elif scenario == "read":
             read_id = read_id or json.loads(post("Patient", patient(next_mrn())))["id"]
             send = lambda: get(f"Patient/{read_id}")
         else:

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Data;
 using System.Security.Cryptography;
 using Npgsql;
@@ -67,6 +68,7 @@ public sealed partial class WriteTransaction
     /// <summary>What is known of a Binary version's bytes, inside this transaction (its own writes included).</summary>
     public async Task<BinaryInfo?> ReadBinaryInfoAsync(string id, int version, CancellationToken ct)
     {
+        await FlushAsync(ct); // a small Binary's rows may still be queued (WriteBinaryAsync)
         await using var cmd = new NpgsqlCommand(null, _conn, _tx);
         return await FhirStore.ReadBinaryInfoAsync(cmd, id, version, ct);
     }
@@ -79,44 +81,49 @@ public sealed partial class WriteTransaction
     {
         var key = ResourceDocument.Key("Binary", id);
         using var sha1 = IncrementalHash.CreateHash(HashAlgorithmName.SHA1);
-        var buffer = new byte[FhirStore.BinaryChunkSize];
+        const int ChunkSize = FhirStore.BinaryChunkSize;
+        // Pooled: a new 1 MB array per Binary is a large-object allocation per ITI-65, and those bring full collections.
+        var buffer = ArrayPool<byte>.Shared.Rent(ChunkSize);
         long size = 0;
-        var chunk = 0;
-        while (true)
+        try
         {
-            var filled = 0;
-            int n;
-            while (filled < buffer.Length && (n = await source.ReadAsync(buffer.AsMemory(filled), ct)) > 0) filled += n;
-            if (filled == 0 && chunk > 0) break;
-            size += filled;
-            if (size > maxBytes)
-                throw new FhirError(System.Net.HttpStatusCode.RequestEntityTooLarge, Hl7.Fhir.Model.OperationOutcome.IssueType.TooCostly,
-                    $"The Binary exceeds {maxBytes / 1024 / 1024} MB. (バイナリが大きすぎます)");
-            sha1.AppendData(buffer, 0, filled);
-            await using (var cmd = new NpgsqlCommand("insert into fhir.binary_chunk (rkey, version, chunk, data) values ($1, $2, $3, $4)", _conn, _tx))
+            for (var chunk = 0; ; chunk++)
             {
-                cmd.Parameters.Add(new() { Value = key });
-                cmd.Parameters.Add(new() { Value = version });
-                cmd.Parameters.Add(new() { Value = chunk });
-                cmd.Parameters.Add(new() { Value = new ReadOnlyMemory<byte>(buffer, 0, filled) });
-                await cmd.ExecuteNonQueryAsync(ct);
+                var filled = 0;
+                int n;
+                while (filled < ChunkSize && (n = await source.ReadAsync(buffer.AsMemory(filled, ChunkSize - filled), ct)) > 0) filled += n;
+                if (filled == 0 && chunk > 0) break;
+                size += filled;
+                if (size > maxBytes)
+                    throw new FhirError(System.Net.HttpStatusCode.RequestEntityTooLarge, Hl7.Fhir.Model.OperationOutcome.IssueType.TooCostly,
+                        $"The Binary exceeds {maxBytes / 1024 / 1024} MB. (バイナリが大きすぎます)");
+                sha1.AppendData(buffer, 0, filled);
+                const string InsertChunk = "insert into fhir.binary_chunk (rkey, version, chunk, data) values ($1, $2, $3, $4)";
+                if (chunk == 0 && filled < ChunkSize)
+                {
+                    // All the bytes in one chunk (an ITI-65's document, typically): its rows wait for the transaction's next
+                    // flush, with the versions, instead of two round trips of their own (issue #12).
+                    Add(InsertChunk, key, version, 0, buffer.AsSpan(0, filled).ToArray());
+                    break;
+                }
+                await using (var cmd = new NpgsqlCommand(InsertChunk, _conn, _tx))
+                {
+                    cmd.Parameters.Add(new() { Value = key });
+                    cmd.Parameters.Add(new() { Value = version });
+                    cmd.Parameters.Add(new() { Value = chunk });
+                    cmd.Parameters.Add(new() { Value = new ReadOnlyMemory<byte>(buffer, 0, filled) });
+                    await cmd.ExecuteNonQueryAsync(ct);
+                }
+                if (filled < ChunkSize) break;
             }
-            chunk++;
-            if (filled < buffer.Length) break;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
         }
         var info = new BinaryInfo(contentType, size, sha1.GetHashAndReset(), FhirStore.BinaryChunkSize);
-        await using (var cmd = new NpgsqlCommand(
-            "insert into fhir.binary_content (rkey, version, person, content_type, size, sha1, chunk_size) values ($1, $2, $3, $4, $5, $6, $7)", _conn, _tx))
-        {
-            cmd.Parameters.Add(new() { Value = key });
-            cmd.Parameters.Add(new() { Value = version });
-            cmd.Parameters.Add(new() { Value = (object?)person ?? DBNull.Value });
-            cmd.Parameters.Add(new() { Value = contentType });
-            cmd.Parameters.Add(new() { Value = size });
-            cmd.Parameters.Add(new() { Value = info.Sha1 });
-            cmd.Parameters.Add(new() { Value = info.ChunkSize });
-            await cmd.ExecuteNonQueryAsync(ct);
-        }
+        Add("insert into fhir.binary_content (rkey, version, person, content_type, size, sha1, chunk_size) values ($1, $2, $3, $4, $5, $6, $7)",
+            key, version, person, contentType, size, info.Sha1, info.ChunkSize);
         return info;
     }
 }

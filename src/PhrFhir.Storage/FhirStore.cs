@@ -524,7 +524,7 @@ public sealed partial class FhirStore : IAsyncDisposable
 
     internal static void Bind(NpgsqlCommand cmd, SearchQuery q) => Bind(cmd.Parameters, q);
 
-    static void Bind(NpgsqlParameterCollection parameters, SearchQuery q)
+    internal static void Bind(NpgsqlParameterCollection parameters, SearchQuery q)
     {
         parameters.Add(new() { Value = q.ResourceType });
         foreach (var a in q.Arguments) parameters.Add(new() { Value = a });
@@ -538,7 +538,7 @@ public sealed partial class FhirStore : IAsyncDisposable
         return list;
     }
 
-    static StoredResource Read(NpgsqlDataReader reader)
+    internal static StoredResource Read(NpgsqlDataReader reader)
     {
         var type = reader.GetString(0);
         var key = reader.GetString(1);

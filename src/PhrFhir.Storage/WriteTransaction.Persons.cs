@@ -44,4 +44,11 @@ public sealed partial class WriteTransaction
     /// the MHDS "known patient" rule (Mhd/DocumentRegistry) accepts them without the requester reading them.
     /// </summary>
     public HashSet<string> ResolvedPatients { get; } = [];
+
+    /// <summary>
+    /// Patients ("Patient/id") the MHDS "known patient" rule found current and visible earlier in this transaction
+    /// (Mhd/DocumentRegistry): an ITI-65's DocumentReferences name the SubmissionSet's Patient again, and
+    /// nothing the transaction writes later can delete or hide it (DELETE entries run first; an update keeps its writer).
+    /// </summary>
+    public HashSet<string> KnownPatients { get; } = [];
 }

@@ -87,25 +87,71 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         await using var cmd = new NpgsqlCommand("select pg_advisory_xact_lock(hashtextextended($1, 0))", _conn, _tx);
         cmd.Parameters.Add(new() { Value = key });
         try { await cmd.ExecuteNonQueryAsync(ct); }
-        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DeadlockDetected)
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DeadlockDetected) { throw LockConflict(); }
+    }
+
+    // Two transactions took the same keys in opposite orders (two submissions sharing uniqueIds):
+    // PostgreSQL ends one of them; its client is told to retry, not given a 500.
+    static FhirError LockConflict() =>
+        FhirError.Conflict("Another request was writing the same identifiers at the same time; retry. (他の更新と競合しました)");
+
+    /// <summary>
+    /// <see cref="LockAsync"/> and then <see cref="SearchAsync"/>, in one round trip (the MHDS uniqueId checks): the
+    /// search is the later statement, so it sees what a writer that held the lock committed.
+    /// </summary>
+    public async Task<List<StoredResource>> LockAndSearchAsync(string lockKey, SearchQuery q, int limit, CancellationToken ct)
+    {
+        await FlushBeforeSearchAsync(q, ct);
+        await using var batch = new NpgsqlBatch(_conn, _tx);
+        FhirStore.Statement(batch, "select pg_advisory_xact_lock(hashtextextended($1, 0))", lockKey);
+        var search = new NpgsqlBatchCommand(SearchSql(q, limit));
+        FhirStore.Bind(search.Parameters, q);
+        batch.BatchCommands.Add(search);
+        var found = new List<StoredResource>();
+        try
         {
-            // Two transactions took the same keys in opposite orders (two submissions sharing uniqueIds):
-            // PostgreSQL ends one of them; its client is told to retry, not given a 500.
-            throw FhirError.Conflict("Another request was writing the same identifiers at the same time; retry. (他の更新と競合しました)");
+            await using var reader = await batch.ExecuteReaderAsync(ct);
+            await reader.NextResultAsync(ct); // past the lock
+            while (await reader.ReadAsync(ct)) found.Add(FhirStore.Read(reader));
         }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DeadlockDetected) { throw LockConflict(); }
+        return found;
     }
 
     /// <summary>Current version inside this transaction, including this transaction's own earlier writes.</summary>
     public async Task<StoredResource?> ReadAsync(string type, string id, CancellationToken ct)
     {
-        await FlushAsync(ct);
+        var key = ResourceDocument.Key(type, id);
+        await FlushForAsync(p => p.Doc.Id == key, ct);
         await using var cmd = new NpgsqlCommand(
             $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d where d.id = $1",
             _conn, _tx);
-        cmd.Parameters.Add(new() { Value = ResourceDocument.Key(type, id) });
+        cmd.Parameters.Add(new() { Value = key });
         var found = (await FhirStore.ReadAll(cmd, ct)).FirstOrDefault();
         if (found is not null) Touched.Add((found.Key, found.Person));
         return found;
+    }
+
+    /// <summary>
+    /// <see cref="ReadAsync"/> and <see cref="VisibleAsync"/> in one statement: the current version (null when there is
+    /// none) and whether the requester may see it.
+    /// </summary>
+    public async Task<(StoredResource? Found, bool Visible)> ReadVisibleAsync(string type, string id, CancellationToken ct)
+    {
+        var key = ResourceDocument.Key(type, id);
+        // The filter may look at other resources' rows (a Binary is seen through the document naming it): all must be written.
+        if (ReadFilter is null) await FlushForAsync(p => p.Doc.Id == key, ct);
+        else await FlushAsync(ct);
+        await using var cmd = new NpgsqlCommand(
+            $"select {FhirStore.DocColumns}, {(ReadFilter is { } filter ? filter.Render(2) : "true")} from fhir.mt_doc_resourcedocument d where d.id = $1",
+            _conn, _tx);
+        cmd.Parameters.Add(new() { Value = key });
+        foreach (var a in ReadFilter?.Args ?? []) cmd.Parameters.Add(new() { Value = a });
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        if (!await reader.ReadAsync(ct)) return (null, false);
+        var found = FhirStore.Read(reader);
+        Touched.Add((found.Key, found.Person));
+        return (found, reader.GetBoolean(8));
     }
 
     /// <summary>True when the requester may see the resource (<see cref="ReadFilter"/>), inside this transaction.</summary>
@@ -123,13 +169,19 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// </summary>
     public async Task<List<StoredResource>> SearchAsync(SearchQuery q, int limit, CancellationToken ct)
     {
-        await FlushAsync(ct);
-        await using var cmd = new NpgsqlCommand(
-            $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d " +
-            $"where d.resource_type = $1 and not d.deleted{q.WhereSql} order by d.id limit {limit}", _conn, _tx);
+        await FlushBeforeSearchAsync(q, ct);
+        await using var cmd = new NpgsqlCommand(SearchSql(q, limit), _conn, _tx);
         FhirStore.Bind(cmd, q);
         return await FhirStore.ReadAll(cmd, ct);
     }
+
+    static string SearchSql(SearchQuery q, int limit) =>
+        $"select {FhirStore.DocColumns} from fhir.mt_doc_resourcedocument d " +
+        $"where d.resource_type = $1 and not d.deleted{q.WhereSql} order by d.id limit {limit}";
+
+    // Without a filter or a chain the statement reads rows of q's type only (its documents, their index rows).
+    Task FlushBeforeSearchAsync(SearchQuery q, CancellationToken ct) =>
+        q.Filter is not null || q.ReadsOtherResources ? FlushAsync(ct) : FlushForAsync(p => p.Doc.ResourceType == q.ResourceType, ct);
 
     /// <summary>
     /// Queues a new version. <paramref name="previousVersion"/> is the version this write replaces
@@ -327,6 +379,19 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     {
         batch.BatchCommands.Insert(0, new NpgsqlBatchCommand("set local plan_cache_mode = force_generic_plan"));
         if (!last) batch.BatchCommands.Add(new NpgsqlBatchCommand("set local plan_cache_mode = force_custom_plan"));
+    }
+
+    /// <summary>
+    /// Flushes before a read unless nothing queued can change what it reads: no statement is queued besides the
+    /// versions, and none of those is <paramref name="seenByRead"/>. An ITI-65's registry checks read the
+    /// Patient and other types' identifiers while its SubmissionSet is queued: its versions then go in one flush,
+    /// one statement per table, instead of one flush per check (issue #12). A refusal at flush (412) is the same,
+    /// only later in the same transaction.
+    /// </summary>
+    async Task FlushForAsync(Func<Pending, bool> seenByRead, CancellationToken ct)
+    {
+        if (_batch.BatchCommands.Count == 0 && !_pending.Any(seenByRead)) return;
+        await FlushAsync(ct);
     }
 
     static bool IsUniqueViolation(Exception e) =>

@@ -31,7 +31,13 @@ internal sealed class FamilyValidator
         _schemas = new EmptyResliceGuard(StructureDefinitionToElementSchemaResolver.Create(Resolver));
 #pragma warning restore ExperimentalApi
         var terminology = new Terminology.CachedTerminologyService(new Terminology.WellKnownCodeSystems(new LocalTerminologyService(Resolver), Resolver));
-        _validator = new Validator(Resolver, terminology, referenceResolver: null, settings: null, schemaResolver: _schemas);
+        // The FhirPath compiler the invariants use anyway (FhirPathValidator falls back to it), named here: without one,
+        // Firely 3.6.0's slice discriminators (PathSelectorValidator) build a new symbol table of every FhirPath function
+        // and a compiler for each validation run — a tenth of an ITI-65's validation time (docs/performance.md, "ITI-65").
+#pragma warning disable ExperimentalApi // FhirPathValidator.DefaultCompiler: the compiler the invariants use when none is named
+        var settings = new ValidationSettings { FhirPathCompiler = FhirPathValidator.DefaultCompiler };
+#pragma warning restore ExperimentalApi
+        _validator = new Validator(Resolver, terminology, referenceResolver: null, settings: settings, schemaResolver: _schemas);
 
         var rootPackage = plan.Packages.FirstOrDefault() is { } p ? $"{p.PackageId}#{p.Version}" : null;
         _rootProfiles = new HashSet<string>(StringComparer.Ordinal);

@@ -53,8 +53,7 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
         {
             // Serialise writers of the same uniqueId, then look: two racing copies cannot both pass
             // (the lock lasts until the transaction ends, by when the winner's row is committed).
-            await tx.LockAsync("mhd-uniqueid:" + uid, ct);
-            if (await OthersWithIdentifierAsync(tx, "DocumentReference", doc.Id, master.System, uid, [], ct))
+            if (await OthersWithIdentifierAsync(tx, "mhd-uniqueid:" + uid, "DocumentReference", doc.Id, master.System, uid, [], ct))
                 throw Error("XDSDuplicateUniqueIdInRegistry", $"A document with masterIdentifier '{uid}' is already registered. (同じ文書 ID が登録済みです)",
                     "DocumentReference.masterIdentifier", HttpStatusCode.Conflict);
         }
@@ -97,8 +96,7 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
             var id = list.Identifier[i];
             if (id.Use != Identifier.IdentifierUse.Usual || id.Value is null) continue;
             if (previous?.Identifier.Any(p => p.Use == Identifier.IdentifierUse.Usual && p.Value == id.Value && p.System == id.System) == true) continue;
-            await tx.LockAsync("mhd-list-uniqueid:" + id.Value, ct);
-            if (await OthersWithIdentifierAsync(tx, "List", list.Id, id.System, id.Value, [new("code", $"{ListTypes}|submissionset,{ListTypes}|folder")], ct))
+            if (await OthersWithIdentifierAsync(tx, "mhd-list-uniqueid:" + id.Value, "List", list.Id, id.System, id.Value, [new("code", $"{ListTypes}|submissionset,{ListTypes}|folder")], ct))
                 throw Error("XDSDuplicateUniqueIdInRegistry", $"A SubmissionSet or Folder with uniqueId '{id.Value}' is already registered. (同じ ID のリストが登録済みです)",
                     $"List.identifier[{i}]", HttpStatusCode.Conflict);
         }
@@ -106,15 +104,17 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
 
     /// <summary>
     /// True when a resource other than <paramref name="id"/> carries the identifier. Searched across
-    /// everyone's resources (the rule spans them); the refusal names none of them.
+    /// everyone's resources (the rule spans them); the refusal names none of them. Writers of the same
+    /// identifier are serialised first (<paramref name="lockKey"/>, held until the transaction ends): two racing
+    /// copies cannot both pass, since the winner's row is committed when the other's search runs.
     /// </summary>
-    async Task<bool> OthersWithIdentifierAsync(WriteTransaction tx, string type, string? id, string? system, string value,
+    async Task<bool> OthersWithIdentifierAsync(WriteTransaction tx, string lockKey, string type, string? id, string? system, string value,
         List<KeyValuePair<string, string>> more, CancellationToken ct)
     {
         static string Escape(string s) => s.Replace("\\", "\\\\").Replace(",", "\\,").Replace("|", "\\|").Replace("$", "\\$");
         var token = (system is null ? "" : Escape(system) + "|") + Escape(value);
         var query = new SearchQuery(store.SearchParameters, type, [new("identifier", token), .. more], lenient: false, AccessFilter.Everything);
-        return (await tx.SearchAsync(query, 2, ct)).Any(found => found.Id != id);
+        return (await tx.LockAndSearchAsync(lockKey, query, 2, ct)).Any(found => found.Id != id);
     }
 
     /// <summary>"Type/id" of a reference to this server, relative or absolute (our base URL); null for another server's.</summary>
@@ -138,10 +138,12 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
             throw Error("XDSUnknownPatientId", $"The subject '{reference}' is not a Patient reference. (患者への参照ではありません)", at);
         if (tx.Planned.Contains("Patient/" + target.Id)) return; // written by this transaction
         if (tx.ResolvedPatients.Contains("Patient/" + target.Id)) return; // named by identifier, under its own rule (Identity/IdentifierDomains.Subjects)
-        var patient = await tx.ReadAsync("Patient", target.Id, ct);
+        if (tx.KnownPatients.Contains("Patient/" + target.Id)) return; // found by this rule for an earlier entry
+        var (patient, visible) = await tx.ReadVisibleAsync("Patient", target.Id, ct);
         // A Patient the submitter cannot see is unknown to it, exactly like one that does not exist.
-        if (patient is null || patient.Deleted || !await tx.VisibleAsync(patient.Key, ct))
+        if (patient is null || patient.Deleted || !visible)
             throw Error("XDSUnknownPatientId", $"Patient/{target.Id} is not known to this server: register the patient first (or resolve it by identifier). (未登録の患者です)", at);
+        tx.KnownPatients.Add("Patient/" + target.Id);
     }
 
     /// <summary>MHDS: replaces supersedes its target atomically; a target that is no longer current cannot be replaced (nor appended to, nor transformed).</summary>
@@ -152,9 +154,9 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
         if (target.Id == doc.Id)
             throw Error("XDSRegistryMetadataError", "A document cannot relate to itself. (文書が自分自身を参照しています)", at + ".target");
         if (tx.Planned.Contains("DocumentReference/" + target.Id)) return; // registered by this same transaction: nothing to supersede yet
-        var stored = await tx.ReadAsync("DocumentReference", target.Id, ct);
+        var (stored, visible) = await tx.ReadVisibleAsync("DocumentReference", target.Id, ct);
         // A document the requester may not see answers exactly like one that does not exist.
-        if (stored is null || stored.Deleted || !await tx.VisibleAsync(stored.Key, ct))
+        if (stored is null || stored.Deleted || !visible)
             throw Error("UnresolvedReferenceException", $"relatesTo.target DocumentReference/{target.Id} is not in the registry. (関連文書が登録されていません)", at + ".target");
         var original = (DocumentReference)FhirFormat.ParseStored(stored.Json);
         if (original.Status != DocumentReferenceStatus.Current)
@@ -174,8 +176,8 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
     /// </summary>
     static async Task CheckBytesAsync(WriteTransaction tx, Attachment attachment, string binaryId, string at, CancellationToken ct)
     {
-        var stored = await tx.ReadAsync("Binary", binaryId, ct);
-        if (stored is null || stored.Deleted || !await tx.VisibleAsync(stored.Key, ct)) return;
+        var (stored, visible) = await tx.ReadVisibleAsync("Binary", binaryId, ct);
+        if (stored is null || stored.Deleted || !visible) return;
         if (await tx.ReadBinaryInfoAsync(binaryId, stored.Version, ct) is not { } info) return;
         CheckBytes(attachment, info.Size, info.Sha1, at);
     }

@@ -91,6 +91,12 @@ public sealed class SearchQuery
     /// <summary>What the requester may see (Security/AccessPolicy), or null when it sees everything.</summary>
     public AccessFilter? Filter { get; }
 
+    /// <summary>
+    /// True when a criterion looks at rows of other resources (a chain's targets, a _has's referrers): then
+    /// the rows of the searched type alone do not decide the matches (WriteTransaction.SearchAsync).
+    /// </summary>
+    public bool ReadsOtherResources { get; private set; }
+
     /// <summary>The access filter on the searched row <c>d</c> (arguments numbered for this query's statements), or null.</summary>
     public string? FilterSql { get; }
 
@@ -240,7 +246,10 @@ public sealed class SearchQuery
     Match? Criterion(string type, string name, string value, bool lenient, string keyColumn)
     {
         if (name.StartsWith("_has:", StringComparison.Ordinal))
+        {
+            ReadsOtherResources = true;
             return Has(type, name, value, lenient) is { } has ? In(keyColumn, has) : null;
+        }
 
         // name[:modifier][.chain]
         string? chain = null;
@@ -263,6 +272,7 @@ public sealed class SearchQuery
 
         if (chain is not null)
         {
+            ReadsOtherResources = true;
             if (p.Type != SearchParamType.Reference)
                 throw FhirError.BadRequest($"'{code}' is not a reference parameter: it cannot be chained.", code);
             if (chain.Contains('.'))

@@ -435,4 +435,37 @@ public sealed class RegistryRuleTests(ServerFixture server)
         var stored = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"Patient?family={family}"), HttpStatusCode.OK);
         Assert.Equal(0, stored.Total);
     }
+
+    /// <summary>
+    /// The checks of a transaction's later entries see what its earlier entries queued, although the versions are
+    /// sent together at commit (WriteTransaction: a read flushes only what it could see): a Patient the known-patient
+    /// rule accepted for one document does not let another document's unknown Patient through, and a document's
+    /// uniqueId taken by an earlier entry of the same transaction is refused.
+    /// </summary>
+    [Theory]
+    [InlineData(UnknownSubject)]
+    [InlineData(DuplicateDocumentUid)]
+    public async Task In_a_transaction_a_later_document_meets_the_rules_against_the_earlier_entries(string rule)
+    {
+        var w = await WorldAsync();
+        var marker = Fhir.Unique("later-rule");
+        var first = Document(w, marker);
+        var second = Document(w, marker);
+        if (rule == UnknownSubject) Break(rule, second, w, null);
+        else second.MasterIdentifier!.Value = first.MasterIdentifier!.Value;
+        var bundle = new Bundle
+        {
+            Type = Bundle.BundleType.Transaction,
+            Entry =
+            [
+                Entry(first, Bundle.HTTPVerb.POST, "DocumentReference", "urn:uuid:" + Guid.NewGuid()),
+                Entry(second, Bundle.HTTPVerb.POST, "DocumentReference", "urn:uuid:" + Guid.NewGuid()),
+            ],
+        };
+        var (status, code) = Expected(rule);
+        var outcome = await Fhir.ExpectAsync<OperationOutcome>(await _http.PostAsync("", Fhir.Json(bundle)), status);
+        Assert.Equal(code, outcome.Issue[0].Details?.Text);
+        Assert.StartsWith("Bundle.entry[1].resource", outcome.Issue[0].Expression.Single());
+        await AssertNothingStoredAsync(marker, rule, "transaction, second document");
+    }
 }
