@@ -89,6 +89,9 @@ public static class PhrFhirApp
         Subscriptions.SubscriptionDelivery.Add(builder);
 
         var app = builder.Build();
+        // Made before the hosted services start: it adds to what the store's listener hears (FhirStore.Watched), which
+        // must not change while the listener reads it.
+        app.Services.GetRequiredService<Security.PersonPatients>();
         AccessLog.Use(app); // outermost: it sees the final status of every request
         ErrorHandling.Use(app);
         OpenApiDescription.Map(app); // Swagger UI's static files, before routing
