@@ -294,12 +294,6 @@ public sealed partial class FhirStore : IAsyncDisposable
     public async Task<bool> VisibleAsync(string key, AccessFilter filter, CancellationToken ct)
     {
         await using var cmd = DataSource.CreateCommand();
-        return await VisibleAsync(cmd, key, filter, ct);
-    }
-
-    /// <summary>Runs the visibility test on a command of this store's or of a write transaction's connection.</summary>
-    internal static async Task<bool> VisibleAsync(NpgsqlCommand cmd, string key, AccessFilter filter, CancellationToken ct)
-    {
         cmd.CommandText = $"select exists(select 1 from {Docs} d where d.id = $1 and ({filter.Render(2)}))";
         cmd.Parameters.Add(new() { Value = key });
         foreach (var a in filter.Args) cmd.Parameters.Add(new() { Value = a });

@@ -133,8 +133,8 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     }
 
     /// <summary>
-    /// <see cref="ReadAsync"/> and <see cref="VisibleAsync"/> in one statement: the current version (null when there is
-    /// none) and whether the requester may see it.
+    /// The current version (null when there is none) and whether the requester may see it (<see cref="ReadFilter"/>), in
+    /// one statement inside this transaction.
     /// </summary>
     public async Task<(StoredResource? Found, bool Visible)> ReadVisibleAsync(string type, string id, CancellationToken ct)
     {
@@ -152,15 +152,6 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         var found = FhirStore.Read(reader);
         Touched.Add((found.Key, found.Person));
         return (found, reader.GetBoolean(8));
-    }
-
-    /// <summary>True when the requester may see the resource (<see cref="ReadFilter"/>), inside this transaction.</summary>
-    public async Task<bool> VisibleAsync(string key, CancellationToken ct)
-    {
-        if (ReadFilter is not { } filter) return true;
-        await FlushAsync(ct);
-        await using var cmd = new NpgsqlCommand(null, _conn, _tx);
-        return await FhirStore.VisibleAsync(cmd, key, filter, ct);
     }
 
     /// <summary>
@@ -383,7 +374,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     /// empty database (2,800 buffers and 3.2 ms per check instead of 3 buffers: seeding took twice as long), so searches,
     /// updates and deletes are planned for their values, as every other statement of a request connection.
     /// </remarks>
-    internal static void PlannedGenerically(NpgsqlBatch batch, bool last)
+    static void PlannedGenerically(NpgsqlBatch batch, bool last)
     {
         batch.BatchCommands.Insert(0, new NpgsqlBatchCommand("set local plan_cache_mode = force_generic_plan"));
         if (!last) batch.BatchCommands.Add(new NpgsqlBatchCommand("set local plan_cache_mode = force_custom_plan"));

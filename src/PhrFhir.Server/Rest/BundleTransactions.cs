@@ -265,8 +265,8 @@ public static class BundleTransactions
             case Bundle.HTTPVerb.GET:
                 if (e.Id is null || e.Query is not null)
                     throw FhirError.NotSupported("searches inside a Bundle are not supported yet: send them as GET requests.", "request.url");
-                var s = await tx.ReadAsync(e.Type, e.Id, ct);
-                if (s is null || s.Deleted || !await tx.VisibleAsync(s.Key, ct)) throw FhirError.NotFound($"{e.Type}/{e.Id} is not known.");
+                var (s, visible) = await tx.ReadVisibleAsync(e.Type, e.Id, ct);
+                if (s is null || s.Deleted || !visible) throw FhirError.NotFound($"{e.Type}/{e.Id} is not known.");
                 Describe(e, s, "200 OK");
                 break;
         }

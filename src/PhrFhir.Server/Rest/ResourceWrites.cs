@@ -99,8 +99,8 @@ public sealed partial class ResourceWrites(FhirStore store, IOptions<ServerLimit
     /// </summary>
     static async Task<StoredResource?> CurrentAsync(WriteTransaction tx, string type, string id, CancellationToken ct)
     {
-        var current = await tx.ReadAsync(type, id, ct);
-        return current is not null && !await tx.VisibleAsync(current.Key, ct) ? null : current;
+        var (current, visible) = await tx.ReadVisibleAsync(type, id, ct);
+        return visible ? current : null;
     }
 
     /// <summary>The audit trail is append-only (ATNA): an AuditEvent is never changed or deleted.</summary>

@@ -254,8 +254,8 @@ public sealed class WorkflowRules(FhirStore store, IHttpContextAccessor http)
     internal static async Task<Resource?> VisibleAsync(WriteTransaction tx, string? reference, string type, CancellationToken ct)
     {
         if (reference is null || ReferenceTarget.Local(reference) is not { } target || target.Type != type) return null;
-        var stored = await tx.ReadAsync(type, target.Id, ct);
-        if (stored is null || stored.Deleted || !await tx.VisibleAsync(stored.Key, ct)) return null;
+        var (stored, visible) = await tx.ReadVisibleAsync(type, target.Id, ct);
+        if (stored is null || stored.Deleted || !visible) return null;
         return FhirFormat.ParseStored(stored.Json);
     }
 
