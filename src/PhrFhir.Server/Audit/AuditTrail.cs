@@ -1,6 +1,6 @@
 using System.Net;
 using System.Text;
-using System.Threading.Channels;
+using System.Collections.Concurrent;
 using Hl7.Fhir.Model;
 using Hl7.Fhir.Utility;
 using PhrFhir.Server.Rest;
@@ -30,9 +30,25 @@ public sealed class AuditTrail(FhirStore store)
     const string RecordedKey = "phrfhir.audit.recorded-by-endpoint";
     public const string QueryKey = "phrfhir.audit.query";
     const int MaxNamedPatients = 100;
-    readonly Channel<AuditEvent> _queue = Channel.CreateBounded<AuditEvent>(new BoundedChannelOptions(10_000) { FullMode = BoundedChannelFullMode.Wait });
+    // Queued events wait in a lock-free queue, counted, and the writer is woken only when a batch is full (else it
+    // comes every Gather): the bounded Channel before took a lock on every request's write and on each of the
+    // writer's reads, and at 8 clients 3 % of a read's server CPU samples spun on it (docs/performance.md, session 8).
+    // The bound stays: past MaxQueued events a request waits for the writer to catch up.
+    public const int BatchSize = 500;
+    const int MaxQueued = 10_000;
+    readonly ConcurrentQueue<AuditEvent> _queue = new();
+    readonly SemaphoreSlim _batchFull = new(0);
+    int _queued;
 
-    public ChannelReader<AuditEvent> Queue => _queue.Reader;
+    /// <summary>Waits until a batch is full or <paramref name="gather"/> has passed.</summary>
+    public Task WaitForBatchAsync(TimeSpan gather, CancellationToken ct) => _batchFull.WaitAsync(gather, ct);
+
+    public bool TryTake(out AuditEvent audit)
+    {
+        if (!_queue.TryDequeue(out audit!)) return false;
+        Interlocked.Decrement(ref _queued);
+        return true;
+    }
 
     /// <summary>
     /// Tells the audit trail whose data the request touched (the `person` keys of what it read or found):
@@ -97,7 +113,7 @@ public sealed class AuditTrail(FhirStore store)
         if (groups.Count == 0)
             groups.Add((entryKey?.StartsWith("Patient/", StringComparison.Ordinal) == true ? entryKey[8..] : null, entryKey is null ? [] : [entryKey]));
         foreach (var (patient, keys) in groups)
-            await _queue.Writer.WriteAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(OutcomeOf((int)error.Status), error.Message, keys, patient)), CancellationToken.None);
+            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(OutcomeOf((int)error.Status), error.Message, keys, patient)));
     }
 
     static List<WriteTransaction> Transactions(HttpContext ctx) =>
@@ -190,7 +206,12 @@ public sealed class AuditTrail(FhirStore store)
         }
     });
 
-    Task RecordAsync(AuditEvent audit) => _queue.Writer.WriteAsync(audit, CancellationToken.None).AsTask();
+    async Task RecordAsync(AuditEvent audit)
+    {
+        while (Volatile.Read(ref _queued) >= MaxQueued) await Task.Delay(10, CancellationToken.None);
+        _queue.Enqueue(audit);
+        if (Interlocked.Increment(ref _queued) % BatchSize == 0) _batchFull.Release();
+    }
 
     /// <summary>
     /// A search: one event per patient concerned, each with the query reduced to what concerns that patient
@@ -278,20 +299,11 @@ public sealed class AuditWriter(AuditTrail trail, FhirStore store, ILogger<Audit
         {
             try
             {
-                using var tick = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-                tick.CancelAfter(TimeSpan.FromMilliseconds(200));
-                try
-                {
-                    if (await trail.Queue.WaitToReadAsync(tick.Token))
-                    {
-                        // Let a batch gather: storing each event as it came meant one transaction (and WAL
-                        // flush) per request under load, which doubled ITI-67's latency (bench/PhrFhir.AuditBench).
-                        if (trail.Queue.Count < 500) await Task.Delay(Gather, stoppingToken);
-                        while (batch.Count < 500 && trail.Queue.TryRead(out var a)) batch.Add(a);
-                    }
-                }
-                catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested) { }
-                catch (OperationCanceledException) { while (batch.Count < 500 && trail.Queue.TryRead(out var a)) batch.Add(a); }
+                // Let a batch gather: storing each event as it came meant one transaction (and WAL flush) per
+                // request under load, which doubled ITI-67's latency (bench/PhrFhir.AuditBench).
+                try { await trail.WaitForBatchAsync(Gather, stoppingToken); }
+                catch (OperationCanceledException) { }
+                while (batch.Count < AuditTrail.BatchSize && trail.TryTake(out var a)) batch.Add(a);
                 if (batch.Count > 0) await StoreAsync(batch);
                 if (DateTime.UtcNow - lastSeal > sealEvery || stoppingToken.IsCancellationRequested)
                 {
@@ -300,7 +312,7 @@ public sealed class AuditWriter(AuditTrail trail, FhirStore store, ILogger<Audit
                 }
                 if (stoppingToken.IsCancellationRequested)
                 {
-                    while (trail.Queue.TryRead(out var a)) batch.Add(a); // drain on shutdown
+                    while (trail.TryTake(out var a)) batch.Add(a); // drain on shutdown
                     if (batch.Count > 0) await StoreAsync(batch);
                     await store.SealAuditChainAsync(CancellationToken.None);
                     return;
