@@ -6,6 +6,7 @@ using OpenIddict.Abstractions;
 using OpenIddict.Server;
 using OpenIddict.Server.AspNetCore;
 using Microsoft.AspNetCore;
+using Microsoft.Extensions.Options;
 using PhrFhir.Server.Rest;
 using PhrFhir.Storage;
 using PhrFhir.Storage.Search;
@@ -220,6 +221,24 @@ public static class AuthorizationServer
             .SetType(OpenIddictServerHandlerType.Custom));
     }
 
+    /// <summary>
+    /// OpenIddict is asked to handle a request only under AccessControl.AuthServerPaths (elsewhere only the bearer token
+    /// is authenticated): an endpoint of it configured anywhere else would never answer, so the server refuses to start.
+    /// </summary>
+    public static void CheckEndpointPaths(OpenIddictServerOptions options)
+    {
+        var uris = typeof(OpenIddictServerOptions).GetProperties()
+            .Where(p => p.Name.EndsWith("EndpointUris", StringComparison.Ordinal) && p.PropertyType == typeof(List<Uri>))
+            .SelectMany(p => (List<Uri>)p.GetValue(options)!);
+        foreach (var uri in uris)
+        {
+            var path = new PathString("/" + (uri.IsAbsoluteUri ? uri.AbsolutePath : uri.OriginalString).TrimStart('/'));
+            if (!AccessControl.AuthServerPaths.Any(a => path.StartsWithSegments(a, StringComparison.Ordinal)))
+                throw new InvalidOperationException(
+                    $"The authorisation server's endpoint {uri} lies outside {string.Join(" and ", AccessControl.AuthServerPaths)}, where it would never be reached (AccessControl).");
+        }
+    }
+
     public static void Map(WebApplication app, bool embedded)
     {
         app.MapGet("/.well-known/smart-configuration", (HttpContext ctx) =>
@@ -254,6 +273,7 @@ public static class AuthorizationServer
             return Results.Json(document);
         }).AllowAnonymous();
         if (!embedded) return;
+        CheckEndpointPaths(app.Services.GetRequiredService<IOptions<OpenIddictServerOptions>>().Value);
         app.MapPost(TokenPath, IssueTokenAsync).AllowAnonymous();
         PersonLogin.Map(app);
     }

@@ -50,6 +50,31 @@ public sealed class AuthorizationTests(ServerFixture server)
     }
 
     [Fact]
+    public async System.Threading.Tasks.Task The_authorisation_servers_own_discovery_answers_and_its_keys_verify_issued_tokens()
+    {
+        // OpenIddict handles only requests under /auth and /.well-known (AccessControl): its own endpoints there still answer.
+        using var doc = JsonDocument.Parse(await server.Anonymous.GetStringAsync(".well-known/openid-configuration"));
+        Assert.EndsWith("/auth/token", doc.RootElement.GetProperty("token_endpoint").GetString());
+        var jwks = new JsonWebKeySet(await server.Anonymous.GetStringAsync(new Uri(doc.RootElement.GetProperty("jwks_uri").GetString()!).PathAndQuery.TrimStart('/')));
+        var token = new JsonWebToken(await server.TokenAsync(ServerFixture.InstitutionClient));
+        Assert.Contains(jwks.Keys, k => k.Kid == token.Kid);
+    }
+
+    [Theory]
+    [InlineData("auth/introspect", true)]
+    [InlineData(".well-known/jwks", true)]
+    [InlineData("oauth/introspect", false)]
+    [InlineData("authx/token", false)]
+    public void An_authorisation_server_endpoint_outside_its_paths_stops_the_start(string path, bool allowed)
+    {
+        var options = new OpenIddict.Server.OpenIddictServerOptions();
+        options.IntrospectionEndpointUris.Add(new Uri(path, UriKind.Relative));
+        var check = () => PhrFhir.Server.Security.AuthorizationServer.CheckEndpointPaths(options);
+        if (allowed) check();
+        else Assert.Contains("would never be reached", Assert.Throws<InvalidOperationException>(check).Message);
+    }
+
+    [Fact]
     public async System.Threading.Tasks.Task The_token_issuer_is_the_base_url_the_server_is_reached_at()
     {
         // SMART: smart-configuration's issuer and the tokens' iss are the FHIR base a client talks to.
