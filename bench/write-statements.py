@@ -186,16 +186,16 @@ def main():
         time.sleep(settle)
         s1, p1 = cpu_ms([o.server_pid]), cluster_cpu_ms(o.data)
         w1 = audit_state()
-        rows = "" if o.cpu_only else sql("select calls, round(total_exec_time::numeric, 1), regexp_replace(left(query, 150), '\\s+', ' ', 'g') "
+        rows = "" if o.cpu_only else sql("select calls, round(total_exec_time::numeric, 1), wal_bytes, regexp_replace(left(query, 150), '\\s+', ' ', 'g') "
                    "from pg_stat_statements where query not like '%pg_stat_statements%' and query not like '%pg_current_wal_lsn%' order by calls desc, query")
         print(f"\n== {scenario}: {o.count} requests, {o.clients} client(s), {(t1 - t0) * 1000 / o.count:.1f} ms each (wall / requests), window +{settle} s")
-        print(f"{'calls/req':>9}  {'exec ms/req':>11}  statement")
+        print(f"{'calls/req':>9}  {'exec ms/req':>11}  {'WAL B/req':>9}  statement")
         total = 0.0
         for line in rows.strip().splitlines():
-            calls, ms, query = line.split("\t", 2)
+            calls, ms, wal, query = line.split("\t", 3)
             per = int(calls) / o.count
             total += per
-            print(f"{per:9.2f}  {float(ms) / o.count:11.3f}  {query}")
+            print(f"{per:9.2f}  {float(ms) / o.count:11.3f}  {float(wal) / o.count:9.0f}  {query}")
         audits = w1[1] - w0[1]
         print(f"statements/request {total:.1f}; server CPU {(s1 - s0) / o.count:.2f} ms/request; "
               f"PostgreSQL CPU {(p1 - p0) / o.count:.2f} ms/request; loadavg {open('/proc/loadavg').read().strip()}")

@@ -332,7 +332,7 @@ public sealed partial class FhirStore
         if (full)
             await using (var parts = new NpgsqlCommand(
                 "select a.id, i from fhir.audit_event a, generate_subscripts(a.part_person, 1) i where a.part_person is not null " +
-                "and not exists(select 1 from fhir.audit_event_part p where p.seq = a.seq and p.part = i and p.person = a.part_person[i] and p.recorded = a.recorded) " +
+                "and not exists(select 1 from fhir.audit_event_part p where p.seq = a.seq and p.part = i and p.person = a.part_person[i]) " +
                 "order by a.seq, i limit 1", conn, tx))
             await using (var r = await parts.ExecuteReaderAsync(ct))
                 if (await r.ReadAsync(ct))

@@ -95,15 +95,15 @@ public sealed partial class FhirStore
     /// The audit table as an access filter sees a document row (alias <c>d</c>: id, resource_type, person,
     /// writer, deleted), so the same role rules (AccessFilter) confine the access log. A search's per-patient
     /// AuditEvents (Schema/026) are rows of their own here (<c>part</c> ≥ 1): found through their patient's entry in
-    /// fhir.audit_event_part, but only where the row's MACed part_person and recorded agree with that entry, with the patient
+    /// fhir.audit_event_part, but only where the row's MACed part_person names that same patient, with the patient
     /// added to the entities; <c>id</c> is the row's, the part number tells them apart (served as "{id}.{part}").
     /// </summary>
     const string AuditRows = "(select a.seq, 0 as part, a.id, a.recorded, a.person, a.json, null::text as part_query, 'AuditEvent'::text as resource_type, null::text as writer, false as deleted, " +
                              "a.type_system, a.type_code, a.subtype, a.action, a.outcome, a.agent, a.altid, a.entity from fhir.audit_event a " +
                              "union all " +
-                             "select a.seq, p.part::int, a.id, p.recorded, p.person, a.json, a.part_query[p.part], 'AuditEvent'::text, null::text, false, " +
+                             "select a.seq, p.part::int, a.id, a.recorded, p.person, a.json, a.part_query[p.part], 'AuditEvent'::text, null::text, false, " +
                              "a.type_system, a.type_code, a.subtype, a.action, a.outcome, a.agent, a.altid, a.entity || ('Patient/' || p.person) " +
-                             "from fhir.audit_event_part p join fhir.audit_event a on a.seq = p.seq and a.part_person[p.part] = p.person and a.recorded = p.recorded)";
+                             "from fhir.audit_event_part p join fhir.audit_event a on a.seq = p.seq and a.part_person[p.part] = p.person)";
 
     /// <summary>
     /// The condition on <c>d</c> for an AuditEvent id: a row's own ("{uuid}"), or one part of a search's row

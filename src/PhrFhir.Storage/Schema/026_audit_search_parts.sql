@@ -11,23 +11,23 @@
 alter table fhir.audit_event add column if not exists part_person text[], add column if not exists part_query text[];
 
 -- Where each part lies in its patient's access log: a narrow derived index, filled by the insert trigger below
--- (whoever inserts, in the same transaction). It carries nothing served: a part is served only where the row's
--- MACed part_person[part] equals its person, and `$verify-chain?full=true` checks that every part has its entry.
+-- (whoever inserts, in the same transaction). It carries nothing served or sorted on: a part is served only where the
+-- row's MACed part_person[part] equals its person, with the row's own columns (recorded included), and
+-- `$verify-chain?full=true` checks that every part has its entry.
 create table if not exists fhir.audit_event_part (
     seq         bigint      not null,             -- fhir.audit_event.seq of the row holding the part
     part        smallint    not null,             -- 1-based index into part_person / part_query
     person      text        not null,
-    recorded    timestamptz not null,             -- the row's recorded, for the person's newest-first log
     primary key (seq, part)
 );
-create index if not exists audit_event_part_person on fhir.audit_event_part (person, recorded);
+create index if not exists audit_event_part_person on fhir.audit_event_part (person);
 
 -- The statement trigger of Schema/020 also files each inserted row's parts: still one call per statement.
 create or replace function fhir.audit_event_queue_for_seal() returns trigger language plpgsql as $$
 begin
     insert into fhir.audit_seal_queue (seq) select seq from added;
-    insert into fhir.audit_event_part (seq, part, person, recorded)
-        select a.seq, i, a.part_person[i], a.recorded from added a, generate_subscripts(a.part_person, 1) i
+    insert into fhir.audit_event_part (seq, part, person)
+        select a.seq, i, a.part_person[i] from added a, generate_subscripts(a.part_person, 1) i
         where a.part_person is not null;
     return null;
 end

@@ -191,7 +191,7 @@ public sealed class SearchAuditPartsTests(ServerFixture server)
         try { Assert.Equal(OperationOutcome.IssueSeverity.Error, (await VerifyAsync()).Issue[0].Severity); }
         finally
         {
-            await ScalarAsync<object>("insert into fhir.audit_event_part (seq, part, person, recorded) select seq, $2::smallint, part_person[$2], recorded from fhir.audit_event where id = $1",
+            await ScalarAsync<object>("insert into fhir.audit_event_part (seq, part, person) select seq, $2::smallint, part_person[$2] from fhir.audit_event where id = $1",
                 rowKey, (int)partNo);
         }
         Assert.Equal(OperationOutcome.IssueSeverity.Information, (await VerifyAsync()).Issue[0].Severity);
