@@ -17,7 +17,7 @@ AuditEvent stored, and the audit table's row updates. `read` (GET /Patient/{id} 
 time) measures the audit of reads: its AuditEvents are stored in the background, so --settle (default 2.5 s for
 `read`) keeps the window open until the audit writer's batches and the sealer's round are in it.
 """
-import argparse, base64, hashlib, json, os, random, subprocess, time, urllib.request, uuid
+import argparse, base64, hashlib, itertools, json, os, random, subprocess, time, urllib.parse, urllib.request, uuid
 from concurrent.futures import ThreadPoolExecutor
 
 MRN_SYSTEM = "urn:oid:1.2.392.100495.20.3.51.11312345678"  # kenshin-a's own domain (docs/identity.md)
@@ -113,7 +113,8 @@ def main():
     a.add_argument("--server-pid", type=int, required=True)
     a.add_argument("--count", type=int, default=200)
     a.add_argument("--warmup", type=int, default=50)
-    a.add_argument("--scenarios", default="create,transaction", help="create, transaction, read, iti65 (the bench's ITI-65 row)")
+    a.add_argument("--scenarios", default="create,transaction", help="create, transaction, read, iti65 (the bench's ITI-65 row), "
+                   "search (the bench's family row: GET Patient?family=…&_count=10 over its five seeded families; needs the bench's data)")
     a.add_argument("--clients", type=int, default=1, help="requests in flight at once")
     a.add_argument("--settle", type=float, help="seconds the window stays open after the last request (default: 2.5 for read, else 0)")
     a.add_argument("--cpu-only", action="store_true", help="a server without Storage:StatementStatistics: CPU per request only")
@@ -162,12 +163,15 @@ def main():
         if scenario == "iti65":
             iti65_patient = iti65_patient or json.loads(post("Patient", patient(next_mrn())))["id"]
             send = lambda: post("", provide_bundle(iti65_patient))
+        elif scenario == "search":
+            families = iter(itertools.cycle(["五十嵐", "東海林", "勅使河原", "宇佐美", "小鳥遊"]))
+            send = lambda: get("Patient?family=" + urllib.parse.quote(next(families)) + "&_count=10")
         elif scenario == "read":
             read_id = read_id or json.loads(post("Patient", patient(next_mrn())))["id"]
             send = lambda: get(f"Patient/{read_id}")
         else:
             send = (lambda: post("Patient", patient(next_mrn()))) if scenario == "create" else (lambda: post("", transaction(next_mrn)))
-        settle = o.settle if o.settle is not None else (2.5 if scenario == "read" else 0)
+        settle = o.settle if o.settle is not None else (2.5 if scenario in ("read", "search") else 0)
         for _ in range(o.warmup):
             send()
         time.sleep(2.5)  # the warm-up's audit batches and the sealer's round out of the window
@@ -182,16 +186,16 @@ def main():
         time.sleep(settle)
         s1, p1 = cpu_ms([o.server_pid]), cluster_cpu_ms(o.data)
         w1 = audit_state()
-        rows = "" if o.cpu_only else sql("select calls, round(total_exec_time::numeric, 1), regexp_replace(left(query, 150), '\\s+', ' ', 'g') "
+        rows = "" if o.cpu_only else sql("select calls, round(total_exec_time::numeric, 1), wal_bytes, regexp_replace(left(query, 150), '\\s+', ' ', 'g') "
                    "from pg_stat_statements where query not like '%pg_stat_statements%' and query not like '%pg_current_wal_lsn%' order by calls desc, query")
         print(f"\n== {scenario}: {o.count} requests, {o.clients} client(s), {(t1 - t0) * 1000 / o.count:.1f} ms each (wall / requests), window +{settle} s")
-        print(f"{'calls/req':>9}  {'exec ms/req':>11}  statement")
+        print(f"{'calls/req':>9}  {'exec ms/req':>11}  {'WAL B/req':>9}  statement")
         total = 0.0
         for line in rows.strip().splitlines():
-            calls, ms, query = line.split("\t", 2)
+            calls, ms, wal, query = line.split("\t", 3)
             per = int(calls) / o.count
             total += per
-            print(f"{per:9.2f}  {float(ms) / o.count:11.3f}  {query}")
+            print(f"{per:9.2f}  {float(ms) / o.count:11.3f}  {float(wal) / o.count:9.0f}  {query}")
         audits = w1[1] - w0[1]
         print(f"statements/request {total:.1f}; server CPU {(s1 - s0) / o.count:.2f} ms/request; "
               f"PostgreSQL CPU {(p1 - p0) / o.count:.2f} ms/request; loadavg {open('/proc/loadavg').read().strip()}")

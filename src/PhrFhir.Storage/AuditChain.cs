@@ -74,7 +74,7 @@ public sealed class AuditChain
             ms.Write(len);
             ms.Write(bytes);
         }
-        void Texts(string[] values)
+        void Texts(string?[] values)
         {
             Span<byte> len = stackalloc byte[4];
             BinaryPrimitives.WriteInt32BigEndian(len, values.Length);
@@ -95,6 +95,13 @@ public sealed class AuditChain
         Texts(r.AltId);
         Texts(r.Entity);
         Text(r.Json);
+        // A search's per-patient parts (Schema/026): covered too, appended only when present, so the rows stored
+        // before them keep their MACs.
+        if (r.PartPerson is not null)
+        {
+            Texts(r.PartPerson);
+            Texts(r.PartQuery ?? []);
+        }
         return HMACSHA256.HashData(_key, ms.ToArray());
     }
 
@@ -229,7 +236,7 @@ public sealed partial class FhirStore
         return pending.Count;
     }
 
-    const string AuditColumns = "a.id, a.recorded, a.person, a.type_system, a.type_code, a.subtype, a.action, a.outcome, a.agent, a.altid, a.entity, a.json, a.row_mac";
+    const string AuditColumns = "a.id, a.recorded, a.person, a.type_system, a.type_code, a.subtype, a.action, a.outcome, a.agent, a.altid, a.entity, a.json, a.row_mac, a.part_person, a.part_query";
 
     /// <summary>The row read from <see cref="AuditColumns"/> starting at column <paramref name="at"/>, with its stored MAC.</summary>
     static (AuditRow Row, byte[] RowMac) AuditRowAt(NpgsqlDataReader r, int at)
@@ -237,7 +244,8 @@ public sealed partial class FhirStore
         var key = r.GetString(at);
         var row = new AuditRow(key["AuditEvent/".Length..], r.GetFieldValue<DateTimeOffset>(at + 1), Text(r, at + 2), Text(r, at + 3), Text(r, at + 4),
             r.GetFieldValue<string[]>(at + 5), Text(r, at + 6), Text(r, at + 7), r.GetFieldValue<string[]>(at + 8), r.GetFieldValue<string[]>(at + 9),
-            r.GetFieldValue<string[]>(at + 10), r.GetString(at + 11));
+            r.GetFieldValue<string[]>(at + 10), r.GetString(at + 11),
+            r.IsDBNull(at + 13) ? null : r.GetFieldValue<string[]>(at + 13), r.IsDBNull(at + 14) ? null : r.GetFieldValue<string?[]>(at + 14));
         return (row, r.GetFieldValue<byte[]>(at + 12));
     }
 
@@ -315,9 +323,20 @@ public sealed partial class FhirStore
             {
                 var (row, rowMac) = AuditRowAt(r, 0);
                 if (!CryptographicOperations.FixedTimeEquals(chain.RowMac(row), rowMac)) return Broken(0, row.Key, MacMismatch);
-                if (!r.GetBoolean(13)) return Broken(0, row.Key, "the AuditEvent is neither in the chain nor awaiting its seal (inserted past the queue, or its place in the queue removed)");
+                if (!r.GetBoolean(15)) return Broken(0, row.Key, "the AuditEvent is neither in the chain nor awaiting its seal (inserted past the queue, or its place in the queue removed)");
                 pending++;
             }
+        // A full check also finds every search part missing from its patient's log (Schema/026): the part itself is
+        // covered by its row's MAC, but its entry in the narrow index is what lists it there, and without it the
+        // patient's `GET AuditEvent` would silently miss the event.
+        if (full)
+            await using (var parts = new NpgsqlCommand(
+                "select a.id, i from fhir.audit_event a, generate_subscripts(a.part_person, 1) i where a.part_person is not null " +
+                "and not exists(select 1 from fhir.audit_event_part p where p.seq = a.seq and p.part = i and p.person = a.part_person[i]) " +
+                "order by a.seq, i limit 1", conn, tx))
+            await using (var r = await parts.ExecuteReaderAsync(ct))
+                if (await r.ReadAsync(ct))
+                    return Broken(0, $"{r.GetString(0)}.{r.GetInt32(1)}", "the search's AuditEvent about this patient is missing from their access log (its entry in fhir.audit_event_part was removed or changed)");
         await tx.CommitAsync(ct);
         chain.WriteCheckpoint(verified: new AuditChain.Point(last, previous));
         return new(checkedRows, pending, from.Position, null);

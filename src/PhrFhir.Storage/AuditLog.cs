@@ -6,10 +6,14 @@ namespace PhrFhir.Storage;
 /// <summary>
 /// One AuditEvent as stored in fhir.audit_event (Schema/009): the columns the access log searches and the
 /// access rules read, and the JSON served. Built by the server from the AuditEvent (Audit/AuditTrail).
+/// <see cref="PartPerson"/>/<see cref="PartQuery"/> (Schema/026): a search's per-patient AuditEvents, held by the
+/// operator's event of that search — part i (1-based) is patient PartPerson[i-1], with the query as it concerns
+/// them (null: the whole query); each is served as AuditEvent "{Id}.{i}" (<see cref="AuditPart"/>).
 /// </summary>
 public sealed record AuditRow(
     string Id, DateTimeOffset Recorded, string? Person, string? TypeSystem, string? TypeCode, string[] Subtype,
-    string? Action, string? Outcome, string[] Agent, string[] AltId, string[] Entity, string Json)
+    string? Action, string? Outcome, string[] Agent, string[] AltId, string[] Entity, string Json,
+    string[]? PartPerson = null, string?[]? PartQuery = null)
 {
     public string Key => "AuditEvent/" + Id;
 }
@@ -29,14 +33,14 @@ public sealed partial class WriteTransaction
         if (rows.Count <= QueuedAuditRows)
         {
             // One statement of VALUES rows (the array columns rule out unnest): sent by the next FlushAsync.
-            var values = string.Join(", ", rows.Select((_, i) => "(" + string.Join(", ", Enumerable.Range(i * 13 + 1, 13).Select(n => "$" + n)) + ")"));
-            Add("insert into fhir.audit_event (id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac) values " + values,
-                [.. rows.SelectMany(r => new object?[] { r.Key, r.Recorded.UtcDateTime, r.Person, r.TypeSystem, r.TypeCode, r.Subtype, r.Action, r.Outcome, r.Agent, r.AltId, r.Entity, r.Json, chain.RowMac(r) })]);
+            var values = string.Join(", ", rows.Select((_, i) => "(" + string.Join(", ", Enumerable.Range(i * 15 + 1, 15).Select(n => "$" + n)) + ")"));
+            Add("insert into fhir.audit_event (id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac, part_person, part_query) values " + values,
+                [.. rows.SelectMany(r => new object?[] { r.Key, r.Recorded.UtcDateTime, r.Person, r.TypeSystem, r.TypeCode, r.Subtype, r.Action, r.Outcome, r.Agent, r.AltId, r.Entity, r.Json, chain.RowMac(r), r.PartPerson, r.PartQuery })]);
             return;
         }
         await FlushAsync(ct); // COPY runs on the connection itself: what is queued goes first
         await using var copy = await _conn.BeginBinaryImportAsync(
-            "copy fhir.audit_event (id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac) from stdin (format binary)", ct);
+            "copy fhir.audit_event (id, recorded, person, type_system, type_code, subtype, action, outcome, agent, altid, entity, json, row_mac, part_person, part_query) from stdin (format binary)", ct);
         foreach (var r in rows)
         {
             await copy.StartRowAsync(ct);
@@ -53,6 +57,10 @@ public sealed partial class WriteTransaction
             await copy.WriteAsync(r.Entity, NpgsqlDbType.Array | NpgsqlDbType.Text, ct);
             await copy.WriteAsync(r.Json, NpgsqlDbType.Text, ct);
             await copy.WriteAsync(chain.RowMac(r), NpgsqlDbType.Bytea, ct);
+            if (r.PartPerson is null) await copy.WriteNullAsync(ct);
+            else await copy.WriteAsync(r.PartPerson, NpgsqlDbType.Array | NpgsqlDbType.Text, ct);
+            if (r.PartQuery is null) await copy.WriteNullAsync(ct);
+            else await copy.WriteAsync(r.PartQuery, NpgsqlDbType.Array | NpgsqlDbType.Text, ct);
         }
         await copy.CompleteAsync(ct);
     }
@@ -85,27 +93,48 @@ public sealed partial class FhirStore
 {
     /// <summary>
     /// The audit table as an access filter sees a document row (alias <c>d</c>: id, resource_type, person,
-    /// writer, deleted), so the same role rules (AccessFilter) confine the access log.
+    /// writer, deleted), so the same role rules (AccessFilter) confine the access log. A search's per-patient
+    /// AuditEvents (Schema/026) are rows of their own here (<c>part</c> ≥ 1): found through their patient's entry in
+    /// fhir.audit_event_part, but only where the row's MACed part_person names that same patient, with the patient
+    /// added to the entities; <c>id</c> is the row's, the part number tells them apart (served as "{id}.{part}").
     /// </summary>
-    const string AuditRows = "(select a.seq, a.id, a.recorded, a.person, a.json, 'AuditEvent'::text as resource_type, null::text as writer, false as deleted, " +
-                             "a.type_system, a.type_code, a.subtype, a.action, a.outcome, a.agent, a.altid, a.entity from fhir.audit_event a)";
+    const string AuditRows = "(select a.seq, 0 as part, a.id, a.recorded, a.person, a.json, null::text as part_query, 'AuditEvent'::text as resource_type, null::text as writer, false as deleted, " +
+                             "a.type_system, a.type_code, a.subtype, a.action, a.outcome, a.agent, a.altid, a.entity from fhir.audit_event a " +
+                             "union all " +
+                             "select a.seq, p.part::int, a.id, a.recorded, p.person, a.json, a.part_query[p.part], 'AuditEvent'::text, null::text, false, " +
+                             "a.type_system, a.type_code, a.subtype, a.action, a.outcome, a.agent, a.altid, a.entity || ('Patient/' || p.person) " +
+                             "from fhir.audit_event_part p join fhir.audit_event a on a.seq = p.seq and a.part_person[p.part] = p.person)";
 
-    /// <summary>One AuditEvent, if it exists and passes the filter (null filter: everything).</summary>
-    public async Task<StoredResource?> ReadAuditAsync(string id, AccessFilter? filter, CancellationToken ct)
+    /// <summary>
+    /// The condition on <c>d</c> for an AuditEvent id: a row's own ("{uuid}"), or one part of a search's row
+    /// ("{uuid}.{part}"). Both are an index lookup of the row's id.
+    /// </summary>
+    internal static (string Key, int Part) AuditId(string id)
     {
+        var dot = id.LastIndexOf('.');
+        return dot > 0 && int.TryParse(id.AsSpan(dot + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var part) && part is > 0 and <= short.MaxValue
+            ? ("AuditEvent/" + id[..dot], part)
+            : ("AuditEvent/" + id, 0);
+    }
+
+    /// <summary>One AuditEvent, if it exists and passes the filter (null filter: everything); a search's part projected by <paramref name="project"/>.</summary>
+    public async Task<StoredResource?> ReadAuditAsync(string id, AccessFilter? filter, Func<AuditPart, string> project, CancellationToken ct)
+    {
+        var (key, part) = AuditId(id);
         await using var cmd = DataSource.CreateCommand(
-            $"select d.id, d.recorded, d.person, d.json from {AuditRows} d where d.id = $1" + (filter is null ? "" : $" and ({filter.Render(2)})"));
-        cmd.Parameters.Add(new() { Value = "AuditEvent/" + id });
+            $"select d.id, d.recorded, d.person, d.json, d.part, d.part_query from {AuditRows} d where d.id = $1 and d.part = $2" + (filter is null ? "" : $" and ({filter.Render(3)})"));
+        cmd.Parameters.Add(new() { Value = key });
+        cmd.Parameters.Add(new() { Value = part });
         foreach (var a in filter?.Args ?? []) cmd.Parameters.Add(new() { Value = a });
         await using var reader = await cmd.ExecuteReaderAsync(ct);
-        return await reader.ReadAsync(ct) ? AuditResource(reader) : null;
+        return await reader.ReadAsync(ct) ? AuditResource(reader, project) : null;
     }
 
     /// <summary>
     /// An access-log search (<see cref="AuditQuery"/>), newest first unless sorted otherwise, confined to
     /// what the filter lets the requester see; the total counts only that.
     /// </summary>
-    public async Task<SearchResult> SearchAuditAsync(AuditQuery q, AccessFilter? filter, CancellationToken ct)
+    public async Task<SearchResult> SearchAuditAsync(AuditQuery q, AccessFilter? filter, Func<AuditPart, string> project, CancellationToken ct)
     {
         var args = new List<object>(q.Arguments);
         var where = q.Where.ToList();
@@ -117,16 +146,16 @@ public sealed partial class FhirStore
         var condition = where.Count == 0 ? "" : " where " + string.Join(" and ", where);
         var total = q.Total == Search.TotalMode.None ? "null::bigint" : "count(*) over ()";
         await using var cmd = DataSource.CreateCommand(
-            $"select d.id, d.recorded, d.person, d.json, {total} from {AuditRows} d{condition} " +
-            $"order by d.recorded {(q.Descending ? "desc" : "asc")}, d.seq {(q.Descending ? "desc" : "asc")} limit {q.Count + 1} offset {q.Offset}");
+            $"select d.id, d.recorded, d.person, d.json, d.part, d.part_query, {total} from {AuditRows} d{condition} " +
+            $"order by d.recorded {(q.Descending ? "desc" : "asc")}, d.seq {(q.Descending ? "desc" : "asc")}, d.part {(q.Descending ? "desc" : "asc")} limit {q.Count + 1} offset {q.Offset}");
         foreach (var a in args) cmd.Parameters.Add(new() { Value = a });
         var page = new List<StoredResource>();
         long? counted = null;
         await using (var reader = await cmd.ExecuteReaderAsync(ct))
             while (await reader.ReadAsync(ct))
             {
-                page.Add(AuditResource(reader));
-                if (!reader.IsDBNull(4)) counted = reader.GetInt64(4);
+                page.Add(AuditResource(reader, project));
+                if (!reader.IsDBNull(6)) counted = reader.GetInt64(6);
             }
         var hasMore = page.Count > q.Count;
         if (hasMore) page.RemoveAt(page.Count - 1);
@@ -146,7 +175,25 @@ public sealed partial class FhirStore
         return new SearchResult(page, [], totalCount, hasMore);
     }
 
-    static StoredResource AuditResource(NpgsqlDataReader reader) =>
-        new("AuditEvent", reader.GetString(0)["AuditEvent/".Length..], 1, reader.GetFieldValue<DateTimeOffset>(1), false,
-            reader.GetString(3), reader.IsDBNull(2) ? null : reader.GetString(2));
+    /// <summary>Columns id, recorded, person, json, part, part_query: the row's own AuditEvent, or one search part projected.</summary>
+    static StoredResource AuditResource(NpgsqlDataReader reader, Func<AuditPart, string> project)
+    {
+        var id = reader.GetString(0)["AuditEvent/".Length..];
+        var part = reader.GetInt32(4);
+        var person = reader.IsDBNull(2) ? null : reader.GetString(2);
+        var json = reader.GetString(3);
+        if (part > 0)
+        {
+            id = $"{id}.{part}";
+            json = project(new AuditPart(id, person!, reader.IsDBNull(5) ? null : reader.GetString(5), json));
+        }
+        return new("AuditEvent", id, 1, reader.GetFieldValue<DateTimeOffset>(1), false, json, person);
+    }
 }
+
+/// <summary>
+/// A search's AuditEvent about one patient (Schema/026) as read: its id ("{row id}.{part}"), the patient, the
+/// query as it concerns them (null: the whole query), and the JSON of the search's whole-query event it is a
+/// projection of (Audit/BalpAuditEvents.ForPatient knows the shape).
+/// </summary>
+public sealed record AuditPart(string Id, string Person, string? Query, string WholeJson);

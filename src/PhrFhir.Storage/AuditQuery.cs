@@ -61,7 +61,8 @@ public sealed class AuditQuery
         switch (code)
         {
             case "_id":
-                return $"d.id = ${Arg("AuditEvent/" + value)}";
+                var (key, part) = FhirStore.AuditId(value); // a search's part: "{id}.{part}" (Schema/026)
+                return $"(d.id = ${Arg(key)} and d.part = ${Arg(part)})";
             case "patient":
                 var patient = ReferenceTarget.Local(value) is { Type: "Patient" } p ? p.Id
                     : value.Length is > 0 and <= 64 && !value.Contains('/') && !value.Contains(':') ? value

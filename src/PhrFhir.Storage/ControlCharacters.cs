@@ -115,6 +115,9 @@ public static class ControlCharacters
 
     static char First(string text) => text[text.AsSpan().IndexOfAny(Forbidden)];
 
+    /// <summary>The text with every one replaced by U+FFFD (a column the server fills from what a client sent).</summary>
+    public static string Scrubbed(string text) => AnyIn(text) ? Replaced(text) : text;
+
     static string Replaced(string text) => string.Create(text.Length, text, (span, t) =>
     {
         t.AsSpan().CopyTo(span);

@@ -42,7 +42,7 @@ public static class AuditEndpoints
         var query = new AuditQuery(pairs, lenient);
         // The same role rules as every other resource (docs/consent.md): the person sees their own log.
         var filter = await (await AccessPolicy.OfAsync(ctx, store)).FilterAsync();
-        var result = await store.SearchAuditAsync(query, filter, ctx.RequestAborted);
+        var result = await store.SearchAuditAsync(query, filter, BalpAuditEvents.ForPatient, ctx.RequestAborted);
         AuditTrail.Concerns(ctx, result.Matches.Select(m => m.Person));
         await BundleResponses.SearchsetAsync(ctx, "AuditEvent", query.Applied, query.Offset, query.Count, result);
     }
@@ -71,7 +71,7 @@ public static class AuditEndpoints
     static async Task<StoredResource> ReadVisibleAsync(HttpContext ctx, FhirStore store, string id)
     {
         var filter = await (await AccessPolicy.OfAsync(ctx, store)).FilterAsync();
-        var s = await store.ReadAuditAsync(id, filter, ctx.RequestAborted)
+        var s = await store.ReadAuditAsync(id, filter, BalpAuditEvents.ForPatient, ctx.RequestAborted)
             ?? throw FhirError.NotFound($"AuditEvent/{id} is not known. (リソースがありません)"); // another person's: as if it did not exist
         AuditTrail.Concerns(ctx, [s.Person]);
         return s;

@@ -170,7 +170,8 @@ public sealed class AuditTrail(FhirStore store)
             [.. audit.Agent.SelectMany(a => new[] { a.Who?.Reference, a.Who?.Identifier is { } id ? $"{id.System}|{id.Value}" : null }).OfType<string>()],
             [.. audit.Agent.Select(a => a.AltId).OfType<string>()],
             [.. audit.Entity.Select(e => e.What?.Reference).OfType<string>()],
-            Encoding.UTF8.GetString(json));
+            Encoding.UTF8.GetString(json),
+            audit.Annotation<SearchParts>()?.Persons, audit.Annotation<SearchParts>()?.Queries);
     }
 
     static string? PatientOf(AuditEvent audit) =>
@@ -215,26 +216,36 @@ public sealed class AuditTrail(FhirStore store)
 
     /// <summary>
     /// A search: one event per patient concerned, each with the query reduced to what concerns that patient
-    /// (QueryPerPatient), and then the whole query once, outside every compartment, for the operator.
+    /// (QueryPerPatient), and then the whole query once, outside every compartment, for the operator. When the
+    /// query is reduced for someone (so the operator's event exists), the per-patient events are stored as parts of
+    /// the operator's event — one row, one serialisation, one MAC and one chain link per search (Schema/026) — and
+    /// served as AuditEvents of their own (BalpAuditEvents.ForPatient).
     /// </summary>
     async Task SearchedAsync(HttpContext ctx, int outcome, string? failure)
     {
         var patients = Patients(ctx, []).OfType<string>().ToList();
         var query = await QueryPerPatient.ReadAsync(ctx, store, patients, MaxNamedPatients);
         patients = [.. patients.Union(query.Identified, StringComparer.Ordinal).Order(StringComparer.Ordinal)];
-        var reduced = false;
-        foreach (var patient in patients)
+        if (patients.Count > 0 && patients.Any(query.Reduces))
         {
-            var part = query.Reduces(patient);
-            reduced |= part;
-            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], patient,
-                Query: part ? query.For(patient) : null,
-                QueryNote: part ? "Only the parts of the query that concern this patient; the whole query is in the operator's audit trail. (本人に関する検索条件のみ)" : null)));
+            var whole = BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], null, QueryNote: WholeQueryNote));
+            whole.AddAnnotation(new SearchParts(
+                [.. patients.Select(ControlCharacters.Scrubbed)],
+                [.. patients.Select(p => query.Reduces(p) ? query.For(p) : null)]));
+            await RecordAsync(whole);
+            return;
         }
-        if (patients.Count == 0 || reduced)
-            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], null,
-                QueryNote: reduced ? "The whole query of a search about several patients; each patient's own AuditEvent records only the parts naming them. (複数患者の検索条件の全体)" : null)));
+        foreach (var patient in patients)
+            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], patient)));
+        if (patients.Count == 0)
+            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], null)));
     }
+
+    public const string ReducedQueryNote = "Only the parts of the query that concern this patient; the whole query is in the operator's audit trail. (本人に関する検索条件のみ)";
+    const string WholeQueryNote = "The whole query of a search about several patients; each patient's own AuditEvent records only the parts naming them. (複数患者の検索条件の全体)";
+
+    /// <summary>A search's per-patient events, carried by its whole-query event to <see cref="Row"/> (AuditRow.PartPerson).</summary>
+    sealed record SearchParts(string[] Persons, string?[] Queries);
 
     /// <summary>
     /// The patients a read, search or refusal was about: what the endpoint reported (the resource read,

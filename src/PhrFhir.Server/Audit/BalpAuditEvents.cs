@@ -1,7 +1,9 @@
 using System.Text;
 using Hl7.Fhir.Model;
 using Microsoft.AspNetCore.Http.Features;
+using PhrFhir.Server.Rest;
 using PhrFhir.Server.Security;
+using PhrFhir.Storage;
 using PhrFhir.Storage.Search;
 
 namespace PhrFhir.Server.Audit;
@@ -116,6 +118,34 @@ public static class BalpAuditEvents
         if (facts.Outcome == 0 && Profile(interaction, ihe, facts, asked?.Patient is not null) is { } profile)
             audit.Meta = new Meta { Profile = [profile] };
         return audit;
+    }
+
+    /// <summary>
+    /// A search's AuditEvent about one patient, stored as a part of the search's whole-query event (Schema/026,
+    /// AuditTrail.SearchedAsync): that event as <see cref="Describe"/> builds it for the patient — the patient entity
+    /// first, the query entity with the query as it concerns them (and says so), the profile a patient's event
+    /// declares — under the part's own id.
+    /// </summary>
+    public static string ForPatient(AuditPart part)
+    {
+        var audit = (AuditEvent)FhirFormat.ParseStored(part.WholeJson);
+        audit.Id = part.Id;
+        audit.Entity.Insert(0, new AuditEvent.EntityComponent
+        {
+            What = new ResourceReference("Patient/" + part.Person),
+            Type = new Coding(EntityType, "1", "Person"),
+            Role = new Coding(ObjectRole, "1", "Patient"),
+        });
+        if (audit.Entity.FirstOrDefault(e => e.Role?.Code == "24") is { } query)
+        {
+            if (part.Query is not null) query.Query = Encoding.UTF8.GetBytes(part.Query);
+            query.Description = part.Query is null ? null : AuditTrail.ReducedQueryNote;
+        }
+        var ihe = audit.Subtype.FirstOrDefault(c => c.System == IheEvents)?.Code;
+        var profile = audit.Outcome == AuditEvent.AuditEventOutcome.N0 ? Profile("search-type", ihe, new AuditFacts(0, null, [], part.Person), false) : null;
+        audit.Meta ??= new Meta();
+        audit.Meta.Profile = profile is null ? [] : [profile];
+        return FhirFormat.ToJson(audit);
     }
 
     static readonly Dictionary<string, string> IheNames = new()

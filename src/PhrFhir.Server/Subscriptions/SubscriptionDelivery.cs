@@ -223,7 +223,7 @@ public sealed class SubscriptionDelivery : BackgroundService
             if (!await MatchesAsync(definition.Filters, rows, type, ct)) continue;
             if (type == "AuditEvent")
             {
-                if (!await VisibleAsync(definition.Subscriber, type, async policy => await _store.ReadAuditAsync(id, await policy.FilterAsync(), ct) is not null)) continue;
+                if (!await VisibleAsync(definition.Subscriber, type, async policy => await _store.ReadAuditAsync(id, await policy.FilterAsync(), Audit.BalpAuditEvents.ForPatient, ct) is not null)) continue;
             }
             else
             {
