@@ -49,4 +49,28 @@ public sealed class DocumentTableIndexTests : IAsyncLifetime
             Assert.Contains("mt_doc_resourcedocument_access", await DocumentIndexesAsync());
         }
     }
+    [Fact]
+    public async Task The_deleted_column_has_no_index_of_its_own_and_one_made_by_earlier_versions_goes()
+    {
+        await using (await FhirStore.OpenAsync(_pg!.ConnectionString, SearchParameters.CreateDefault(), CancellationToken.None)) { }
+        Assert.DoesNotContain("mt_doc_resourcedocument_idx_deleted", await DocumentIndexesAsync());
+        await using (var conn = new NpgsqlConnection(_pg.ConnectionString))
+        {
+            await conn.OpenAsync();
+            // What Marten's Duplicate made in databases written before (issue #12: no statement reads rows by it).
+            await using var make = new NpgsqlCommand("create index mt_doc_resourcedocument_idx_deleted on fhir.mt_doc_resourcedocument (deleted)", conn);
+            await make.ExecuteNonQueryAsync();
+        }
+        await using (await FhirStore.OpenAsync(_pg.ConnectionString, SearchParameters.CreateDefault(), CancellationToken.None)) { }
+        var indexes = await DocumentIndexesAsync();
+        Assert.DoesNotContain("mt_doc_resourcedocument_idx_deleted", indexes);
+        Assert.Contains("mt_doc_resourcedocument_access", indexes);
+        await using (var conn = new NpgsqlConnection(_pg.ConnectionString))
+        {
+            await conn.OpenAsync();
+            await using var column = new NpgsqlCommand(
+                "select is_nullable || ' ' || data_type from information_schema.columns where table_schema = 'fhir' and table_name = 'mt_doc_resourcedocument' and column_name = 'deleted'", conn);
+            Assert.Equal("NO boolean", await column.ExecuteScalarAsync());
+        }
+    }
 }

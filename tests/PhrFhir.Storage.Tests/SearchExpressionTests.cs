@@ -25,7 +25,8 @@ public sealed class SearchExpressionTests
         var list = new List<Resource>
         {
             new Patient { Id = "p", Name = [new HumanName { Family = "山田", Given = ["太郎"] }], BirthDate = "1980-04-01", Deceased = new FhirBoolean(false),
-                Telecom = [new ContactPoint(ContactPoint.ContactPointSystem.Email, null, "a@example.jp")], Meta = new Meta { Tag = [new Coding("urn:t", "x")], Profile = ["http://jpfhir.jp/fhir/core/StructureDefinition/JP_Patient"] } },
+                Telecom = [new ContactPoint(ContactPoint.ContactPointSystem.Email, null, "a@example.jp"), new ContactPoint(ContactPoint.ContactPointSystem.Phone, null, "090-1234-5678"),
+                    new ContactPoint { Value = "no system" }, new ContactPoint(ContactPoint.ContactPointSystem.Phone, ContactPoint.ContactPointUse.Work, "03-1234-5678")], Meta = new Meta { Tag = [new Coding("urn:t", "x")], Profile = ["http://jpfhir.jp/fhir/core/StructureDefinition/JP_Patient"] } },
             new Observation { Id = "o", Status = ObservationStatus.Final, Code = new CodeableConcept("http://loinc.org", "4548-4"), Subject = new ResourceReference("Patient/p"),
                 Effective = new Period { Start = "2024-01-01" }, Value = new Quantity(6.1m, "%"), Component = [new Observation.ComponentComponent { Code = new CodeableConcept("urn:c", "1"), Value = new CodeableConcept("urn:v", "2") }] },
             new Observation { Id = "o2", Status = ObservationStatus.Final, Code = new CodeableConcept { Text = "メモ" }, Subject = new ResourceReference("Group/g"), Value = new FhirString("陰性") },

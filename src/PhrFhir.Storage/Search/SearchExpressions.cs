@@ -31,18 +31,21 @@ public static partial class SearchExpressions
     /// The shapes most R4 search expressions take, walked directly on the POCOs by element name — the
     /// same nodes the FhirPath engine selects, without its per-call machinery (10–50× cheaper per
     /// parameter, measured):
-    /// <c>Type.a.b</c>, <c>(Type.a as T)</c>, <c>(Type.a as T).b</c>, <c>Type.a.where(resolve() is T)</c>.
+    /// <c>Type.a.b</c>, <c>(Type.a as T)</c>, <c>(Type.a as T).b</c>, <c>Type.a.where(resolve() is T)</c>,
+    /// <c>Type.a.where(b='literal')</c> (R4's phone and email: <c>Patient.telecom.where(system='phone')</c>, issue #12).
     /// Anything else is compiled by the SDK's FhirPath compiler.
     /// </summary>
     sealed partial class FastBranch
     {
-        [System.Text.RegularExpressions.GeneratedRegex(@"^(?:\((?<path>[A-Za-z0-9.]+) as (?<as>[A-Za-z]+)\)(?:\.(?<tail>[A-Za-z0-9.]+))?|(?<path>[A-Za-z0-9.]+)(?:\.where\(resolve\(\) is (?<target>[A-Za-z]+)\))?)$")]
+        [System.Text.RegularExpressions.GeneratedRegex(@"^(?:\((?<path>[A-Za-z0-9.]+) as (?<as>[A-Za-z]+)\)(?:\.(?<tail>[A-Za-z0-9.]+))?|(?<path>[A-Za-z0-9.]+)(?:\.where\(resolve\(\) is (?<target>[A-Za-z]+)\)|\.where\((?<field>[A-Za-z]+) ?= ?'(?<literal>[A-Za-z0-9\-]*)'\))?)$")]
         private static partial System.Text.RegularExpressions.Regex Shape();
 
         string[] _path = [];
         string[] _tail = [];
         Type? _as;
         string? _target;
+        string? _field;
+        string? _literal;
 
         public static FastBranch? Parse(string branch)
         {
@@ -57,6 +60,7 @@ public static partial class SearchExpressions
                 if (fast._as is null) return null;
             }
             if (m.Groups["tail"].Success) fast._tail = m.Groups["tail"].Value.Split('.');
+            if (m.Groups["field"].Success) (fast._field, fast._literal) = (m.Groups["field"].Value, m.Groups["literal"].Value);
             return fast;
         }
 
@@ -69,6 +73,9 @@ public static partial class SearchExpressions
             if (_tail.Length > 0) current = Steps(current, _tail);
             if (_target is not null)
                 current = current.Where(b => b is ResourceReference { Reference: { } r } && ReferenceTarget.TypeOf(r) == _target);
+            // FhirPath's `b = 'literal'`: true only when b is one value equal to the string (empty or several: not true).
+            if (_field is not null)
+                current = current.Where(b => Steps([b], [_field]).ToList() is [PrimitiveType { JsonValue: string v }] && v == _literal);
             return current;
         }
 
