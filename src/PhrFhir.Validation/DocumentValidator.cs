@@ -78,6 +78,9 @@ public sealed class DocumentValidator : IDisposable
         return validator;
     }
 
+    /// <summary>A family's loaded validator, or null (tests: its outcomes compared with Firely's own compiled schemas).</summary>
+    internal Task<FamilyValidator?> FamilyValidatorAsync(string family) => _families.Single(f => f.Family.Id == family).Loaded;
+
     /// <summary>Holds back every warm-up queued after this call until <paramref name="until"/> completes (tests: a warm-up that is slow under load).</summary>
     internal void HoldWarmUps(System.Threading.Tasks.Task until) => _warmUps.Add(() => until.Wait());
 

@@ -21,7 +21,8 @@ namespace PhrFhir.Validation;
 /// <see cref="SliceValidator"/> becomes an <see cref="EmptySafeSliceValidator"/> with the same slices,
 /// discriminators and rules. Compiled schemas are cached here (the compiler underneath is uncached, so each
 /// schema is held once). The same rewrite makes every binding a <see cref="RememberingBindingValidator"/>, which
-/// answers a coded value it accepted before without Firely's <c>Task.Run</c> round trip to the terminology service.
+/// answers a coded value it accepted before without Firely's <c>Task.Run</c> round trip to the terminology service,
+/// and gives every slice group discriminators that are compiled once (<see cref="SliceDiscriminators"/>).
 /// </remarks>
 internal sealed class EmptyResliceGuard(IElementSchemaResolver compiler) : IElementSchemaResolver
 {
@@ -45,7 +46,7 @@ internal sealed class EmptyResliceGuard(IElementSchemaResolver compiler) : IElem
     {
         EmptySafeSliceValidator or RememberingBindingValidator => assertion,
         BindingValidator binding => new RememberingBindingValidator(binding),
-        SliceValidator slice => new EmptySafeSliceValidator((SliceValidator)((IAssertionContainer)slice).WithChildren((_, child) => Guard(child))),
+        SliceValidator slice => new EmptySafeSliceValidator(SliceDiscriminators.WithCompiledConditions((SliceValidator)((IAssertionContainer)slice).WithChildren((_, child) => Guard(child)))),
         IAssertionContainer container => container.WithChildren((_, child) => Guard(child)),
         _ => assertion,
     };
