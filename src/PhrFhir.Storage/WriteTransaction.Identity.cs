@@ -73,46 +73,6 @@ public sealed partial class WriteTransaction
     }
 
     /// <summary>
-    /// Set by a request that writes one resource and then commits (REST create, update, conditional update, patch): a
-    /// Patient's identifier checks may then go in the batch of its writes and COMMIT (<see cref="CheckIdentifiersWithWrites"/>),
-    /// one round trip less per create (issue #12). Bundles and ITI-65 leave it off: their checks run when their entry is
-    /// written, so a refusal names that entry and later entries never run.
-    /// </summary>
-    public bool ChecksWithWrites { get; set; }
-
-    /// <summary>Why Schema/027's fhir.check_identifiers refused an identifier.</summary>
-    public enum IdentifierRefusal { NotAssigner, HeldElsewhere }
-
-    readonly List<NpgsqlBatchCommand> _checks = [];
-    readonly List<Func<PostgresException, FhirError?>> _refusals = [];
-
-    /// <summary>
-    /// The checks of <see cref="IdentifierChecksAsync"/> and the assigner rule of Server/Identity/IdentifierDomains, in
-    /// SQL (Schema/027: fhir.check_identifiers), sent first in the next batch — for a single-resource write, the batch
-    /// of its writes and COMMIT. <paramref name="assigner"/>: the writer whose domains are checked, null for none. A
-    /// refusal ends the batch before anything is written; <paramref name="refusal"/> turns it (why, position in
-    /// <paramref name="identifiers"/>) into the same error the C# checks throw. Answers false, and queues nothing, when
-    /// the transaction is not a single-resource write (<see cref="ChecksWithWrites"/>) or has other versions queued (the
-    /// checks then look at those too: <see cref="IdentifierChecksAsync"/>).
-    /// </summary>
-    public bool CheckIdentifiersWithWrites(string key, IReadOnlyList<(string System, string Value)> identifiers, string? assigner,
-        Func<IdentifierRefusal, int, FhirError> refusal)
-    {
-        if (!ChecksWithWrites || MaintainsLinks || _pending.Count > 0) return false;
-        var check = new NpgsqlBatchCommand("select fhir.check_identifiers($1, $2, $3, $4, $5)");
-        check.Parameters.Add(new NpgsqlParameter { Value = key });
-        check.Parameters.Add(new NpgsqlParameter { Value = identifiers.Select(i => i.System).ToArray() });
-        check.Parameters.Add(new NpgsqlParameter { Value = identifiers.Select(i => i.Value).ToArray() });
-        check.Parameters.Add(new NpgsqlParameter { Value = (object?)assigner ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text });
-        check.Parameters.Add(new NpgsqlParameter { Value = PendingReplacedKeys });
-        _checks.Add(check);
-        _refusals.Add(e => e.SqlState is "PH403" or "PH409" && int.TryParse(e.MessageText, out var i) && i >= 0 && i < identifiers.Count
-            ? refusal(e.SqlState == "PH403" ? IdentifierRefusal.NotAssigner : IdentifierRefusal.HeldElsewhere, i)
-            : null);
-        return true;
-    }
-
-    /// <summary>
     /// Records <paramref name="writer"/> as the assigning authority of a system nobody registered (the first
     /// assigner), and answers who assigns in it now (another transaction may have claimed it first).
     /// </summary>

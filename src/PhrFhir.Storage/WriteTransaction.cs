@@ -336,15 +336,8 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     async Task<bool> FlushAsync(bool committing, CancellationToken ct)
     {
         var update = QueuePending();
-        if (_batch.BatchCommands.Count == 0 && _checks.Count == 0) return false;
-        if (update is null && _batch.BatchCommands.Count > 0 && Enumerable.All<NpgsqlBatchCommand>(_batch.BatchCommands, c => Appends(c.CommandText)))
-            PlannedGenerically(_batch, committing);
-        // Identity checks queued for this batch go first (WriteTransaction.Identity, Schema/027), planned for their values:
-        // a refusal ends the batch before anything of it is written.
-        for (var i = _checks.Count - 1; i >= 0; i--) _batch.BatchCommands.Insert(0, _checks[i]);
-        _checks.Clear();
-        var refusals = _refusals.ToList();
-        _refusals.Clear();
+        if (_batch.BatchCommands.Count == 0) return false;
+        if (update is null && Enumerable.All<NpgsqlBatchCommand>(_batch.BatchCommands, c => Appends(c.CommandText))) PlannedGenerically(_batch, committing);
         var commits = committing && update is null;
         if (commits) _batch.BatchCommands.Add(new NpgsqlBatchCommand("commit"));
         try
@@ -355,14 +348,6 @@ public sealed partial class WriteTransaction : IAsyncDisposable
         {
             // Two creates of one id, or two updates of one version (their history rows share a key).
             throw FhirError.PreconditionFailed("The resource was created by another request at the same time; read it again and retry. (他の更新と競合しました)");
-        }
-        catch (PostgresException e) when (refusals.Select(r => r(e)).FirstOrDefault(r => r is not null) is { } refused)
-        {
-            throw refused;
-        }
-        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DeadlockDetected)
-        {
-            throw LockConflict(); // the identifier locks of checks in the batch
         }
         finally
         {

@@ -51,13 +51,8 @@ public sealed partial class IdentifierDomains(IHttpContextAccessor http)
                         "A person adds no identifier to their record but their own: an institution's number is linked with Patient/$link. " +
                         "(医療機関の番号は Patient/$link で連携してください)", expression);
 
+        // One round trip for all of them (issue #12): the domains, a lock per value, the values held elsewhere.
         var checkAssigners = role is not ("person" or "operator");
-        // A single-resource write: the same checks in SQL, in the batch of its writes and COMMIT (Schema/027, issue #12).
-        if (tx.CheckIdentifiersWithWrites(ResourceDocument.Key("Patient", patient.Id!), [.. added.Select(a => (a.System, a.Value))],
-                checkAssigners ? tx.Writer ?? "" : null,
-                (why, i) => why == WriteTransaction.IdentifierRefusal.NotAssigner ? NotYourDomain(added[i].System, added[i].Expression) : HeldElsewhere(added[i].System, added[i].Expression)))
-            return;
-        // Otherwise one round trip for all of them (issue #12): the domains, a lock per value, the values held elsewhere.
         var (assigners, heldElsewhere) = await tx.IdentifierChecksAsync(ResourceDocument.Key("Patient", patient.Id!),
             [.. added.Select(a => (a.System, a.Value))], checkAssigners, ct);
         foreach (var (system, value, expression) in added)
@@ -65,7 +60,10 @@ public sealed partial class IdentifierDomains(IHttpContextAccessor http)
             if (checkAssigners)
                 await AssignerAsync(tx, assigners.GetValueOrDefault(system), system, tx.Writer ?? "", expression, ct);
             // One value names one person.
-            if (heldElsewhere.Contains((system, value))) throw HeldElsewhere(system, expression);
+            if (heldElsewhere.Contains((system, value)))
+                throw new FhirError(HttpStatusCode.Conflict, OperationOutcome.IssueType.Duplicate,
+                    $"The identifier value is already assigned to another person in the identifier domain {system}: one value names one person. " +
+                    "(この識別子は同じ発番元で別の人に割り当て済みです)", expression);
         }
     }
 
@@ -91,11 +89,6 @@ public sealed partial class IdentifierDomains(IHttpContextAccessor http)
     internal static bool Assigns(Dictionary<string, string[]> domains, string system, string writer) =>
         domains.TryGetValue(system, out var assigners) ? assigners.Contains(writer)
         : InstitutionNumberOf(system) is { } number && IsInstitution(writer, number);
-
-    static FhirError HeldElsewhere(string system, string expression) =>
-        new(HttpStatusCode.Conflict, OperationOutcome.IssueType.Duplicate,
-            $"The identifier value is already assigned to another person in the identifier domain {system}: one value names one person. " +
-            "(この識別子は同じ発番元で別の人に割り当て済みです)", expression);
 
     static FhirError NotYourDomain(string system, string expression) =>
         new(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden,

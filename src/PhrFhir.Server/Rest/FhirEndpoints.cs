@@ -94,7 +94,6 @@ public static class FhirEndpoints
         }
         var ifNoneExist = ctx.Request.Headers["If-None-Exist"].ToString();
         await using var tx = await ctx.BeginAuditedWriteAsync();
-        tx.ChecksWithWrites = true; // one resource, then the commit: identity checks go with its writes
         var outcome = await writes.CreateAsync(tx, resource, ifNoneExist, ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: true);
@@ -111,7 +110,6 @@ public static class FhirEndpoints
         var resource = await BodyAsync(ctx, type, limits.Value);
         var ifMatch = IfMatch(ctx.Request);
         await using var tx = await ctx.BeginAuditedWriteAsync();
-        tx.ChecksWithWrites = true; // one resource, then the commit: identity checks go with its writes
         var outcome = await writes.UpdateAsync(tx, type, id, resource, ifMatch, ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: outcome.Created);
@@ -122,7 +120,6 @@ public static class FhirEndpoints
         Served(type);
         var resource = await BodyAsync(ctx, type, limits.Value);
         await using var tx = await ctx.BeginAuditedWriteAsync();
-        tx.ChecksWithWrites = true; // one resource, then the commit: identity checks go with its writes
         var outcome = await writes.ConditionalUpdateAsync(tx, type, ctx.Request.QueryString.Value ?? "", resource, ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: outcome.Created);
@@ -137,7 +134,6 @@ public static class FhirEndpoints
         if (await FhirFormat.ReadResourceAsync(ctx.Request, limits.Value, ctx.RequestAborted) is not Parameters patch)
             throw FhirError.BadRequest("A PATCH body is a FHIRPath Patch: a Parameters resource (R4 fhirpatch.html).", "resourceType");
         await using var tx = await ctx.BeginAuditedWriteAsync();
-        tx.ChecksWithWrites = true; // one resource, then the commit: identity checks go with its writes
         var outcome = await writes.PatchAsync(tx, type, id, patch, IfMatch(ctx.Request), ctx.RequestAborted);
         await tx.CommitAsync(ctx.RequestAborted);
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: false);
