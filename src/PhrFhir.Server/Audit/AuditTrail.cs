@@ -226,7 +226,9 @@ public sealed class AuditTrail(FhirStore store)
         var patients = Patients(ctx, []).OfType<string>().ToList();
         var query = await QueryPerPatient.ReadAsync(ctx, store, patients, MaxNamedPatients);
         patients = [.. patients.Union(query.Identified, StringComparer.Ordinal).Order(StringComparer.Ordinal)];
-        if (patients.Count > 0 && patients.Any(query.Reduces))
+        // Parts are numbered by a smallint (Schema/026); a search is bounded far below (_count, MaxNamedPatients), but a
+        // row that could not be stored would hold up its whole batch: beyond the bound, one row per patient as before.
+        if (patients.Count is > 0 and <= MaxParts && patients.Any(query.Reduces))
         {
             var whole = BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], null, QueryNote: WholeQueryNote));
             whole.AddAnnotation(new SearchParts(
@@ -235,11 +237,19 @@ public sealed class AuditTrail(FhirStore store)
             await RecordAsync(whole);
             return;
         }
+        var reduced = false;
         foreach (var patient in patients)
-            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], patient)));
-        if (patients.Count == 0)
-            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], null)));
+        {
+            var part = query.Reduces(patient);
+            reduced |= part;
+            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], patient,
+                Query: part ? query.For(patient) : null, QueryNote: part ? ReducedQueryNote : null)));
+        }
+        if (patients.Count == 0 || reduced)
+            await RecordAsync(BalpAuditEvents.Describe(ctx, new AuditFacts(outcome, failure, [], null, QueryNote: reduced ? WholeQueryNote : null)));
     }
+
+    const int MaxParts = 10_000;
 
     public const string ReducedQueryNote = "Only the parts of the query that concern this patient; the whole query is in the operator's audit trail. (本人に関する検索条件のみ)";
     const string WholeQueryNote = "The whole query of a search about several patients; each patient's own AuditEvent records only the parts naming them. (複数患者の検索条件の全体)";

@@ -73,6 +73,13 @@ public sealed class BalpConformanceTests(ServerFixture server)
         await AssertConformsAsync("read Patient", await OneAsync($"patient={p}&subtype=read"), Balp + "IHE.BasicAudit.PatientRead");
         Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync($"Observation?patient={p}")).StatusCode);
         await AssertConformsAsync("search Observation?patient", await OneAsync($"patient={p}&subtype=search-type", a => QueryOf(a).Contains("/Observation?")), Balp + "IHE.BasicAudit.PatientQuery");
+        // A search about two patients: each one's event is a part of the search's one stored row, projected when read (Schema/026).
+        var second = await Fhir.ExpectAsync<Patient>(await _http.PostAsync("Patient", Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("監査") }] })), HttpStatusCode.Created);
+        var twoSince = Since();
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync($"Observation?patient={p},Patient/{second.Id}")).StatusCode);
+        var part = await OneAsync($"patient={p}&subtype=search-type&date={twoSince}", a => QueryOf(a).Contains("/Observation?"));
+        Assert.Contains('.', part.Id);
+        await AssertConformsAsync("search Observation?patient=A,B (A's part)", part, Balp + "IHE.BasicAudit.PatientQuery");
 
         var obs = await Fhir.ExpectAsync<Observation>(await _http.PostAsync("Observation", Fhir.Json(new Observation
         {
