@@ -45,13 +45,12 @@ public sealed partial class WriteTransaction
         Statement("select count(pg_advisory_xact_lock(hashtextextended(k, 0))) from (select k from unnest($1::text[]) k order by k) s",
             (object)identifiers.Select(i => "identifier:" + i.System + "|" + i.Value).Distinct().ToArray());
         // Rows of versions this transaction replaces are stale (their queued rows were looked at above).
-        // Per value an index probe (ix_token_search_keyed).
+        // Per value an index probe (ix_token_search_keyed), planned for its values (not PlannedGenerically): a probe
+        // whatever the table's size when the connection first ran it.
         Statement("select i.system, i.code from unnest($1::text[], $2::text[]) as i(system, code) where exists(select 1 from fhir.ix_token t " +
                   "where t.param = 'Patient.identifier' and t.code = i.code and t.system = i.system and t.rkey <> $3 and t.rkey <> all($4) " +
                   "and not exists(select 1 from fhir.person_link l where l.patient_key = t.rkey and l.kind = 'replaced-by'))",
             identifiers.Select(i => i.System).ToArray(), identifiers.Select(i => i.Value).ToArray(), key, PendingReplacedKeys);
-
-        // Planned for its values (no PlannedGenerically): a probe per value now, whatever the table's size when the connection first ran it.
 
         var assigners = new Dictionary<string, string[]>(StringComparer.Ordinal);
         try

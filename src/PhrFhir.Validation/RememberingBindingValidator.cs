@@ -24,24 +24,36 @@ namespace PhrFhir.Validation;
 /// same assumption as the terminology cache), the outcome of a binding depends only on the coded value
 /// (its type and content, all of which is in the key) and the family's terminology service (kept with the
 /// value, so a different service is asked again), and a success carries no issue whose location would differ.
+/// <para>
+/// <paramref name="inDiscriminator"/>: the binding decides which slice an element belongs to (SliceDiscriminators),
+/// and Firely reads nothing of its report but the verdict, so every verdict — failure too — is remembered and
+/// answered again without its issues.
+/// </para>
 /// </remarks>
-internal sealed class RememberingBindingValidator(BindingValidator original)
+internal sealed class RememberingBindingValidator(BindingValidator original, bool inDiscriminator = false)
     : BindingValidator(original.ValueSetUri, original.Strength, original.AbstractAllowed, original.Checks), IValidatable
 {
     // Per binding; bounded so that free text (CodeableConcept.text) cannot grow it without limit.
     private const int Capacity = 4_096, MaxKeyLength = 2_048;
-    private readonly ConcurrentDictionary<string, ICodeValidationTerminologyService> _accepted = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, (ICodeValidationTerminologyService Service, ValidationResult Verdict)> _known = new(StringComparer.Ordinal);
 
     internal BindingValidator Original => original;
+
+    internal bool InDiscriminator => inDiscriminator;
 
     ResultReport IValidatable.Validate(PocoNode input, ValidationSettings vc, ValidationState state)
     {
         var key = vc.ValidateCodeService is null ? null : Key(input);
-        if (key is not null && _accepted.TryGetValue(key, out var service) && ReferenceEquals(service, vc.ValidateCodeService))
-            return ResultReport.SUCCESS;
+        if (key is not null && _known.TryGetValue(key, out var known) && ReferenceEquals(known.Service, vc.ValidateCodeService))
+            return known.Verdict switch
+            {
+                ValidationResult.Success => ResultReport.SUCCESS,
+                ValidationResult.Failure => ResultReport.FAILURE,
+                _ => ResultReport.UNDECIDED,
+            };
         var report = ((IValidatable)original).Validate(input, vc, state);
-        if (key is not null && report.IsSuccessful && report.Evidence.Count == 0 && _accepted.Count < Capacity)
-            _accepted.TryAdd(key, vc.ValidateCodeService!);
+        var remember = inDiscriminator || report.IsSuccessful && report.Evidence.Count == 0;
+        if (key is not null && remember && _known.Count < Capacity) _known[key] = (vc.ValidateCodeService!, report.Result);
         return report;
     }
 

@@ -1,7 +1,5 @@
-using System.Collections.Concurrent;
 using Firely.Fhir.Validation;
 using Hl7.Fhir.Model;
-using Hl7.Fhir.Specification.Terminology;
 using Hl7.FhirPath;
 
 #pragma warning disable ExperimentalApi // Firely's documented schema-rewriting API (IAssertionContainer, PathSelectorValidator, BindingValidator), marked experimental
@@ -21,8 +19,8 @@ namespace PhrFhir.Validation;
 /// expressions in the run's <c>ValidationState</c>): <see cref="CompiledPathSelector"/> compiles its path once;</item>
 /// <item>a value discriminator's binding asked the terminology service through Firely's <c>Task.Run</c> hop every time,
 /// even for a value it had judged before (Firely's slices are not visited by schema rewrites, so
-/// <see cref="RememberingBindingValidator"/> never reached them): <see cref="RememberedVerdictBinding"/> remembers the
-/// verdict, success or failure, since the verdict is all a discriminator gives.</item>
+/// <see cref="RememberingBindingValidator"/> never reached them): a discriminator's binding becomes one that remembers
+/// every verdict, success or failure, since the verdict is all a discriminator gives.</item>
 /// </list>
 /// Profile discriminators (<see cref="SchemaReferenceValidator"/>) are left as they are: they resolve their schema
 /// through the family's compiled-schema cache, whose schemas are already rewritten.
@@ -38,10 +36,10 @@ internal static class SliceDiscriminators
     /// <summary>A discriminator (or a part of one) rewritten; anything it does not know is kept as is.</summary>
     internal static IAssertion Condition(IAssertion condition) => condition switch
     {
-        CompiledPathSelector or RememberedVerdictBinding => condition,
+        CompiledPathSelector or RememberingBindingValidator { InDiscriminator: true } => condition,
         PathSelectorValidator selector => new CompiledPathSelector(selector.Path, Condition(selector.Other)),
-        RememberingBindingValidator remembering => new RememberedVerdictBinding(remembering.Original),
-        BindingValidator binding => new RememberedVerdictBinding(binding),
+        RememberingBindingValidator remembering => new RememberingBindingValidator(remembering.Original, inDiscriminator: true),
+        BindingValidator binding => new RememberingBindingValidator(binding, inDiscriminator: true),
         SliceValidator => condition, // a condition holds no slice group (Firely's DiscriminatorFactory); left to Firely if it ever does
         IAssertionContainer container => container.WithChildren((_, child) => Condition(child)),
         _ => condition,
@@ -75,36 +73,5 @@ internal sealed class CompiledPathSelector(string path, IAssertion other) : Path
             0 => new ResultReport(ValidationResult.Failure, new TraceAssertion(input.GetLocation(), $"The FhirPath selector {Path} did not return any results.")),
             _ => new ResultReport(ValidationResult.Failure, new TraceAssertion(input.GetLocation(), $"The FhirPath selector {Path} returned too many ({selected.Count}) results.")),
         };
-    }
-}
-
-/// <summary>
-/// A discriminator's <see cref="BindingValidator"/> that remembers its verdict per coded value: a value judged before
-/// (same type and content to the last element and extension, same terminology service) gets the same verdict without
-/// the terminology call. Only inside discriminators, whose issues nobody reads; everywhere else bindings report their
-/// issues (<see cref="RememberingBindingValidator"/>).
-/// </summary>
-internal sealed class RememberedVerdictBinding(BindingValidator original)
-    : BindingValidator(original.ValueSetUri, original.Strength, original.AbstractAllowed, original.Checks), IValidatable
-{
-    // Per discriminator; bounded so that free text cannot grow it without limit.
-    private const int Capacity = 4_096;
-    private readonly ConcurrentDictionary<string, (ICodeValidationTerminologyService Service, ValidationResult Verdict)> _verdicts = new(StringComparer.Ordinal);
-
-    internal BindingValidator Original => original;
-
-    ResultReport IValidatable.Validate(PocoNode input, ValidationSettings vc, ValidationState state)
-    {
-        var key = vc.ValidateCodeService is null ? null : RememberingBindingValidator.Key(input);
-        if (key is not null && _verdicts.TryGetValue(key, out var known) && ReferenceEquals(known.Service, vc.ValidateCodeService))
-            return known.Verdict switch
-            {
-                ValidationResult.Success => ResultReport.SUCCESS,
-                ValidationResult.Failure => ResultReport.FAILURE,
-                _ => ResultReport.UNDECIDED,
-            };
-        var report = ((IValidatable)original).Validate(input, vc, state);
-        if (key is not null && _verdicts.Count < Capacity) _verdicts[key] = (vc.ValidateCodeService!, report.Result);
-        return report;
     }
 }

@@ -58,7 +58,7 @@ public sealed class SliceDiscriminatorTests
         var rewritten = (SliceValidator)EmptyResliceGuard.Guard(ColourSlices());
         var condition = Assert.IsType<CompiledPathSelector>(rewritten.Slices.Single().Condition);
         Assert.Equal("$this", condition.Path);
-        Assert.IsType<RememberedVerdictBinding>(condition.Other);
+        Assert.True(Assert.IsType<RememberingBindingValidator>(condition.Other).InDiscriminator);
     }
 
     [Fact]
