@@ -105,6 +105,23 @@ public sealed class EmbeddedPostgresTests : IDisposable
     }
 
     [Fact]
+    public async Task EmbeddedPostgres_RunsWithTheSettingsDocsStorageNames()
+    {
+        // docs/storage.md, "PostgreSQL settings of the embedded server": a commit is durable, and statistics
+        // follow a burst of writes within seconds (a fresh import otherwise runs on guessed plans).
+        await using var pg = await EmbeddedPostgres.StartAsync(DataDir, 0, _logger, Timeout());
+        await using var conn = new NpgsqlConnection(pg.ConnectionString);
+        await conn.OpenAsync();
+        async Task<string?> Show(string setting) => (string?)await new NpgsqlCommand("show " + setting, conn).ExecuteScalarAsync();
+        Assert.Equal("on", await Show("fsync"));
+        Assert.Equal("on", await Show("synchronous_commit"));
+        Assert.Equal("on", await Show("autovacuum"));
+        Assert.Equal("10s", await Show("autovacuum_naptime"));
+        Assert.Equal("15min", await Show("checkpoint_timeout"));
+        Assert.Equal("off", await Show("jit"));
+    }
+
+    [Fact]
     public async Task EmbeddedPostgres_ExplicitPortIsUsed()
     {
         var port = FreePort();
