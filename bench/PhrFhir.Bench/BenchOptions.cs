@@ -10,7 +10,7 @@ public sealed record BenchOptions
     /// <summary>Storage:DataDirectory of the server: the embedded PostgreSQL cluster. Its parent holds the logs.</summary>
     public required string DataDirectory { get; init; }
     public int Seconds { get; init; } = 20;
-    public int WarmupSeconds { get; init; } = 3;
+    public int WarmupSeconds { get; init; } = 10;
     public int[] Clients { get; init; } = [1, 8];
     public bool Fresh { get; init; }
     /// <summary>0 = pick a free loopback port.</summary>
@@ -38,7 +38,7 @@ public sealed record BenchOptions
                                  [--fresh] [--port P] [--no-build] [--tsv FILE]
                bash bench/run.sh --base-url URL [--token T | --token-command CMD] [--mhd-iti65] [...]
           --seconds N    measured duration of each scenario × client count (default 20)
-          --warmup N     unmeasured warm-up before each measurement (default 3)
+          --warmup N     unmeasured warm-up before each measurement (default 10)
           --clients L    comma-separated concurrent client counts (default 1,8)
           --scenarios L  subset of: read, create, search, iti65, iti67 (the default: issue #12's five rows),
                          transaction, search-observation (these two seed the 100k Patients + Observations)
