@@ -103,18 +103,28 @@ public sealed class DocumentRegistry(FhirStore store, IOptions<MhdOptions> optio
     }
 
     /// <summary>
-    /// True when a resource other than <paramref name="id"/> carries the identifier. Searched across
-    /// everyone's resources (the rule spans them); the refusal names none of them. Writers of the same
-    /// identifier are serialised first (<paramref name="lockKey"/>, held until the transaction ends): two racing
-    /// copies cannot both pass, since the winner's row is committed when the other's search runs.
+    /// True when a resource other than <paramref name="id"/> carries the identifier (and matches
+    /// <paramref name="more"/>). Searched across everyone's resources (the rule spans them); the refusal names
+    /// none of them. Writers of the same identifier are serialised first (<paramref name="lockKey"/>, held until
+    /// the transaction ends): two racing copies cannot both pass, since the winner's row is committed when the
+    /// other's search runs.
     /// </summary>
+    /// <remarks>
+    /// The identifier alone is looked up first, and <paramref name="more"/> only when something carries it. A new
+    /// uniqueId (the usual case) is then one probe of the identifier's index entries, whatever PostgreSQL's
+    /// statistics say: searched together, and with the tables not yet analysed after a burst of writes, the
+    /// planner guessed one row for <c>code=submissionset</c> and walked every SubmissionSet instead (22 ms and
+    /// 4,400 buffers per ITI-65, growing with each one; docs/performance.md, "Session 9").
+    /// </remarks>
     async Task<bool> OthersWithIdentifierAsync(WriteTransaction tx, string lockKey, string type, string? id, string? system, string value,
         List<KeyValuePair<string, string>> more, CancellationToken ct)
     {
         static string Escape(string s) => s.Replace("\\", "\\\\").Replace(",", "\\,").Replace("|", "\\|").Replace("$", "\\$");
-        var token = (system is null ? "" : Escape(system) + "|") + Escape(value);
-        var query = new SearchQuery(store.SearchParameters, type, [new("identifier", token), .. more], lenient: false, AccessFilter.Everything);
-        return (await tx.LockAndSearchAsync(lockKey, query, 2, ct)).Any(found => found.Id != id);
+        var identifier = new KeyValuePair<string, string>("identifier", (system is null ? "" : Escape(system) + "|") + Escape(value));
+        SearchQuery Query(List<KeyValuePair<string, string>> criteria) => new(store.SearchParameters, type, criteria, lenient: false, AccessFilter.Everything);
+        var carriers = await tx.LockAndSearchAsync(lockKey, Query([identifier]), 2, ct);
+        if (!carriers.Any(found => found.Id != id)) return false;
+        return more.Count == 0 || (await tx.SearchAsync(Query([identifier, .. more]), 2, ct)).Any(found => found.Id != id);
     }
 
     /// <summary>"Type/id" of a reference to this server, relative or absolute (our base URL); null for another server's.</summary>

@@ -831,10 +831,6 @@ public sealed class EmbeddedPostgres : IAsyncDisposable
             // Fewer checkpoints under a write load: the first change of a page after each one is logged whole.
             "-c checkpoint_timeout=15min",
             "-c max_wal_size=2GB",
-            // Statistics follow a burst of writes within seconds, not a minute: until a table grown from a few
-            // rows is analysed, the planner guesses one row for every index condition and may walk the wrong
-            // one (the MHD uniqueId check read every SubmissionSet, 22 ms instead of 0.4, after a bulk load).
-            "-c autovacuum_naptime=10s",
             // Short statements never repay compiling their plan to machine code (tens of ms when a large
             // search's cost estimate crosses jit_above_cost).
             "-c jit=off",

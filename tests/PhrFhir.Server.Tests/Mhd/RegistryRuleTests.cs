@@ -308,6 +308,31 @@ public sealed class RegistryRuleTests(ServerFixture server)
     }
 
     [Fact]
+    public async Task A_plain_List_with_the_same_identifier_neither_blocks_nor_hides_a_SubmissionSets_uniqueId()
+    {
+        // The uniqueId rule spans SubmissionSets and Folders only; the server looks the identifier up first and
+        // the List type only when something carries it, so both steps are exercised here.
+        var w = await WorldAsync();
+        var doc = await CreateAsync(Document(w, "shared uniqueId"));
+        var uid = NewOid();
+        await CreateAsync(new List
+        {
+            Identifier = [new Identifier(Rfc3986, uid) { Use = Identifier.IdentifierUse.Usual }],
+            Status = List.ListStatus.Current, Mode = ListMode.Working, Title = "健診の控え",
+        });
+        var set = SubmissionSet(w, "first with the identifier", "DocumentReference/" + doc.Id);
+        set.Identifier[0].Value = uid;
+        await CreateAsync(set);
+
+        var folder = SubmissionSet(w, "second with the identifier", "DocumentReference/" + doc.Id);
+        folder.Identifier[0].Value = uid;
+        folder.Code = new CodeableConcept(ListTypes, "folder");
+        var refused = await _http.PostAsync("List", Fhir.Json(folder));
+        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+        Assert.Equal("XDSDuplicateUniqueIdInRegistry", (await Fhir.ReadAsync<OperationOutcome>(refused)).Issue[0].Details?.Text);
+    }
+
+    [Fact]
     public async Task An_update_that_keeps_the_documents_own_uniqueId_is_accepted()
     {
         var w = await WorldAsync();
