@@ -85,13 +85,8 @@ public static class BalpAuditEvents
         Agents(ctx, audit, interaction, login);
 
         if (facts.Patient is { } patient)
-            audit.Entity.Add(new AuditEvent.EntityComponent
-            {
-                // PIXm ITI-83: the patient entity carries the queried sourceIdentifier too.
-                What = new ResourceReference("Patient/" + patient) { Identifier = ihe == "ITI-83" ? asked?.Patient : null },
-                Type = new Coding(EntityType, "1", "Person"),
-                Role = new Coding(ObjectRole, "1", "Patient"),
-            });
+            // PIXm ITI-83: the patient entity carries the queried sourceIdentifier too.
+            audit.Entity.Add(PatientEntity(patient, ihe == "ITI-83" ? asked?.Patient : null));
         if (ihe == "ITI-65")
             // MHD ITI-65 audit: the patient and the SubmissionSet (entity type 2 is its slice; the documents are what it lists).
             audit.Entity.Add(DataEntity(facts.SubmissionSet!, new Coding(ObjectRole, "20", "Job")));
@@ -130,12 +125,7 @@ public static class BalpAuditEvents
     {
         var audit = (AuditEvent)FhirFormat.ParseStored(part.WholeJson);
         audit.Id = part.Id;
-        audit.Entity.Insert(0, new AuditEvent.EntityComponent
-        {
-            What = new ResourceReference("Patient/" + part.Person),
-            Type = new Coding(EntityType, "1", "Person"),
-            Role = new Coding(ObjectRole, "1", "Patient"),
-        });
+        audit.Entity.Insert(0, PatientEntity(part.Person));
         if (audit.Entity.FirstOrDefault(e => e.Role?.Code == "24") is { } query)
         {
             if (part.Query is not null) query.Query = Encoding.UTF8.GetBytes(part.Query);
@@ -189,6 +179,13 @@ public static class BalpAuditEvents
             },
         };
     }
+
+    static AuditEvent.EntityComponent PatientEntity(string patient, Identifier? identifier = null) => new()
+    {
+        What = new ResourceReference("Patient/" + patient) { Identifier = identifier },
+        Type = new Coding(EntityType, "1", "Person"),
+        Role = new Coding(ObjectRole, "1", "Patient"),
+    };
 
     static AuditEvent.EntityComponent DataEntity(string key, Coding role) => new()
     {

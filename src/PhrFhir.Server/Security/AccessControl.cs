@@ -71,8 +71,12 @@ public static class AccessControl
     /// <summary>Where the embedded authorisation server's endpoints (OpenIddict's) may lie: its own and the discovery paths.</summary>
     public static readonly string[] AuthServerPaths = ["/auth", "/.well-known"];
 
-    static bool IsAuthServerPath(PathString path) =>
-        path.StartsWithSegments(AuthServerPaths[0], StringComparison.Ordinal) || path.StartsWithSegments(AuthServerPaths[1], StringComparison.Ordinal);
+    internal static bool IsAuthServerPath(PathString path)
+    {
+        foreach (var prefix in AuthServerPaths) // a loop, not Any(): asked on every request
+            if (path.StartsWithSegments(prefix, StringComparison.Ordinal)) return true;
+        return false;
+    }
 
     /// <summary>
     /// Refuses (403) unless the token's scopes allow this interaction on this type, in the context its

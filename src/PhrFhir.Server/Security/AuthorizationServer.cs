@@ -233,7 +233,7 @@ public static class AuthorizationServer
         foreach (var uri in uris)
         {
             var path = new PathString("/" + (uri.IsAbsoluteUri ? uri.AbsolutePath : uri.OriginalString).TrimStart('/'));
-            if (!AccessControl.AuthServerPaths.Any(a => path.StartsWithSegments(a, StringComparison.Ordinal)))
+            if (!AccessControl.IsAuthServerPath(path))
                 throw new InvalidOperationException(
                     $"The authorisation server's endpoint {uri} lies outside {string.Join(" and ", AccessControl.AuthServerPaths)}, where it would never be reached (AccessControl).");
         }
