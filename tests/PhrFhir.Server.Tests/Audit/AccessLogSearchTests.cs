@@ -2,6 +2,7 @@ using System.Net;
 using Hl7.Fhir.Model;
 using Microsoft.Extensions.DependencyInjection;
 using PhrFhir.Storage;
+using PhrFhir.Storage.Search;
 using static PhrFhir.Server.Tests.Audit.PersonAccessLogTests;
 
 namespace PhrFhir.Server.Tests.Audit;
@@ -35,6 +36,80 @@ public sealed class AccessLogSearchTests(ServerFixture server)
         Assert.True(((AuditEvent)first.Entry[0].Resource).Recorded >= ((AuditEvent)second.Entry[0].Resource).Recorded);
         var oldestFirst = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync($"AuditEvent?patient=Patient/{patient}&subtype=read&_sort=date&_count=1"), HttpStatusCode.OK);
         Assert.Equal(second.Entry[0].Resource.Id, oldestFirst.Entry[0].Resource.Id);
+    }
+
+    /// <summary>Every page of a search, followed by its next links.</summary>
+    async Task<List<Bundle>> PagesAsync(string query)
+    {
+        var pages = new List<Bundle> { await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync("AuditEvent?" + query), HttpStatusCode.OK) };
+        while (pages[^1].Link.FirstOrDefault(l => l.Relation == "next")?.Url is { } next && pages.Count < 50)
+            pages.Add(await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync(next), HttpStatusCode.OK));
+        return pages;
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task Small_pages_list_a_searchs_per_patient_events_and_other_events_in_the_order_of_one_large_page()
+    {
+        // Three patients, each created and read (their own events), then found by one search (one event per patient,
+        // stored as parts of the search's row): the page merges both kinds, so small pages must cut one sequence.
+        var since = DateTimeOffset.UtcNow.AddSeconds(-1).ToString("yyyy-MM-ddTHH:mm:ss.fffzzz");
+        var family = Fhir.Unique("混在");
+        var patients = new List<string>();
+        for (var i = 0; i < 3; i++)
+        {
+            var created = await Fhir.ExpectAsync<Patient>(await server.Http.PostAsync("Patient", Fhir.Json(new Patient { Name = [new HumanName { Family = family }] })), HttpStatusCode.Created);
+            Assert.Equal(HttpStatusCode.OK, (await server.Http.GetAsync($"Patient/{created.Id}")).StatusCode);
+            patients.Add(created.Id);
+        }
+        Assert.Equal(3, (await Fhir.ExpectAsync<Bundle>(await server.Http.GetAsync($"Patient?family={Uri.EscapeDataString(family)}"), HttpStatusCode.OK)).Entry.Count);
+        // Reading the log is itself logged, about the patients it shows: the window ends before the first such read.
+        var until = DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss.fffzzz");
+        await System.Threading.Tasks.Task.Delay(50);
+        var who = string.Join(",", patients.Select(p => "Patient/" + p));
+        var query = $"patient={who}&date=ge{Uri.EscapeDataString(since)}&date=le{Uri.EscapeDataString(until)}";
+        var all = await PollAsync(server.Operator, query + "&_count=100", l => l.Count >= 9); // 3 creates, 3 reads, 3 parts
+        Assert.Equal(9, all.Count);
+        Assert.Equal(3, all.Count(e => e.Id.Contains('.')));
+        foreach (var sort in new[] { "", "&_sort=date" })
+        {
+            var large = (await PagesAsync(query + sort + "&_count=100")).SelectMany(b => b.Entry).Select(e => e.Resource.Id).ToList();
+            foreach (var count in new[] { 1, 2, 4 })
+            {
+                var pages = await PagesAsync($"{query}{sort}&_count={count}");
+                Assert.Equal(large, pages.SelectMany(b => b.Entry).Select(e => e.Resource.Id).ToList());
+                Assert.All(pages, b => Assert.Equal(9, b.Total)); // under the bound: exact on every page
+            }
+            // Newest first by default; _sort=date is the same events oldest first.
+            Assert.Equal(sort == "" ? all.Select(e => e.Id) : all.Select(e => e.Id).Reverse(), large);
+        }
+    }
+
+    [Fact]
+    public async System.Threading.Tasks.Task Without_total_the_access_log_counts_up_to_the_bound_and_leaves_the_total_out_beyond_it()
+    {
+        // Like every search (docs/storage.md "Totals"): counting a whole log on every page took seconds at
+        // hundreds of thousands of events, so only the first CountedTotalLimit matches are counted.
+        var patient = await Fhir.ExpectAsync<Patient>(await server.Http.PostAsync("Patient", Fhir.Json(new Patient { Name = [new HumanName { Family = Fhir.Unique("上限") }] })), HttpStatusCode.Created);
+        var reads = SearchQuery.CountedTotalLimit + 1;
+        await Parallel.ForAsync(0, reads, new ParallelOptions { MaxDegreeOfParallelism = 8 },
+            async (_, ct) => Assert.Equal(HttpStatusCode.OK, (await server.Http.GetAsync($"Patient/{patient.Id}", ct)).StatusCode));
+        var log = $"AuditEvent?patient=Patient/{patient.Id}&subtype=read";
+        Bundle counted = null!;
+        for (var i = 0; i < 100 && counted?.Total != reads; i++, await System.Threading.Tasks.Task.Delay(100))
+            counted = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync(log + "&_total=accurate&_count=1"), HttpStatusCode.OK);
+        Assert.Equal(reads, counted.Total);
+
+        var first = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync(log + "&_count=10"), HttpStatusCode.OK);
+        Assert.Equal(10, first.Entry.Count);
+        Assert.Null(first.Total); // more than the bound: left out, the next link says there are more
+        Assert.Contains(first.Link, l => l.Relation == "next");
+        var last = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync(log + $"&_count=10&_offset={reads - 4}"), HttpStatusCode.OK);
+        Assert.Equal(4, last.Entry.Count);
+        Assert.Equal(reads, last.Total); // the page shows the end: exact, without counting
+        Assert.Equal(reads, (await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync(log + "&_summary=count"), HttpStatusCode.OK)).Total);
+        Assert.Null((await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync(log + "&_count=10&_total=none"), HttpStatusCode.OK)).Total);
+        var created = await Fhir.ExpectAsync<Bundle>(await server.Operator.GetAsync($"AuditEvent?patient=Patient/{patient.Id}&subtype=create&_count=0"), HttpStatusCode.OK);
+        Assert.Equal(1, created.Total); // under the bound: exact, also for a page of none
     }
 
     [Fact]
