@@ -38,6 +38,36 @@ public sealed class RestInteractionTests(ServerFixture server)
     }
 
     [Fact]
+    public async System.Threading.Tasks.Task Server_assigned_ids_are_time_ordered_by_create_and_by_transaction()
+    {
+        // The index rows of a resource end with its key: time-ordered ids (UUIDv7) append at the right edge of
+        // every index instead of writing into random pages (docs/storage.md, "Resource ids").
+        static (int Version, DateTimeOffset At) V7(string id)
+        {
+            var hex = Guid.Parse(id).ToString("N");
+            return (Convert.ToInt32(hex[12..13], 16), DateTimeOffset.FromUnixTimeMilliseconds(Convert.ToInt64(hex[..12], 16)));
+        }
+        var before = DateTimeOffset.UtcNow.AddSeconds(-1);
+        var first = await CreateAsync(NewPatient(Fhir.Unique("順序")));
+        var second = await CreateAsync(NewPatient(Fhir.Unique("順序")));
+        var bundle = new Bundle
+        {
+            Type = Bundle.BundleType.Transaction,
+            Entry = [new Bundle.EntryComponent { FullUrl = "urn:uuid:" + Guid.NewGuid(), Resource = NewPatient(Fhir.Unique("順序")), Request = new() { Method = Bundle.HTTPVerb.POST, Url = "Patient" } }],
+        };
+        var response = await Fhir.ExpectAsync<Bundle>(await _http.PostAsync("", Fhir.Json(bundle)), HttpStatusCode.OK);
+        var third = response.Entry[0].Response.Location.Split("Patient/")[1].Split('/')[0];
+        var after = DateTimeOffset.UtcNow.AddSeconds(1);
+        foreach (var id in new[] { first.Id, second.Id, third })
+        {
+            var (version, at) = V7(id);
+            Assert.Equal(7, version);
+            Assert.InRange(at, before, after);
+        }
+        Assert.True(string.CompareOrdinal(first.Id, second.Id) < 0 && string.CompareOrdinal(second.Id, third) < 0, $"{first.Id} {second.Id} {third}");
+    }
+
+    [Fact]
     public async System.Threading.Tasks.Task Read_and_vread_return_what_was_stored()
     {
         var created = await CreateAsync(NewPatient(Fhir.Unique("佐藤")));

@@ -90,7 +90,7 @@ public static class BundleTransactions
                 await Run(e, async () =>
                 {
                     Security.AccessControl.Demand(ctx.User, Security.AccessControl.ForMethod(e.Method, e.Id is not null), e.Type, inBundle: true);
-                    if (e.Method == Bundle.HTTPVerb.POST) e.AssignedId = Guid.NewGuid().ToString();
+                    if (e.Method == Bundle.HTTPVerb.POST) e.AssignedId = ResourceWrites.NewId();
                     await ExecuteAsync(tx, writes, e, FhirResponse.BaseUrl(ctx.Request), ctx.RequestAborted);
                 });
                 await tx.CommitAsync(ctx.RequestAborted);
@@ -174,7 +174,7 @@ public static class BundleTransactions
                 var existing = await Run2(e, () => writes.FindConditionalAsync(tx, e.Type, ifNoneExist, ct));
                 if (existing is not null) { e.Existing = existing; e.AssignedId = existing.Id; continue; }
             }
-            e.AssignedId = Guid.NewGuid().ToString();
+            e.AssignedId = ResourceWrites.NewId();
         }
         foreach (var e in entries.Where(e => e.Method == Bundle.HTTPVerb.PUT && e.Id is not null))
             e.AssignedId = e.Id;

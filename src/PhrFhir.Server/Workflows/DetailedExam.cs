@@ -98,7 +98,7 @@ public static class DetailedExam
             var now = DateTimeOffset.UtcNow;
             var task = new Hl7.Fhir.Model.Task
             {
-                Id = Guid.NewGuid().ToString(),
+                Id = ResourceWrites.NewId(),
                 Meta = new Meta { Profile = [WorkflowSteps.Profiles + "PhrTask"] },
                 // One case per checkup: the work measures that follow it join this group.
                 GroupIdentifier = new Identifier("urn:ietf:rfc:3986", "urn:uuid:" + Guid.NewGuid()),
