@@ -156,7 +156,7 @@ public sealed partial class FhirStore
         // The page is the first rows of the two kinds merged: each kind's first `_offset` + `_count` + 1 in the page's
         // order (so each can be read in its index's order and stop early), then those merged, in the same order. As
         // one ordered union, the parts were joined and sorted in full before the first row came (Schema/027).
-        var firstOfEach = q.Offset + q.Count + 1;
+        var firstOfEach = (long)q.Offset + q.Count + 1; // long: _offset may be as large as an int goes
         var page = new List<StoredResource>();
         await using (var cmd = DataSource.CreateCommand(
             $"select d.id, d.recorded, d.person, d.json, d.part, d.part_query from (" +
@@ -174,7 +174,7 @@ public sealed partial class FhirStore
             return new SearchResult(page, [], q.Offset + page.Count, hasMore); // the page shows the end: the total costs nothing
 
         // Matches counted at most (null: all of them, as _total=accurate and _summary=count ask).
-        int? bound = q.Total == Search.TotalMode.Default ? Math.Max(Search.SearchQuery.CountedTotalLimit, q.Offset + q.Count) + 1 : null;
+        long? bound = q.Total == Search.TotalMode.Default ? Math.Max(Search.SearchQuery.CountedTotalLimit, (long)q.Offset + q.Count) + 1 : null;
         await using var count = DataSource.CreateCommand(
             $"select count(*) from (select 1 from {AuditRows} d{condition}{(bound is { } b ? $" limit {b}" : "")}) n");
         foreach (var a in args) count.Parameters.Add(new() { Value = a });

@@ -172,6 +172,21 @@ public sealed class BadInputTests(ServerFixture server)
     }
 
     [Theory]
+    [InlineData("Patient?_offset=2147483647")]
+    [InlineData("Patient?_offset=2147483647&_count=1000")]
+    [InlineData("Patient?family=%E5%B1%B1%E7%94%B0&_offset=2147483647&_count=1000")]
+    [InlineData("Patient?_sort=family&_offset=2147483647&_count=1000&_total=accurate")]
+    [InlineData("AuditEvent?_offset=2147483647&_count=1000")]
+    [InlineData("Patient/_history?_offset=2147483647&_count=1000")]
+    public async System.Threading.Tasks.Task The_largest_offset_is_an_empty_page_not_an_error(string path)
+    {
+        // Offset + count + 1 (the rows a page reads) must not overflow into a negative LIMIT.
+        var response = await server.Operator.GetAsync(path);
+        var page = await Fhir.ExpectAsync<Bundle>(response, HttpStatusCode.OK);
+        Assert.Empty(page.Entry);
+    }
+
+    [Theory]
     [InlineData("text/plain", HttpStatusCode.UnsupportedMediaType)]
     [InlineData("application/x-www-form-urlencoded", HttpStatusCode.UnsupportedMediaType)]
     public async System.Threading.Tasks.Task A_non_FHIR_content_type_is_415(string contentType, HttpStatusCode status)
