@@ -173,8 +173,7 @@ public sealed partial class FhirStore
         if (!hasMore && (q.Offset == 0 || page.Count > 0))
             return new SearchResult(page, [], q.Offset + page.Count, hasMore); // the page shows the end: the total costs nothing
 
-        // Matches counted at most (null: all of them, as _total=accurate and _summary=count ask).
-        long? bound = q.Total == Search.TotalMode.Default ? Math.Max(Search.SearchQuery.CountedTotalLimit, (long)q.Offset + q.Count) + 1 : null;
+        var bound = Search.SearchQuery.CountingBound(q.Total, q.Offset, q.Count); // _total=none returned above
         await using var count = DataSource.CreateCommand(
             $"select count(*) from (select 1 from {AuditRows} d{condition}{(bound is { } b ? $" limit {b}" : "")}) n");
         foreach (var a in args) count.Parameters.Add(new() { Value = a });

@@ -360,12 +360,7 @@ public sealed partial class FhirStore : IAsyncDisposable
         var order = q.OrderSql(); // may add arguments: build before binding
         var exact = q.Total is TotalMode.Accurate or TotalMode.Estimate;
         // Matches counted at most (null: all of them). The page needs the first offset + count + 1 anyway.
-        int? counting = q.Total switch
-        {
-            TotalMode.None => q.Offset + q.Count + 1,
-            TotalMode.Default => Math.Max(SearchQuery.CountedTotalLimit, q.Offset + q.Count) + 1,
-            _ => null,
-        };
+        var counting = SearchQuery.CountingBound(q.Total, q.Offset, q.Count);
         var page = new List<StoredResource>();
         int? counted = null;
         if (q.Count > 0 && q.Sort.Count == 0 && q.OnlyKeySets && q.KeySets is [{ Prefix: { } prefix, Visible: true }])
@@ -432,7 +427,7 @@ public sealed partial class FhirStore : IAsyncDisposable
     /// are more, <c>counting</c> stands for "more than the bound" and the total is left out. With _total=accurate
     /// (or estimate) every match is counted; with _total=none nothing.
     /// </summary>
-    static string OrderedByValue(StringPrefix prefix, SearchQuery q, int? counting)
+    static string OrderedByValue(StringPrefix prefix, SearchQuery q, long? counting)
     {
         var rows = $"select norm, rkey from fhir.ix_string where {prefix.Where}";
         var total = q.Total == TotalMode.None ? "null::bigint"

@@ -176,6 +176,8 @@ public sealed class BadInputTests(ServerFixture server)
     [InlineData("Patient?_offset=2147483647&_count=1000")]
     [InlineData("Patient?family=%E5%B1%B1%E7%94%B0&_offset=2147483647&_count=1000")]
     [InlineData("Patient?_sort=family&_offset=2147483647&_count=1000&_total=accurate")]
+    [InlineData("Patient?gender=male&_offset=2147483647&_count=1000&_total=none")]
+    [InlineData("Patient?gender=male&birthdate=ge1900&_offset=2147483647&_count=1000")]
     [InlineData("AuditEvent?_offset=2147483647&_count=1000")]
     [InlineData("Patient/_history?_offset=2147483647&_count=1000")]
     public async System.Threading.Tasks.Task The_largest_offset_is_an_empty_page_not_an_error(string path)

@@ -67,6 +67,19 @@ public sealed class SearchQuery
     /// </summary>
     public const int CountedTotalLimit = 1000;
 
+    /// <summary>
+    /// How many matches a search counts at most for its total (null: all of them): with <c>_total=none</c> only what
+    /// the page reads (<c>_offset</c> + <c>_count</c> + 1), by default <see cref="CountedTotalLimit"/> + 1 (or the page,
+    /// if it reaches further), with <c>accurate</c>/<c>estimate</c> everything. A long: <c>_offset</c> may be as large as
+    /// an int goes, and the sum must not wrap into a negative LIMIT.
+    /// </summary>
+    public static long? CountingBound(TotalMode total, int offset, int count) => total switch
+    {
+        TotalMode.None => (long)offset + count + 1,
+        TotalMode.Default => Math.Max(CountedTotalLimit, (long)offset + count) + 1,
+        _ => null,
+    };
+
     // Result parameters: interpreted here or by the server, never criteria.
     static readonly HashSet<string> ResultParameters =
         ["_count", "_offset", "_sort", "_include", "_revinclude", "_total", "_summary", "_elements", "_format",
