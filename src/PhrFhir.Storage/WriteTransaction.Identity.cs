@@ -40,22 +40,36 @@ public sealed partial class WriteTransaction
 
         await using var batch = new NpgsqlBatch(_conn, _tx);
         NpgsqlBatchCommand Statement(string sql, params object[] args) => FhirStore.Statement(batch, sql, args);
+        // Planned once per connection (a generic plan), not for their values on every call: planning these three cost
+        // PostgreSQL 0.34 ms per POST /Patient, more than executing them (docs/performance.md, "Session 11"). A generic
+        // plan is made with the statistics of the moment and kept while a table grows, so each statement has the one
+        // shape that is right at every size — index probes by key, per value — and the planner is not let choose a
+        // table or bitmap scan, which it would when it first saw the table small (session 7: a plan made on an empty
+        // database scanned ix_token for each check while 10,000 Patients were seeded). Set back after them: a search
+        // later in the transaction is planned for its values, with every plan open to it.
+        Statement("set local plan_cache_mode = force_generic_plan");
+        Statement("set local enable_seqscan = off");
+        Statement("set local enable_bitmapscan = off");
         if (readAssigners)
             Statement("select system, assigners from fhir.identifier_domain where system = any($1)", (object)identifiers.Select(i => i.System).Distinct().ToArray());
         Statement("select count(pg_advisory_xact_lock(hashtextextended(k, 0))) from (select k from unnest($1::text[]) k order by k) s",
             (object)identifiers.Select(i => "identifier:" + i.System + "|" + i.Value).Distinct().ToArray());
-        // Rows of versions this transaction replaces are stale (their queued rows were looked at above).
-        // Per value an index probe (ix_token_search_keyed), planned for its values (not PlannedGenerically): a probe
-        // whatever the table's size when the connection first ran it.
-        Statement("select i.system, i.code from unnest($1::text[], $2::text[]) as i(system, code) where exists(select 1 from fhir.ix_token t " +
+        // Rows of versions this transaction replaces are stale (their queued rows were looked at above). Per value one
+        // probe of ix_token by (param, code): a lateral subquery with a limit cannot become a hash or merge join over
+        // the whole parameter's rows, and the replaced-by link is a scalar subquery, one probe of its key per row.
+        Statement("select i.system, i.code from unnest($1::text[], $2::text[]) as i(system, code) cross join lateral (select from fhir.ix_token t " +
                   "where t.param = 'Patient.identifier' and t.code = i.code and t.system = i.system and t.rkey <> $3 and t.rkey <> all($4) " +
-                  "and not exists(select 1 from fhir.person_link l where l.patient_key = t.rkey and l.kind = 'replaced-by'))",
+                  "and (select l.kind from fhir.person_link l where l.patient_key = t.rkey) is distinct from 'replaced-by' limit 1) held",
             identifiers.Select(i => i.System).ToArray(), identifiers.Select(i => i.Value).ToArray(), key, PendingReplacedKeys);
+        Statement("set local enable_bitmapscan = on");
+        Statement("set local enable_seqscan = on");
+        Statement("set local plan_cache_mode = force_custom_plan");
 
         var assigners = new Dictionary<string, string[]>(StringComparer.Ordinal);
         try
         {
             await using var reader = await batch.ExecuteReaderAsync(ct);
+            // The settings' statements have no result set: the reader starts at the first select's.
             if (readAssigners)
             {
                 while (await reader.ReadAsync(ct)) assigners[reader.GetString(0)] = reader.GetFieldValue<string[]>(1);
