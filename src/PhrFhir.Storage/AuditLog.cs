@@ -158,11 +158,14 @@ public sealed partial class FhirStore
         // one ordered union, the parts were joined and sorted in full before the first row came (Schema/027).
         var firstOfEach = (long)q.Offset + q.Count + 1; // long: _offset may be as large as an int goes
         var page = new List<StoredResource>();
-        await using (var cmd = DataSource.CreateCommand(
-            $"select d.id, d.recorded, d.person, d.json, d.part, d.part_query from (" +
-            $"(select * from ({EventRows}) d{condition} {order} limit {firstOfEach}) union all " +
-            $"(select * from ({PartRows}) d{condition} {order} limit {firstOfEach})) d {order} limit {q.Count + 1} offset {q.Offset}"))
+        // `_count=0` (`_summary=count`): no page to read, and none after it (no next link); only the total.
+        var read = q.Count > 0;
+        if (read)
         {
+            await using var cmd = DataSource.CreateCommand(
+                $"select d.id, d.recorded, d.person, d.json, d.part, d.part_query from (" +
+                $"(select * from ({EventRows}) d{condition} {order} limit {firstOfEach}) union all " +
+                $"(select * from ({PartRows}) d{condition} {order} limit {firstOfEach})) d {order} limit {q.Count + 1} offset {q.Offset}");
             foreach (var a in args) cmd.Parameters.Add(new() { Value = a });
             await using var reader = await cmd.ExecuteReaderAsync(ct);
             while (await reader.ReadAsync(ct)) page.Add(AuditResource(reader, project));
@@ -170,7 +173,7 @@ public sealed partial class FhirStore
         var hasMore = page.Count > q.Count;
         if (hasMore) page.RemoveAt(page.Count - 1);
         if (q.Total == Search.TotalMode.None) return new SearchResult(page, [], null, hasMore);
-        if (!hasMore && (q.Offset == 0 || page.Count > 0))
+        if (read && !hasMore && (q.Offset == 0 || page.Count > 0))
             return new SearchResult(page, [], q.Offset + page.Count, hasMore); // the page shows the end: the total costs nothing
 
         var bound = Search.SearchQuery.CountingBound(q.Total, q.Offset, q.Count); // _total=none returned above

@@ -138,6 +138,10 @@ public sealed class AuditQuery
                 Total = SearchQuery.ParseTotal(value);
                 Applied.Add(new(code, value));
                 break;
+            case "_summary" or "_elements" or "_format" or "_pretty":
+                // The server's concern, but paging links repeat them (R4 http.html#paging), as a resource search's do.
+                Applied.Add(new(code, value));
+                break;
             case "_sort":
                 Descending = value switch
                 {
