@@ -175,6 +175,15 @@ public sealed class RestInteractionTests(ServerFixture server)
         Assert.Equal(HttpStatusCode.NoContent, (await _http.DeleteAsync($"Patient/{created.Id}")).StatusCode);
         history = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"Patient/{created.Id}/_history"), HttpStatusCode.OK);
         Assert.Equal(2, history.Total);
+
+        // A count alone: the total, no entries and no next page (a next link of _count=0 led a client round in circles).
+        foreach (var count in (string[])["_count=0", "_summary=count"])
+        {
+            var counted = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"Patient/{created.Id}/_history?{count}"), HttpStatusCode.OK);
+            Assert.Equal(2, counted.Total);
+            Assert.Empty(counted.Entry);
+            Assert.DoesNotContain(counted.Link, l => l.Relation == "next");
+        }
     }
 
     [Fact]

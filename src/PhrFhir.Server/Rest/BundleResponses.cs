@@ -37,7 +37,7 @@ public static class BundleResponses
             .Append("_offset=" + off.ToString(CultureInfo.InvariantCulture)));
         var links = new List<(string, string)> { ("self", Url(offset)) };
         if (offset > 0) links.Add(("previous", Url(Math.Max(0, offset - count))));
-        if (offset + page.Count < total) links.Add(("next", Url(offset + count)));
+        if (count > 0 && offset + page.Count < total) links.Add(("next", Url(offset + count))); // a page of none has no next one
         return WriteAsync(ctx, Bundle.BundleType.History, total, links, page.Select(p => (p, "")).ToList(), history: true);
     }
 

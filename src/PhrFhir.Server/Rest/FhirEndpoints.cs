@@ -196,7 +196,8 @@ public static class FhirEndpoints
     static async Task HistoryAsync(HttpContext ctx, FhirStore store, string? type, string? id)
     {
         var q = ctx.Request.Query;
-        var count = Math.Clamp(IntParam(q["_count"], SearchQuery.DefaultCount), 0, SearchQuery.MaxCount);
+        // `_summary=count`: the total alone, as for a search.
+        var count = q["_summary"] == "count" ? 0 : Math.Clamp(IntParam(q["_count"], SearchQuery.DefaultCount), 0, SearchQuery.MaxCount);
         var offset = Math.Max(0, IntParam(q["_offset"], 0));
         DateTimeOffset? since = null;
         if (q["_since"].ToString() is { Length: > 0 } s)
