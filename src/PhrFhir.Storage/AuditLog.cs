@@ -159,8 +159,7 @@ public sealed partial class FhirStore
         var firstOfEach = (long)q.Offset + q.Count + 1; // long: _offset may be as large as an int goes
         var page = new List<StoredResource>();
         // `_count=0` (`_summary=count`): no page to read, and none after it (no next link); only the total.
-        var read = q.Count > 0;
-        if (read)
+        if (q.Count > 0)
         {
             await using var cmd = DataSource.CreateCommand(
                 $"select d.id, d.recorded, d.person, d.json, d.part, d.part_query from (" +
@@ -173,8 +172,8 @@ public sealed partial class FhirStore
         var hasMore = page.Count > q.Count;
         if (hasMore) page.RemoveAt(page.Count - 1);
         if (q.Total == Search.TotalMode.None) return new SearchResult(page, [], null, hasMore);
-        if (read && !hasMore && (q.Offset == 0 || page.Count > 0))
-            return new SearchResult(page, [], q.Offset + page.Count, hasMore); // the page shows the end: the total costs nothing
+        if (Search.SearchQuery.TotalShownByPage(q.Offset, q.Count, page.Count, hasMore) is { } shown)
+            return new SearchResult(page, [], shown, hasMore); // the page shows the end: the total costs nothing
 
         var bound = Search.SearchQuery.CountingBound(q.Total, q.Offset, q.Count); // _total=none returned above
         await using var count = DataSource.CreateCommand(

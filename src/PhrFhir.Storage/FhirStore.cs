@@ -397,10 +397,8 @@ public sealed partial class FhirStore : IAsyncDisposable
         var hasMore = page.Count > q.Count;
         if (hasMore) page.RemoveAt(page.Count - 1);
 
-        int? total = null;
-        if (q.Count > 0 && !hasMore && (q.Offset == 0 || page.Count > 0))
-            total = q.Offset + page.Count; // the page shows the end: the total costs nothing
-        else if (counted is { } c && (counting is null || c < counting))
+        var total = SearchQuery.TotalShownByPage(q.Offset, q.Count, page.Count, hasMore); // the page shows the end: the total costs nothing
+        if (total is null && counted is { } c && (counting is null || c < counting))
             total = c; // every match was counted
         if (q.Total == TotalMode.None || total is not null || (!exact && counted is not null)) // counted up to the limit: more than that, left out
             return new SearchResult(page, await IncludesOfAsync(q, page, ct), q.Total == TotalMode.None ? null : total, hasMore);

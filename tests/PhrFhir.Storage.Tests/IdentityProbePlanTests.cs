@@ -1,7 +1,5 @@
 using System.Runtime.Versioning;
-using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
-using PhrFhir.Storage.Embedded;
 using PhrFhir.Storage.Search;
 
 namespace PhrFhir.Storage.Tests;
@@ -15,23 +13,15 @@ namespace PhrFhir.Storage.Tests;
 [UnsupportedOSPlatform("windows")]
 public sealed class IdentityProbePlanTests : IAsyncLifetime
 {
-    // Not Directory.CreateTempSubdirectory: 0700, which the 'postgres' OS user (tests running as root) could not enter.
-    readonly string _root = Path.Combine(Path.GetTempPath(), "phrfhir-probetest-" + Guid.NewGuid().ToString("N")[..12]);
-    EmbeddedPostgres? _pg;
+    OwnPostgres? _pg;
 
     const string System = "urn:oid:1.2.392.100495.20.3.51.11312345678";
 
-    public async Task InitializeAsync()
-    {
-        Directory.CreateDirectory(_root);
-        _pg = await EmbeddedPostgres.StartAsync(Path.Combine(_root, "pgdata"), 0, NullLogger.Instance,
-            new CancellationTokenSource(TimeSpan.FromMinutes(4)).Token, statementStatistics: true);
-    }
+    public async Task InitializeAsync() => _pg = await OwnPostgres.StartAsync(statementStatistics: true);
 
     public async Task DisposeAsync()
     {
         if (_pg is not null) await _pg.DisposeAsync();
-        try { Directory.Delete(_root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     static async Task<HashSet<(string System, string Value)>> HeldElsewhereAsync(FhirStore store, string value)

@@ -68,6 +68,14 @@ public sealed class SearchQuery
     public const int CountedTotalLimit = 1000;
 
     /// <summary>
+    /// The total a page shows without counting, or null: a page that was read (<c>_count</c> above 0) and has no row
+    /// after it ends the matches — unless it is empty past the first page (an <c>_offset</c> beyond the end says nothing
+    /// of how many there are).
+    /// </summary>
+    public static int? TotalShownByPage(int offset, int count, int pageRows, bool hasMore) =>
+        count > 0 && !hasMore && (offset == 0 || pageRows > 0) ? offset + pageRows : null;
+
+    /// <summary>
     /// How many matches a search counts at most for its total (null: all of them): with <c>_total=none</c> only what
     /// the page reads (<c>_offset</c> + <c>_count</c> + 1), by default <see cref="CountedTotalLimit"/> + 1 (or the page,
     /// if it reaches further), with <c>accurate</c>/<c>estimate</c> everything. A long: <c>_offset</c> may be as large as
