@@ -65,6 +65,15 @@ public sealed partial class FhirStore
 
 public sealed partial class WriteTransaction
 {
+    readonly Dictionary<string, BinaryInfo> _binariesWritten = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The size and SHA-1 of the bytes this transaction wrote for Binary <paramref name="id"/> (its latest version here), as
+    /// <see cref="WriteBinaryAsync"/> computed them; null when it wrote none or deleted it after. An ITI-65 checks its document's attachment
+    /// against them without a flush and two reads (issue #12).
+    /// </summary>
+    public BinaryInfo? BinaryWritten(string id) => _binariesWritten.GetValueOrDefault(ResourceDocument.Key("Binary", id));
+
     /// <summary>What is known of a Binary version's bytes, inside this transaction (its own writes included).</summary>
     public async Task<BinaryInfo?> ReadBinaryInfoAsync(string id, int version, CancellationToken ct)
     {
@@ -122,6 +131,7 @@ public sealed partial class WriteTransaction
             ArrayPool<byte>.Shared.Return(buffer);
         }
         var info = new BinaryInfo(contentType, size, sha1.GetHashAndReset(), FhirStore.BinaryChunkSize);
+        _binariesWritten[key] = info;
         Add("insert into fhir.binary_content (rkey, version, person, content_type, size, sha1, chunk_size) values ($1, $2, $3, $4, $5, $6, $7)",
             key, version, person, contentType, size, info.Sha1, info.ChunkSize);
         return info;

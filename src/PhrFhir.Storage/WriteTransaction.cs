@@ -181,6 +181,7 @@ public sealed partial class WriteTransaction : IAsyncDisposable
     public void Write(ResourceDocument doc, int previousVersion, string method, IndexRows? rows)
     {
         Written.Add((doc.Id, doc.Person));
+        if (doc.Deleted) _binariesWritten.Remove(doc.Id);
         // Other server processes learn at commit that a watched type changed (FhirStore.ListenAsync).
         if (_store.Watched.Contains(doc.ResourceType) && _notified.Add(doc.ResourceType))
             Add("select pg_notify($1, $2)", FhirStore.ChangeChannel, doc.ResourceType);
