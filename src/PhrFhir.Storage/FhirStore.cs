@@ -427,13 +427,17 @@ public sealed partial class FhirStore : IAsyncDisposable
     /// </summary>
     static string OrderedByValue(StringPrefix prefix, SearchQuery q, long? counting)
     {
-        var rows = $"select norm, rkey from fhir.ix_string where {prefix.Where}";
+        // A parameter read from several `param`s' rows (`name`: SearchParam.PartsIn) is several ranges, each in index order:
+        // each branch says its order, so that PostgreSQL merges them (a Merge Append) instead of sorting every match, which
+        // it does for a union of the same ranges unordered (name=藤田 on the bench's data: 5,600 buffers and 18 ms → 96 buffers).
+        var rows = prefix.Wheres is [var one] ? $"select norm, rkey from fhir.ix_string where {one}"
+            : string.Join(" union all ", prefix.Wheres.Select(w => $"(select norm, rkey from fhir.ix_string where {w} order by norm using ~<~, rkey)"));
         var total = q.Total == TotalMode.None ? "null::bigint"
             : counting is { } bound
                 ? $"(select case when count(*) >= {bound} then {bound}::bigint else (select count(distinct z.rkey) from ({rows} limit {bound}) z) end from ({rows} limit {bound}) n)"
                 : $"(select count(distinct z.rkey) from ({rows}) z)";
         return $"select {DocColumns}, {total} from (select k.norm, k.rkey from (select distinct on (norm, rkey) norm, rkey from ({rows}) s order by norm using ~<~, rkey) k " +
-               $"where not exists (select 1 from fhir.ix_string x where x.rkey = k.rkey and x.param = ${prefix.Param} and x.norm ~>=~ ${prefix.Low} and x.norm ~<~ k.norm) " +
+               $"where not exists (select 1 from fhir.ix_string x where x.rkey = k.rkey and x.param {prefix.Params} and x.norm ~>=~ ${prefix.Low} and x.norm ~<~ k.norm) " +
                $"order by k.norm using ~<~, k.rkey limit {q.Count + 1} offset {q.Offset}) p " +
                $"join {Docs} d on d.id = p.rkey where d.resource_type = $1 order by p.norm using ~<~, p.rkey";
     }

@@ -9,7 +9,8 @@ namespace PhrFhir.Server.Tests;
 /// then the id — and reads only the page's rows (FhirStore.OrderedByValue, Schema/024, docs/storage.md "Search SQL").
 /// Over Patients of the fixture's institution whose family names all start with one run-unique prefix: some with two
 /// matching names (listed once, at the smaller value), one with the same name twice, and 3 of another institution
-/// (never listed, never counted).
+/// (never listed, never counted); `name=` also finds two that only it matches, by a given name (the rows of `given`) and
+/// by a name's text (its own rows): its three ranges are merged in the same order (SearchParam.PartsIn).
 /// </summary>
 [Collection("server")]
 public sealed class SearchOrderedByValueTests(ServerFixture server)
@@ -18,7 +19,7 @@ public sealed class SearchOrderedByValueTests(ServerFixture server)
     static readonly string[] Suffixes = ["c", "A", "b", "a2", "B1", "d"];
     const int PerSuffix = 4;
 
-    sealed record Seed(string Prefix, Dictionary<string, string> FirstValue, HashSet<string> TwoNames, string SameNameTwice);
+    sealed record Seed(string Prefix, Dictionary<string, string> FirstValue, HashSet<string> TwoNames, string SameNameTwice, Dictionary<string, string> NameOnly);
 
     static Task<Seed>? _seed;
     static readonly Lock Gate = new();
@@ -32,9 +33,10 @@ public sealed class SearchOrderedByValueTests(ServerFixture server)
             var prefix = Fhir.Unique("ord") + "-";
             var first = new Dictionary<string, string>(); // "Patient/id" → its smallest matching folded value
             var twoNames = new HashSet<string>();
-            async Task<string> Create(HttpClient http, params string[] families)
+            async Task<string> Create(HttpClient http, params string[] families) =>
+                await CreatePatient(http, new Patient { Name = [.. families.Select(f => new HumanName { Family = prefix + f })] });
+            async Task<string> CreatePatient(HttpClient http, Patient p)
             {
-                var p = new Patient { Name = [.. families.Select(f => new HumanName { Family = prefix + f })] };
                 var created = await Fhir.ExpectAsync<Patient>(await http.PostAsync("Patient", Fhir.Json(p)), HttpStatusCode.Created);
                 return "Patient/" + created.Id;
             }
@@ -53,13 +55,18 @@ public sealed class SearchOrderedByValueTests(ServerFixture server)
             first[same] = "c";
             using var other = await server.ClientAsync(ServerFixture.OtherInstitutionClient);
             for (var i = 0; i < 3; i++) await Create(other, "a");
-            return new Seed(prefix, first, twoNames, same);
+            var nameOnly = new Dictionary<string, string>
+            {
+                [await CreatePatient(server.Http, new Patient { Name = [new HumanName { Family = Fhir.Unique("other"), Given = [prefix + "B0"] }] })] = "b0",
+                [await CreatePatient(server.Http, new Patient { Name = [new HumanName { Text = prefix + "a3" }] })] = "a3",
+            };
+            return new Seed(prefix, first, twoNames, same, nameOnly);
         }
     }
 
     /// <summary>The order the server promises: folded value (ordinal), then the id (ordinal, as the key's collation orders "Patient/…").</summary>
-    static List<string> Expected(Seed seed) =>
-        [.. seed.FirstValue.OrderBy(kv => kv.Value, StringComparer.Ordinal).ThenBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Key)];
+    static List<string> Expected(Seed seed, string param = "family") =>
+        [.. seed.FirstValue.Concat(param == "name" ? seed.NameOnly : []).OrderBy(kv => kv.Value, StringComparer.Ordinal).ThenBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Key)];
 
     async Task<(List<string> Keys, List<int?> Totals, int Pages)> AllPagesAsync(string query)
     {
@@ -78,14 +85,16 @@ public sealed class SearchOrderedByValueTests(ServerFixture server)
     }
 
     [Theory]
-    [InlineData(5)]
-    [InlineData(7)]
-    [InlineData(100)]
-    public async Task Pages_follow_the_matched_value_then_the_id_and_list_every_match_exactly_once(int count)
+    [InlineData("family", 5)]
+    [InlineData("family", 7)]
+    [InlineData("family", 100)]
+    [InlineData("name", 4)]
+    [InlineData("name", 100)]
+    public async Task Pages_follow_the_matched_value_then_the_id_and_list_every_match_exactly_once(string param, int count)
     {
         var seed = await SeedAsync();
-        var expected = Expected(seed);
-        var (keys, _, pages) = await AllPagesAsync($"Patient?family={Uri.EscapeDataString(seed.Prefix)}&_count={count}");
+        var expected = Expected(seed, param);
+        var (keys, _, pages) = await AllPagesAsync($"Patient?{param}={Uri.EscapeDataString(seed.Prefix)}&_count={count}");
         var duplicates = keys.GroupBy(k => k).Where(g => g.Count() > 1).Select(g => g.Key).ToList();
         Assert.True(duplicates.Count == 0, $"_count={count}: listed twice across pages: {string.Join(", ", duplicates)}");
         Assert.True(keys.SequenceEqual(expected),

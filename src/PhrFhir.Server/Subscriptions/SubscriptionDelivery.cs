@@ -264,14 +264,16 @@ public sealed class SubscriptionDelivery : BackgroundService
     {
         foreach (var f in filters)
         {
-            var key = type + "." + f.Code;
+            // The rows the parameter's search reads: a string parameter's may be stored under other codes (`phonetic` under
+            // `name`, a name's family under `family`: SearchParam.RowsOf and PartsIn).
+            var keys = _store.SearchParameters.Find(type, f.Code)?.Keys(type) ?? [type + "." + f.Code];
             var values = f.Value.Split(',');
             var ok = f.Type switch
             {
-                "token" => rows.Tokens.Any(t => t.Param == key && values.Any(v => TokenMatches(t, v))),
-                "reference" => rows.References.Any(r => r.Param == key && values.Any(v => v == r.Target || v == r.TargetId || v.EndsWith("/" + r.Target, StringComparison.Ordinal))),
-                "string" => rows.Strings.Any(s => s.Param == key && values.Any(v => s.Norm.StartsWith(JapaneseText.Fold(v), StringComparison.Ordinal))),
-                "uri" => rows.Uris.Any(u => u.Param == key && values.Contains(u.Uri)),
+                "token" => rows.Tokens.Any(t => keys.Contains(t.Param) && values.Any(v => TokenMatches(t, v))),
+                "reference" => rows.References.Any(r => keys.Contains(r.Param) && values.Any(v => v == r.Target || v == r.TargetId || v.EndsWith("/" + r.Target, StringComparison.Ordinal))),
+                "string" => rows.Strings.Any(s => keys.Contains(s.Param) && values.Any(v => s.Norm.StartsWith(JapaneseText.Fold(v), StringComparison.Ordinal))),
+                "uri" => rows.Uris.Any(u => keys.Contains(u.Param) && values.Contains(u.Uri)),
                 "identifier" => await PatientIdentifierMatchesAsync(rows, type, values, ct),
                 _ => false,
             };

@@ -92,6 +92,21 @@ public static partial class SearchExpressions
         }
     }
 
+    /// <summary>
+    /// The FHIR type a plain path (<c>Patient.name</c>) selects, read from the SDK's model; null for any other expression
+    /// (a <c>where()</c>, a union, a choice element).
+    /// </summary>
+    public static Type? TypeOfPath(string expression)
+    {
+        var steps = expression.Split('.');
+        if (steps.Any(s => s.Length == 0 || !s.All(char.IsAsciiLetterOrDigit))) return null;
+        var mapping = ModelInfo.ModelInspector.FindClassMapping(steps[0]);
+        for (var i = 1; i < steps.Length && mapping is not null; i++)
+            mapping = mapping.FindMappedElementByName(steps[i]) is { Choice: Hl7.Fhir.Introspection.ChoiceType.None } element
+                ? ModelInfo.ModelInspector.FindOrImportClassMapping(element.ImplementingType) : null;
+        return mapping?.NativeType;
+    }
+
     public static string Narrow(string resourceType, string expression)
     {
         var branches = SplitTopLevel(expression);

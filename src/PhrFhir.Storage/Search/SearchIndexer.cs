@@ -68,7 +68,7 @@ public sealed partial class SearchIndexer(SearchParameters parameters)
     {
         switch (p.Type)
         {
-            case SearchParamType.String: AddString(rows, key, value); break;
+            case SearchParamType.String: AddString(rows, key, value, p.PartsIn); break;
             case SearchParamType.Token: AddToken(rows, key, value); break;
             case SearchParamType.Reference: AddReference(rows, key, value); break;
             case SearchParamType.Date: AddDate(rows, key, value); break;
@@ -87,28 +87,39 @@ public sealed partial class SearchIndexer(SearchParameters parameters)
         }
     }
 
-    static void AddString(IndexRows rows, string key, Base value)
+    /// <summary>
+    /// The elements a string parameter's HumanName or Address values are matched by (R4 search.html#string: "any of the
+    /// string fields in the HumanName … family, given, prefix, suffix, and/or text"; the Address's line, city, district,
+    /// state, country, postalCode and text), by their FHIR names; none for other types (a primitive is matched whole).
+    /// </summary>
+    public static IReadOnlyList<string> StringParts(Type? type) =>
+        type == typeof(HumanName) ? ["family", "given", "prefix", "suffix", "text"]
+        : type == typeof(Address) ? ["line", "city", "district", "state", "postalCode", "country", "text"]
+        : [];
+
+    /// <summary>A string value's rows; parts in <paramref name="storedElsewhere"/> are left out (SearchParam.PartsIn).</summary>
+    static void AddString(IndexRows rows, string key, Base value, IReadOnlyDictionary<string, string>? storedElsewhere)
     {
-        void One(string? s)
+        void One(string element, string? s)
         {
-            if (string.IsNullOrWhiteSpace(s)) return;
+            if (string.IsNullOrWhiteSpace(s) || storedElsewhere?.ContainsKey(element) == true) return;
             if (s.Length > 2000) s = s[..2000]; // bounded: a string index row is for matching, not storage
             rows.Strings.Add(new(key, JapaneseText.Fold(s), s));
         }
         switch (value)
         {
             case HumanName n:
-                One(n.Family); One(n.Text);
-                foreach (var g in n.Given ?? []) One(g);
-                foreach (var x in n.Prefix ?? []) One(x);
-                foreach (var x in n.Suffix ?? []) One(x);
+                One("family", n.Family); One("text", n.Text);
+                foreach (var g in n.Given ?? []) One("given", g);
+                foreach (var x in n.Prefix ?? []) One("prefix", x);
+                foreach (var x in n.Suffix ?? []) One("suffix", x);
                 break;
             case Address a:
-                foreach (var l in a.Line ?? []) One(l);
-                One(a.City); One(a.District); One(a.State); One(a.PostalCode); One(a.Country); One(a.Text);
+                foreach (var l in a.Line ?? []) One("line", l);
+                One("city", a.City); One("district", a.District); One("state", a.State); One("postalCode", a.PostalCode); One("country", a.Country); One("text", a.Text);
                 break;
             case PrimitiveType { JsonValue: { } o }:
-                One(o.ToString());
+                One("", o.ToString());
                 break;
         }
     }

@@ -17,6 +17,21 @@ public sealed record SearchParam(
     /// </summary>
     public string? RowsOf { get; internal set; }
 
+    /// <summary>
+    /// Parts of this parameter's values that are other string parameters' rows (R4 Patient.name: its `family` and `given`
+    /// are the rows of `Patient.name.family` and `Patient.name.given`; Patient.address: `city`, `state`, `postalCode`,
+    /// `country`): element name → that parameter's code. The indexer leaves these parts out of this parameter's rows and a
+    /// search on it reads those parameters' rows as well (<see cref="Keys"/>), so a Japanese Patient's name is 8 string rows
+    /// instead of 13 (issue #12). Null when none.
+    /// </summary>
+    public IReadOnlyDictionary<string, string>? PartsIn { get; internal set; }
+
+    /// <summary>The codes whose rows a search on this parameter reads, when more than <see cref="Key"/>'s (see <see cref="PartsIn"/>).</summary>
+    public IReadOnlyList<string>? ReadsCodes { get; internal set; }
+
+    /// <summary>The index rows' `param` values a search on this parameter reads: <see cref="Key"/>, and its parts' keys.</summary>
+    public string[] Keys(string resourceType) => ReadsCodes is null ? [Key(resourceType)] : [.. ReadsCodes.Select(c => resourceType + "." + c)];
+
     Hl7.FhirPath.CompiledExpression? _compiled;
 
     /// <summary>The expression compiled once, narrowed to this parameter's resource type.</summary>
@@ -104,12 +119,26 @@ public sealed class SearchParameters
     /// </summary>
     static void ShareIdenticalRows(Dictionary<string, SearchParam> map)
     {
+        var owners = new Dictionary<string, SearchParam>(StringComparer.Ordinal); // narrowed expression → the parameter storing its rows
         foreach (var group in map.Values.Where(p => p.Type == SearchParamType.String)
                      .GroupBy(p => SearchExpressions.Narrow(p.Resource, p.Expression), StringComparer.Ordinal))
         {
             var first = group.MinBy(p => p.Code, StringComparer.Ordinal)!;
             foreach (var p in group) p.RowsOf = ReferenceEquals(p, first) ? null : first.Code;
+            owners[group.Key] = first;
         }
+        // A parameter whose expression is another's plus one element that parameter's values are split into (`Patient.name.family`
+        // after `Patient.name`, a HumanName) selects exactly those parts: they are stored once, under the narrower parameter.
+        foreach (var (expression, owner) in owners)
+        {
+            var parts = SearchIndexer.StringParts(SearchExpressions.TypeOfPath(expression))
+                .Select(element => (element, part: owners.GetValueOrDefault(expression + "." + element)))
+                .Where(x => x.part is not null && x.part.Resource == owner.Resource)
+                .ToDictionary(x => x.element, x => x.part!.Code, StringComparer.Ordinal);
+            owner.PartsIn = parts.Count == 0 ? null : parts;
+        }
+        foreach (var p in map.Values.Where(p => p.Type == SearchParamType.String))
+            p.ReadsCodes = (p.RowsOf is null ? p : map[p.RowsOf]) is { PartsIn: { } owned } stored ? [stored.Code, .. owned.Values.Distinct()] : null;
     }
 
     public SearchParam? Find(string resourceType, string code) =>

@@ -40,12 +40,13 @@ public sealed record KeySet(string Sql, bool Visible)
 }
 
 /// <summary>
-/// A string criterion's prefix range on fhir.ix_string, as the ordered page needs it: <see cref="Where"/> selects its
-/// rows (with the access filter's index-row form, when there is one); <see cref="Param"/> and <see cref="Low"/> are the
-/// argument numbers of the parameter name and the range's lower bound (a probe for an earlier matching row of the
-/// same resource repeats them).
+/// A string criterion's prefix range on fhir.ix_string, as the ordered page needs it: one range per `param` whose rows the
+/// parameter reads (`name`: its own, `family`'s and `given`'s — SearchParam.PartsIn), each selected by one of
+/// <see cref="Wheres"/> (with the access filter's index-row form, when there is one), each in the index's order;
+/// <see cref="Params"/> is the condition on a row's `param` (<c>= $3</c>, <c>= any($3)</c>) and <see cref="Low"/> the
+/// argument number of the range's lower bound (a probe for an earlier matching row of the same resource repeats them).
 /// </summary>
-public sealed record StringPrefix(string Where, int Param, int Low);
+public sealed record StringPrefix(IReadOnlyList<string> Wheres, string Params, int Low);
 
 /// <summary>
 /// A FHIR search (R4 search.html) turned into parameterised SQL over the index tables: each criterion
@@ -344,18 +345,19 @@ public sealed class SearchQuery
         if (modifier == "missing")
         {
             var missing = value switch { "true" => true, "false" => false, _ => throw FhirError.BadRequest($"{name} must be true or false.", name) };
-            var rows = IndexKeys($"rkey from fhir.{Table(p.Type)}", $"param = ${Arg(key)}");
+            var rows = IndexKeys($"rkey from fhir.{Table(p.Type)}", ParamIs(p, type));
             return missing ? new Match($"{keyColumn} not in ({rows.Sql})", null) : In(keyColumn, rows);
         }
 
         if (p.Type == SearchParamType.String && modifier is null && SplitEscaped(value, ',') is [var one])
         {
-            // One prefix (the common `family=…`): typed, so that the store can page it in its index's order.
+            // One prefix (the common `family=…`, `name=…`): typed, so that the store can page it in its index's order.
             var folded = JapaneseText.Fold(Unescape(one));
-            int param = Arg(key), low = Arg(folded), high = Arg(folded + "\U0010FFFF");
-            var where = $"param = ${param} and (norm ~>=~ ${low} and norm ~<~ ${high})";
-            var set = IndexKeys("rkey from fhir.ix_string", where);
-            return In(keyColumn, set with { Prefix = new StringPrefix(_rowFilter is null ? where : $"{where} and {_rowFilter}", param, low) });
+            int low = Arg(folded), high = Arg(folded + "\U0010FFFF");
+            var range = $"(norm ~>=~ ${low} and norm ~<~ ${high})";
+            var set = IndexKeys("rkey from fhir.ix_string", $"{ParamIs(p, type)} and {range}");
+            var wheres = p.Keys(type).Select(k => $"param = ${Arg(k)} and {range}" + (_rowFilter is null ? "" : $" and {_rowFilter}")).ToList();
+            return In(keyColumn, set with { Prefix = new StringPrefix(wheres, p.ReadsCodes is null ? $"= ${Arg(key)}" : $"= any(${Arg(p.Keys(type))})", low) });
         }
         var alternatives = SplitEscaped(value, ',').Select(v => Condition(p, modifier, v, name)).ToList();
         if (modifier == "not")
@@ -365,8 +367,13 @@ public sealed class SearchQuery
         var namesPatients = p.Type == SearchParamType.Reference && modifier != "identifier" && SplitEscaped(value, ',').All(v =>
             modifier == "Patient" || (modifier is null && (ReferenceTarget.Local(Unescape(v)) is { Type: "Patient" }
                 || (!v.Contains('/') && p.Targets.Count == 1 && p.Targets[0] == "Patient"))));
-        return In(keyColumn, IndexKeys($"rkey from fhir.{table}", $"param = ${Arg(key)} and ({string.Join(" or ", alternatives)})", namesPatients ? table : null));
+        return In(keyColumn, IndexKeys($"rkey from fhir.{table}", $"{ParamIs(p, type)} and ({string.Join(" or ", alternatives)})", namesPatients ? table : null));
     }
+
+    /// <summary>The rows of <paramref name="p"/> on <paramref name="type"/>: its own, and for a string parameter whose parts are
+    /// other parameters' rows (SearchParam.PartsIn: `name` → `family`, `given`) theirs too.</summary>
+    string ParamIs(SearchParam p, string type, string column = "param") =>
+        p.ReadsCodes is null ? $"{column} = ${Arg(p.Key(type))}" : $"{column} = any(${Arg(p.Keys(type))})";
 
     static string Table(SearchParamType t) => t switch
     {
@@ -573,7 +580,7 @@ public sealed class SearchQuery
                     SearchParamType.Uri => ("uri", "ix_uri"),
                     _ => ("value", "ix_number"),
                 };
-                expr = $"(select {(s.Descending ? "max" : "min")}({col}) from fhir.{table} o where o.rkey = d.id and o.param = ${Arg(p.Key(ResourceType))})";
+                expr = $"(select {(s.Descending ? "max" : "min")}({col}) from fhir.{table} o where o.rkey = d.id and {ParamIs(p, ResourceType, "o.param")})";
             }
             sb.Append(expr).Append(s.Descending ? " desc nulls last, " : " asc nulls last, ");
         }
