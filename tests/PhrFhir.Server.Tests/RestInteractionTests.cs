@@ -134,6 +134,25 @@ public sealed class RestInteractionTests(ServerFixture server)
         Assert.Equal(2, history.Total);
     }
 
+    /// <summary>Without If-Match a client names no version: an update that lost the race is made again on the winner's version, not refused.</summary>
+    [Fact]
+    public async System.Threading.Tasks.Task Racing_updates_without_If_Match_all_succeed_each_a_new_version()
+    {
+        var created = await CreateAsync(NewPatient(Fhir.Unique("田中")));
+        var results = await System.Threading.Tasks.Task.WhenAll(Enumerable.Range(0, 3).Select(i =>
+        {
+            var copy = (Patient)created.DeepCopy();
+            copy.Name[0].Given = ["候補" + i];
+            return _http.PutAsync($"Patient/{copy.Id}", Fhir.Json(copy));
+        }));
+        Assert.All(results, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
+        var history = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"Patient/{created.Id}/_history"), HttpStatusCode.OK);
+        Assert.Equal(4, history.Total);
+        // Each version is one client's whole resource, as it sent it.
+        var givens = history.Entry.Select(e => ((Patient)e.Resource).Name[0].Given.Single()).Where(g => g.StartsWith("候補", StringComparison.Ordinal));
+        Assert.Equal(["候補0", "候補1", "候補2"], givens.Order(StringComparer.Ordinal));
+    }
+
     Task<HttpResponseMessage> PutIfMatch(Patient p, string etag)
     {
         var request = new HttpRequestMessage(HttpMethod.Put, $"Patient/{p.Id}") { Content = Fhir.Json(p) };

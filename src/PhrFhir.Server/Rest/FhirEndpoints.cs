@@ -109,10 +109,32 @@ public static class FhirEndpoints
         }
         var resource = await BodyAsync(ctx, type, limits.Value);
         var ifMatch = IfMatch(ctx.Request);
-        await using var tx = await ctx.BeginAuditedWriteAsync();
-        var outcome = await writes.UpdateAsync(tx, type, id, resource, ifMatch, ctx.RequestAborted);
-        await tx.CommitAsync(ctx.RequestAborted);
+        // Each try writes what the client sent: a try changes the resource it is given (its meta, a Patient's links).
+        var sent = ifMatch is null ? (Resource)resource.DeepCopy() : null;
+        var outcome = await AgainIfRaceLostAsync(ctx, ifMatch, (tx, attempt) =>
+            writes.UpdateAsync(tx, type, id, attempt == 1 ? resource : (Resource)sent!.DeepCopy(), ifMatch, ctx.RequestAborted));
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: outcome.Created);
+    }
+
+    /// <summary>
+    /// A write in its own audited transaction. Without If-Match the client asked for no version check, so a write that lost
+    /// a race with another writer of the same resource (412 at commit: another client, or the server's Subscription
+    /// deliverer recording a handshake) is made again on the version that won, up to three tries, instead of answering
+    /// 412 to a client that named no version.
+    /// </summary>
+    static async Task<WriteOutcome> AgainIfRaceLostAsync(HttpContext ctx, int? ifMatch, Func<WriteTransaction, int, Task<WriteOutcome>> write)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            await using var tx = await ctx.BeginAuditedWriteAsync();
+            try
+            {
+                var outcome = await write(tx, attempt);
+                await tx.CommitAsync(ctx.RequestAborted);
+                return outcome;
+            }
+            catch (FhirError e) when (ifMatch is null && e.Status == HttpStatusCode.PreconditionFailed && attempt < 3) { }
+        }
     }
 
     static async Task ConditionalUpdateAsync(HttpContext ctx, FhirStore store, ResourceWrites writes, IOptions<ServerLimits> limits, string type)
@@ -133,9 +155,8 @@ public static class FhirEndpoints
                 "JSON Patch is not supported: send a FHIRPath Patch (a Parameters resource, R4 fhirpatch.html). (JSON Patch は未対応です)");
         if (await FhirFormat.ReadResourceAsync(ctx.Request, limits.Value, ctx.RequestAborted) is not Parameters patch)
             throw FhirError.BadRequest("A PATCH body is a FHIRPath Patch: a Parameters resource (R4 fhirpatch.html).", "resourceType");
-        await using var tx = await ctx.BeginAuditedWriteAsync();
-        var outcome = await writes.PatchAsync(tx, type, id, patch, IfMatch(ctx.Request), ctx.RequestAborted);
-        await tx.CommitAsync(ctx.RequestAborted);
+        var ifMatch = IfMatch(ctx.Request);
+        var outcome = await AgainIfRaceLostAsync(ctx, ifMatch, (tx, _) => writes.PatchAsync(tx, type, id, patch, ifMatch, ctx.RequestAborted));
         await FhirResponse.WrittenAsync(ctx, outcome.Stored, outcome.Status, location: false);
     }
 
