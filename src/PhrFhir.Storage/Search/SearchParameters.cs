@@ -113,8 +113,9 @@ public sealed class SearchParameters
     /// <summary>
     /// String parameters of one type with the same expression select the same values, so their index rows would be
     /// the same rows twice (a Japanese Patient's six name rows again as `phonetic`): each such group is stored once,
-    /// under its first code in ordinal order (name before phonetic). Recomputed whenever a definition is added or
-    /// replaced (an IG may redefine one of them). Only strings: the consent rules read token, date and reference rows
+    /// under its first code in ordinal order (name before phonetic); and the fields another parameter selects on its own
+    /// (`family` of `name`) are stored under that one only (<see cref="SearchParam.PartsIn"/>). Recomputed whenever a
+    /// definition is added or replaced (an IG may redefine one of them). Only strings: the consent rules read token, date and reference rows
     /// by their own codes (Security/ConsentRules), and no such pair of those types exists in R4.
     /// </summary>
     static void ShareIdenticalRows(Dictionary<string, SearchParam> map)
