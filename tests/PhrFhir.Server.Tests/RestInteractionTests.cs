@@ -122,12 +122,7 @@ public sealed class RestInteractionTests(ServerFixture server)
     public async System.Threading.Tasks.Task Racing_If_Match_updates_let_exactly_one_win()
     {
         var created = await CreateAsync(NewPatient(Fhir.Unique("田中")));
-        var results = await System.Threading.Tasks.Task.WhenAll(Enumerable.Range(0, 8).Select(i =>
-        {
-            var copy = (Patient)created.DeepCopy();
-            copy.Name[0].Given = ["候補" + i];
-            return PutIfMatch(copy, "W/\"1\"");
-        }));
+        var results = await RacingUpdatesAsync(created, 8, copy => PutIfMatch(copy, "W/\"1\""));
         Assert.Equal(1, results.Count(r => r.StatusCode == HttpStatusCode.OK));
         Assert.All(results.Where(r => r.StatusCode != HttpStatusCode.OK), r => Assert.Equal(HttpStatusCode.PreconditionFailed, r.StatusCode));
         var history = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"Patient/{created.Id}/_history"), HttpStatusCode.OK);
@@ -139,12 +134,7 @@ public sealed class RestInteractionTests(ServerFixture server)
     public async System.Threading.Tasks.Task Racing_updates_without_If_Match_all_succeed_each_a_new_version()
     {
         var created = await CreateAsync(NewPatient(Fhir.Unique("田中")));
-        var results = await System.Threading.Tasks.Task.WhenAll(Enumerable.Range(0, 3).Select(i =>
-        {
-            var copy = (Patient)created.DeepCopy();
-            copy.Name[0].Given = ["候補" + i];
-            return _http.PutAsync($"Patient/{copy.Id}", Fhir.Json(copy));
-        }));
+        var results = await RacingUpdatesAsync(created, 3, copy => _http.PutAsync($"Patient/{copy.Id}", Fhir.Json(copy)));
         Assert.All(results, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
         var history = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"Patient/{created.Id}/_history"), HttpStatusCode.OK);
         Assert.Equal(4, history.Total);
@@ -152,6 +142,15 @@ public sealed class RestInteractionTests(ServerFixture server)
         var givens = history.Entry.Select(e => ((Patient)e.Resource).Name[0].Given.Single()).Where(g => g.StartsWith("候補", StringComparison.Ordinal));
         Assert.Equal(["候補0", "候補1", "候補2"], givens.Order(StringComparer.Ordinal));
     }
+
+    /// <summary><paramref name="count"/> updates of one Patient sent at once, the i-th naming it given name 候補i.</summary>
+    static Task<HttpResponseMessage[]> RacingUpdatesAsync(Patient created, int count, Func<Patient, Task<HttpResponseMessage>> put) =>
+        System.Threading.Tasks.Task.WhenAll(Enumerable.Range(0, count).Select(i =>
+        {
+            var copy = (Patient)created.DeepCopy();
+            copy.Name[0].Given = ["候補" + i];
+            return put(copy);
+        }));
 
     Task<HttpResponseMessage> PutIfMatch(Patient p, string etag)
     {
