@@ -437,7 +437,7 @@ public sealed partial class FhirStore : IAsyncDisposable
                 ? $"(select case when count(*) >= {bound} then {bound}::bigint else (select count(distinct z.rkey) from ({rows} limit {bound}) z) end from ({rows} limit {bound}) n)"
                 : $"(select count(distinct z.rkey) from ({rows}) z)";
         return $"select {DocColumns}, {total} from (select k.norm, k.rkey from (select distinct on (norm, rkey) norm, rkey from ({rows}) s order by norm using ~<~, rkey) k " +
-               $"where not exists (select 1 from fhir.ix_string x where x.rkey = k.rkey and x.param {prefix.Params} and x.norm ~>=~ ${prefix.Low} and x.norm ~<~ k.norm) " +
+               $"where not exists (select 1 from fhir.ix_string x where x.rkey = k.rkey and x.param = any(${prefix.Keys}) and x.norm ~>=~ ${prefix.Low} and x.norm ~<~ k.norm) " +
                $"order by k.norm using ~<~, k.rkey limit {q.Count + 1} offset {q.Offset}) p " +
                $"join {Docs} d on d.id = p.rkey where d.resource_type = $1 order by p.norm using ~<~, p.rkey";
     }

@@ -129,12 +129,16 @@ public sealed class RestInteractionTests(ServerFixture server)
         Assert.Equal(2, history.Total);
     }
 
-    /// <summary>Without If-Match a client names no version: an update that lost the race is made again on the winner's version, not refused.</summary>
-    [Fact]
-    public async System.Threading.Tasks.Task Racing_updates_without_If_Match_all_succeed_each_a_new_version()
+    /// <summary>Without If-Match a client names no version: an update (plain or conditional) that lost the race is made again
+    /// on the winner's version, not refused.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async System.Threading.Tasks.Task Racing_updates_without_If_Match_all_succeed_each_a_new_version(bool conditional)
     {
         var created = await CreateAsync(NewPatient(Fhir.Unique("田中")));
-        var results = await RacingUpdatesAsync(created, 3, copy => _http.PutAsync($"Patient/{copy.Id}", Fhir.Json(copy)));
+        var results = await RacingUpdatesAsync(created, 3, copy =>
+            _http.PutAsync(conditional ? $"Patient?_id={copy.Id}" : $"Patient/{copy.Id}", Fhir.Json(copy)));
         Assert.All(results, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
         var history = await Fhir.ExpectAsync<Bundle>(await _http.GetAsync($"Patient/{created.Id}/_history"), HttpStatusCode.OK);
         Assert.Equal(4, history.Total);

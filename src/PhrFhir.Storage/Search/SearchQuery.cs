@@ -43,10 +43,10 @@ public sealed record KeySet(string Sql, bool Visible)
 /// A string criterion's prefix range on fhir.ix_string, as the ordered page needs it: one range per `param` whose rows the
 /// parameter reads (`name`: its own, `family`'s and `given`'s — SearchParam.PartsIn), each selected by one of
 /// <see cref="Wheres"/> (with the access filter's index-row form, when there is one), each in the index's order;
-/// <see cref="Params"/> is the condition on a row's `param` (<c>= $3</c>, <c>= any($3)</c>) and <see cref="Low"/> the
-/// argument number of the range's lower bound (a probe for an earlier matching row of the same resource repeats them).
+/// <see cref="Keys"/> and <see cref="Low"/> are the argument numbers of those `param` values (an array) and of the range's
+/// lower bound (a probe for an earlier matching row of the same resource repeats them).
 /// </summary>
-public sealed record StringPrefix(IReadOnlyList<string> Wheres, string Params, int Low);
+public sealed record StringPrefix(IReadOnlyList<string> Wheres, int Keys, int Low);
 
 /// <summary>
 /// A FHIR search (R4 search.html) turned into parameterised SQL over the index tables: each criterion
@@ -356,8 +356,9 @@ public sealed class SearchQuery
             int low = Arg(folded), high = Arg(folded + "\U0010FFFF");
             var range = $"(norm ~>=~ ${low} and norm ~<~ ${high})";
             var set = IndexKeys("rkey from fhir.ix_string", $"{ParamIs(p, type)} and {range}");
-            var wheres = p.Keys(type).Select(k => $"param = ${Arg(k)} and {range}" + (_rowFilter is null ? "" : $" and {_rowFilter}")).ToList();
-            return In(keyColumn, set with { Prefix = new StringPrefix(wheres, p.ReadsCodes is null ? $"= ${Arg(key)}" : $"= any(${Arg(p.Keys(type))})", low) });
+            var keys = p.Keys(type);
+            var wheres = keys.Select(k => $"param = ${Arg(k)} and {range}" + (_rowFilter is null ? "" : $" and {_rowFilter}")).ToList();
+            return In(keyColumn, set with { Prefix = new StringPrefix(wheres, Arg(keys), low) });
         }
         var alternatives = SplitEscaped(value, ',').Select(v => Condition(p, modifier, v, name)).ToList();
         if (modifier == "not")
